@@ -1,0 +1,387 @@
+package models
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
+)
+
+const (
+	dialectPostgres = "postgres"
+	dialectSQLite   = "sqlite"
+)
+
+// Store is the run store on PostgreSQL or SQLite.
+type Store struct {
+	db      *gorm.DB
+	sqlDB   *sql.DB
+	dialect string
+}
+
+// Open connects to the database that url names: a postgres:// or
+// postgresql:// URL, or a SQLite file (sqlite:///path, file:path or a plain
+// path). It does not migrate; see Migrate and CheckSchema.
+func Open(ctx context.Context, url string) (*Store, error) {
+	var (
+		dialector gorm.Dialector
+		dialect   string
+	)
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		dialect, dialector = dialectPostgres, postgres.Open(url)
+	case url == "":
+		return nil, fmt.Errorf("%w: empty database URL", ErrInvalid)
+	default:
+		path := strings.TrimPrefix(strings.TrimPrefix(url, "sqlite://"), "file:")
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		if dir := filepath.Dir(path); dir != "." {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("create database directory: %w", err)
+			}
+		}
+		dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
+			"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+		dialect, dialector = dialectSQLite, sqlite.Open(dsn)
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", dialect, classify(err))
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	if dialect == dialectSQLite {
+		// SQLite has one writer; one connection makes every transaction
+		// wait its turn instead of failing with SQLITE_BUSY.
+		sqlDB.SetMaxOpenConns(1)
+	} else {
+		sqlDB.SetMaxOpenConns(20)
+		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect}
+	if err := s.Ping(ctx); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dialect is "postgres" or "sqlite".
+func (s *Store) Dialect() string { return s.dialect }
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.sqlDB.Close() }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", classify(err))
+	}
+	return nil
+}
+
+// classify marks errors that mean "the database cannot be reached" with
+// ErrUnavailable so that callers can answer 503 instead of 500.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		netErr     net.Error
+		connectErr *pgconn.ConnectError
+	)
+	if errors.As(err, &netErr) || errors.As(err, &connectErr) || errors.Is(err, driver.ErrBadConn) ||
+		pgconn.SafeToRetry(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// CreateRun inserts a new run, its tag index and the outbox messages that
+// announce it, in one transaction.
+func (s *Store) CreateRun(ctx context.Context, run *Run, outbox ...*OutboxMessage) error {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(run).Error; err != nil {
+			return fmt.Errorf("insert run: %w", err)
+		}
+		if len(run.Request.Tags) > 0 {
+			tags := make([]RunTag, 0, len(run.Request.Tags))
+			for k, v := range run.Request.Tags {
+				tags = append(tags, RunTag{RunSeq: run.Seq, Key: k, Value: v})
+			}
+			if err := tx.Create(&tags).Error; err != nil {
+				return fmt.Errorf("insert tags: %w", err)
+			}
+		}
+		return insertOutbox(tx, outbox)
+	})
+	return classify(err)
+}
+
+func insertOutbox(tx *gorm.DB, msgs []*OutboxMessage) error {
+	for _, m := range msgs {
+		if m.CreatedAt.IsZero() {
+			m.CreatedAt = time.Now().UTC()
+		}
+		if err := tx.Create(m).Error; err != nil {
+			return fmt.Errorf("insert outbox message: %w", err)
+		}
+	}
+	return nil
+}
+
+// GetRun returns the run with that id, or an error wrapping ErrNotFound.
+func (s *Store) GetRun(ctx context.Context, id string) (*Run, error) {
+	var r Run
+	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&r).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("run %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get run: %w", classify(err))
+	}
+	return &r, nil
+}
+
+// ListQuery selects a page of runs, newest first.
+type ListQuery struct {
+	// Limit is the page size (> 0).
+	Limit int
+	// Before, when non-zero, continues after the run with that Seq.
+	Before int64
+	// State, when set, keeps runs in that state only.
+	State State
+	// Tags keeps runs that carry every key:value pair given.
+	Tags map[string]string
+	// Owner, when set, keeps that owner's runs only.
+	Owner string
+}
+
+// ListRuns returns one page of runs and the cursor of the next page (0 when
+// this is the last one). It walks an index on seq: no OFFSET.
+func (s *Store) ListRuns(ctx context.Context, q ListQuery) ([]Run, int64, error) {
+	if q.Limit <= 0 {
+		return nil, 0, fmt.Errorf("%w: page size must be positive", ErrInvalid)
+	}
+	db := s.db.WithContext(ctx).Model(&Run{})
+	if q.Before > 0 {
+		db = db.Where("seq < ?", q.Before)
+	}
+	if q.State != "" {
+		db = db.Where("state = ?", q.State)
+	}
+	if q.Owner != "" {
+		db = db.Where("owner = ?", q.Owner)
+	}
+	for k, v := range q.Tags {
+		db = db.Where("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_seq = runs.seq AND t.key = ? AND t.value = ?)", k, v)
+	}
+	var runs []Run
+	if err := db.Order("seq DESC").Limit(q.Limit + 1).Find(&runs).Error; err != nil {
+		return nil, 0, fmt.Errorf("list runs: %w", classify(err))
+	}
+	var next int64
+	if len(runs) > q.Limit {
+		runs = runs[:q.Limit]
+		next = runs[len(runs)-1].Seq
+	}
+	return runs, next, nil
+}
+
+// StateCounts returns the number of runs in each of the eleven states (an
+// owner's only, when owner is set); states without runs count zero.
+func (s *Store) StateCounts(ctx context.Context, owner string) (map[State]int64, error) {
+	var rows []struct {
+		State State
+		N     int64
+	}
+	db := s.db.WithContext(ctx).Model(&Run{}).Select("state, count(*) AS n").Group("state")
+	if owner != "" {
+		db = db.Where("owner = ?", owner)
+	}
+	if err := db.Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("count runs by state: %w", classify(err))
+	}
+	counts := make(map[State]int64, len(States))
+	for _, st := range States {
+		counts[st] = 0
+	}
+	for _, r := range rows {
+		counts[r.State] = r.N
+	}
+	return counts, nil
+}
+
+// UpdateRun loads the run with that id under a row lock, lets fn change it,
+// and writes it back with the task logs fn returns, in one transaction. If
+// fn returns an error (ErrSkip to mean "nothing to do") nothing is written
+// and the error is returned.
+func (s *Store) UpdateRun(ctx context.Context, id string, fn func(*Run) ([]TaskLog, error)) error {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var r Run
+		q := tx
+		if s.dialect == dialectPostgres {
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		if err := q.Where("id = ?", id).Take(&r).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return fmt.Errorf("run %q: %w", id, ErrNotFound)
+			}
+			return err
+		}
+		tasks, err := fn(&r)
+		if err != nil {
+			return err
+		}
+		r.UpdatedAt = time.Now().UTC()
+		if err := tx.Save(&r).Error; err != nil {
+			return fmt.Errorf("save run: %w", err)
+		}
+		for i := range tasks {
+			t := tasks[i]
+			t.Seq, t.RunID = 0, r.ID
+			err := tx.Clauses(clause.OnConflict{
+				Columns: []clause.Column{{Name: "run_id"}, {Name: "task_id"}},
+				DoUpdates: clause.AssignmentColumns([]string{
+					"name", "cmd", "start_time", "end_time", "stdout", "stderr", "exit_code", "system_logs", "tes_uri",
+				}),
+			}).Create(&t).Error
+			if err != nil {
+				return fmt.Errorf("upsert task %q: %w", t.ID, err)
+			}
+		}
+		return nil
+	})
+	return classify(err)
+}
+
+// RequestCancel marks a run as cancel-requested and queues the outbox
+// message that msg builds from the run, in one transaction. For a run that
+// is already final or already being canceled it changes nothing and returns
+// changed=false: cancel is idempotent.
+func (s *Store) RequestCancel(ctx context.Context, id string, msg func(*Run) (*OutboxMessage, error)) (run *Run, changed bool, err error) {
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var r Run
+		q := tx
+		if s.dialect == dialectPostgres {
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		if err := q.Where("id = ?", id).Take(&r).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return fmt.Errorf("run %q: %w", id, ErrNotFound)
+			}
+			return err
+		}
+		run = &r
+		if r.State.Terminal() || r.CancelRequested {
+			return nil
+		}
+		m, err := msg(&r)
+		if err != nil {
+			return err
+		}
+		if err := tx.Model(&r).Update("cancel_requested", true).Error; err != nil {
+			return fmt.Errorf("flag cancel: %w", err)
+		}
+		r.CancelRequested, changed = true, true
+		return insertOutbox(tx, []*OutboxMessage{m})
+	})
+	return run, changed, classify(err)
+}
+
+// ListTasks returns up to limit task logs of a run after the cursor, in the
+// order the engine reported them, and the next cursor (0 at the end).
+func (s *Store) ListTasks(ctx context.Context, runID string, after int64, limit int) ([]TaskLog, int64, error) {
+	if limit <= 0 {
+		return nil, 0, fmt.Errorf("%w: page size must be positive", ErrInvalid)
+	}
+	var tasks []TaskLog
+	err := s.db.WithContext(ctx).Where("run_id = ? AND seq > ?", runID, after).
+		Order("seq").Limit(limit + 1).Find(&tasks).Error
+	if err != nil {
+		return nil, 0, fmt.Errorf("list tasks: %w", classify(err))
+	}
+	var next int64
+	if len(tasks) > limit {
+		tasks = tasks[:limit]
+		next = tasks[len(tasks)-1].Seq
+	}
+	return tasks, next, nil
+}
+
+// GetTask returns one task log of a run, or an error wrapping ErrNotFound.
+func (s *Store) GetTask(ctx context.Context, runID, taskID string) (*TaskLog, error) {
+	var t TaskLog
+	err := s.db.WithContext(ctx).Where("run_id = ? AND task_id = ?", runID, taskID).Take(&t).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("task %q of run %q: %w", taskID, runID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get task: %w", classify(err))
+	}
+	return &t, nil
+}
+
+// PendingOutbox returns up to limit unpublished outbox messages, oldest first.
+func (s *Store) PendingOutbox(ctx context.Context, limit int) ([]OutboxMessage, error) {
+	var msgs []OutboxMessage
+	if err := s.db.WithContext(ctx).Order("seq").Limit(limit).Find(&msgs).Error; err != nil {
+		return nil, fmt.Errorf("read outbox: %w", classify(err))
+	}
+	return msgs, nil
+}
+
+// DeleteOutbox removes published outbox messages.
+func (s *Store) DeleteOutbox(ctx context.Context, seqs ...int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	if err := s.db.WithContext(ctx).Where("seq IN ?", seqs).Delete(&OutboxMessage{}).Error; err != nil {
+		return fmt.Errorf("delete outbox messages: %w", classify(err))
+	}
+	return nil
+}
+
+// OutboxBacklog counts unpublished outbox messages.
+func (s *Store) OutboxBacklog(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&OutboxMessage{}).Count(&n).Error; err != nil {
+		return 0, fmt.Errorf("count outbox: %w", classify(err))
+	}
+	return n, nil
+}
+
+// Secret returns a server-wide secret created by the migrations.
+func (s *Store) Secret(ctx context.Context, name string) (string, error) {
+	var v string
+	err := s.db.WithContext(ctx).Table("server_secrets").Select("value").Where("name = ?", name).Take(&v).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return "", fmt.Errorf("secret %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read secret: %w", classify(err))
+	}
+	return v, nil
+}

@@ -1,0 +1,275 @@
+package models_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/models/modelstest"
+)
+
+// The same behaviour suite runs on SQLite and on PostgreSQL.
+func TestStore(t *testing.T) {
+	t.Parallel()
+	for dialect, dsn := range modelstest.Dialects(t) {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			url := dsn(t)
+			s := modelstest.NewStore(t, url)
+			for name, fn := range map[string]func(*testing.T, *models.Store){
+				"CreateGet":     testCreateGet,
+				"List":          testList,
+				"StateCounts":   testStateCounts,
+				"UpdateRun":     testUpdateRun,
+				"RequestCancel": testRequestCancel,
+				"Outbox":        testOutbox,
+			} {
+				t.Run(name, func(t *testing.T) {
+					// Subtests share one database: each works on its own runs.
+					fn(t, s)
+				})
+			}
+			t.Run("Schema", func(t *testing.T) { testSchema(t, url) })
+		})
+	}
+}
+
+func newRun(id string, tags map[string]string) *models.Run {
+	return &models.Run{
+		ID:    id,
+		State: models.Queued,
+		Request: models.RunRequest{
+			WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl",
+			WorkflowParams: json.RawMessage(`{"x":1}`), Tags: tags,
+		},
+		Engine: "mock",
+	}
+}
+
+func testCreateGet(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	run := newRun("cg-1", map[string]string{"a": "b"})
+	run.Attachments = []models.Attachment{{Name: "dir/wf.cwl", Key: "k", Size: 3}}
+	msg := &models.OutboxMessage{Subject: "wes.runs.submitted.mock", MsgID: "cg-1", Payload: []byte("{}")}
+	require.NoError(t, s.CreateRun(ctx, run, msg))
+	require.NotZero(t, run.Seq)
+	require.NotZero(t, msg.Seq)
+
+	got, err := s.GetRun(ctx, "cg-1")
+	require.NoError(t, err)
+	require.Equal(t, models.Queued, got.State)
+	require.JSONEq(t, `{"x":1}`, string(got.Request.WorkflowParams))
+	require.Equal(t, map[string]string{"a": "b"}, got.Request.Tags)
+	require.Equal(t, run.Attachments, got.Attachments)
+	require.Nil(t, got.ExitCode)
+	require.Nil(t, got.StartTime)
+
+	_, err = s.GetRun(ctx, "nope")
+	require.ErrorIs(t, err, models.ErrNotFound)
+
+	// The id is unique: a second insert fails and leaves no outbox row.
+	before, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Error(t, s.CreateRun(ctx, newRun("cg-1", nil), &models.OutboxMessage{Subject: "x", MsgID: "y", Payload: []byte("{}")}))
+	after, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "a failed submit must write nothing")
+}
+
+func testList(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	var ids []string
+	for i := range 7 {
+		id := fmt.Sprintf("list-%d", i)
+		tags := map[string]string{"suite": "list", "parity": []string{"even", "odd"}[i%2]}
+		require.NoError(t, s.CreateRun(ctx, newRun(id, tags)))
+		ids = append(ids, id)
+	}
+	// Page through with size 3: newest first, no gaps, no repeats.
+	var seen []string
+	var before int64
+	for page := 0; ; page++ {
+		runs, next, err := s.ListRuns(ctx, models.ListQuery{Limit: 3, Before: before, Tags: map[string]string{"suite": "list"}})
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(runs), 3)
+		for _, r := range runs {
+			seen = append(seen, r.ID)
+		}
+		if next == 0 {
+			break
+		}
+		before = next
+		require.Less(t, page, 5, "pagination does not end")
+	}
+	require.Equal(t, []string{"list-6", "list-5", "list-4", "list-3", "list-2", "list-1", "list-0"}, seen)
+
+	runs, _, err := s.ListRuns(ctx, models.ListQuery{Limit: 10, Tags: map[string]string{"suite": "list", "parity": "odd"}})
+	require.NoError(t, err)
+	require.Len(t, runs, 3)
+	for _, r := range runs {
+		require.Equal(t, "odd", r.Request.Tags["parity"])
+	}
+
+	runs, _, err = s.ListRuns(ctx, models.ListQuery{Limit: 10, State: models.Complete, Tags: map[string]string{"suite": "list"}})
+	require.NoError(t, err)
+	require.Empty(t, runs)
+
+	_, _, err = s.ListRuns(ctx, models.ListQuery{Limit: 0})
+	require.ErrorIs(t, err, models.ErrInvalid)
+}
+
+func testStateCounts(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	run := newRun("sc-1", nil)
+	run.Owner = "alice-counts"
+	require.NoError(t, s.CreateRun(ctx, run))
+	counts, err := s.StateCounts(ctx, "alice-counts")
+	require.NoError(t, err)
+	require.Len(t, counts, 11)
+	require.Equal(t, int64(1), counts[models.Queued])
+	require.Equal(t, int64(0), counts[models.Complete])
+}
+
+func testUpdateRun(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	require.NoError(t, s.CreateRun(ctx, newRun("up-1", nil)))
+	code := 0
+	err := s.UpdateRun(ctx, "up-1", func(r *models.Run) ([]models.TaskLog, error) {
+		r.State, r.ExitCode, r.LastEventSeq = models.Complete, &code, 9
+		r.Outputs = json.RawMessage(`{"out":"x"}`)
+		return []models.TaskLog{{ID: "t1", Name: "step one"}, {ID: "t2", Name: "step two"}}, nil
+	})
+	require.NoError(t, err)
+	// Upsert: the same task id again updates, never duplicates.
+	err = s.UpdateRun(ctx, "up-1", func(r *models.Run) ([]models.TaskLog, error) {
+		return []models.TaskLog{{ID: "t1", Name: "step one", ExitCode: &code}}, nil
+	})
+	require.NoError(t, err)
+
+	got, err := s.GetRun(ctx, "up-1")
+	require.NoError(t, err)
+	require.Equal(t, models.Complete, got.State)
+	require.Equal(t, uint64(9), got.LastEventSeq)
+	require.JSONEq(t, `{"out":"x"}`, string(got.Outputs))
+
+	tasks, next, err := s.ListTasks(ctx, "up-1", 0, 1)
+	require.NoError(t, err)
+	require.Len(t, tasks, 1)
+	require.Equal(t, "t1", tasks[0].ID)
+	require.Equal(t, 0, *tasks[0].ExitCode)
+	tasks, next, err = s.ListTasks(ctx, "up-1", next, 1)
+	require.NoError(t, err)
+	require.Equal(t, "t2", tasks[0].ID)
+	require.Zero(t, next)
+
+	task, err := s.GetTask(ctx, "up-1", "t2")
+	require.NoError(t, err)
+	require.Equal(t, "step two", task.Name)
+	_, err = s.GetTask(ctx, "up-1", "t3")
+	require.ErrorIs(t, err, models.ErrNotFound)
+
+	// ErrSkip writes nothing.
+	err = s.UpdateRun(ctx, "up-1", func(r *models.Run) ([]models.TaskLog, error) {
+		r.State = models.Running
+		return nil, models.ErrSkip
+	})
+	require.ErrorIs(t, err, models.ErrSkip)
+	got, err = s.GetRun(ctx, "up-1")
+	require.NoError(t, err)
+	require.Equal(t, models.Complete, got.State)
+
+	err = s.UpdateRun(ctx, "missing", func(*models.Run) ([]models.TaskLog, error) { return nil, nil })
+	require.ErrorIs(t, err, models.ErrNotFound)
+}
+
+func testRequestCancel(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	require.NoError(t, s.CreateRun(ctx, newRun("rc-1", nil)))
+	before, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	mk := func(r *models.Run) (*models.OutboxMessage, error) {
+		return &models.OutboxMessage{Subject: "ev", MsgID: r.ID + ".cancel", Payload: []byte("{}")}, nil
+	}
+	run, changed, err := s.RequestCancel(ctx, "rc-1", mk)
+	require.NoError(t, err)
+	require.True(t, changed)
+	require.True(t, run.CancelRequested)
+	_, changed, err = s.RequestCancel(ctx, "rc-1", mk)
+	require.NoError(t, err)
+	require.False(t, changed, "a second cancel must be a no-op")
+	after, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before+1, after)
+
+	_, _, err = s.RequestCancel(ctx, "missing", mk)
+	require.ErrorIs(t, err, models.ErrNotFound)
+
+	// Builder errors roll back the flag.
+	require.NoError(t, s.CreateRun(ctx, newRun("rc-2", nil)))
+	boom := errors.New("boom")
+	_, _, err = s.RequestCancel(ctx, "rc-2", func(*models.Run) (*models.OutboxMessage, error) { return nil, boom })
+	require.ErrorIs(t, err, boom)
+	got, err := s.GetRun(ctx, "rc-2")
+	require.NoError(t, err)
+	require.False(t, got.CancelRequested)
+}
+
+func testOutbox(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	require.NoError(t, s.CreateRun(ctx, newRun("ob-1", nil),
+		&models.OutboxMessage{Subject: "a", MsgID: "ob-1", Payload: []byte(`{"n":1}`)}))
+	msgs, err := s.PendingOutbox(ctx, 1000)
+	require.NoError(t, err)
+	var found *models.OutboxMessage
+	for i := range msgs {
+		if msgs[i].MsgID == "ob-1" {
+			found = &msgs[i]
+		}
+	}
+	require.NotNil(t, found)
+	require.Equal(t, `{"n":1}`, string(found.Payload))
+	require.NoError(t, s.DeleteOutbox(ctx, found.Seq))
+	msgs, err = s.PendingOutbox(ctx, 1000)
+	require.NoError(t, err)
+	for _, m := range msgs {
+		require.NotEqual(t, "ob-1", m.MsgID)
+	}
+}
+
+func testSchema(t *testing.T, url string) {
+	ctx := context.Background()
+	s, err := models.Open(ctx, url)
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.CheckSchema(ctx), "the suite migrated this database")
+	applied, err := s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Empty(t, applied, "migrate up twice applies nothing the second time")
+	secret, err := s.Secret(ctx, "page_token")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(secret), 32)
+}
+
+func TestCheckSchemaOnEmptyDatabase(t *testing.T) {
+	t.Parallel()
+	for dialect, dsn := range modelstest.Dialects(t) {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, err := models.Open(ctx, dsn(t))
+			require.NoError(t, err)
+			defer s.Close()
+			err = s.CheckSchema(ctx)
+			require.ErrorIs(t, err, models.ErrSchemaOutdated)
+			require.Contains(t, err.Error(), "wes migrate up")
+			status, err := s.MigrationStatus(ctx)
+			require.NoError(t, err)
+			require.NotEmpty(t, status)
+			require.False(t, status[0].Applied)
+		})
+	}
+}
