@@ -2,6 +2,7 @@ package models
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -102,3 +103,23 @@ type OutboxMessage struct {
 
 // TableName implements gorm's Tabler.
 func (OutboxMessage) TableName() string { return "outbox" }
+
+// CanonicalWorkflowType returns the canonical name of a workflow type, case
+// insensitively: CWL, WDL, SMK (also "Snakemake") and NFL (also "Nextflow");
+// any other type is upper-cased.
+func CanonicalWorkflowType(t string) string {
+	switch up := strings.ToUpper(strings.TrimSpace(t)); up {
+	case "SNAKEMAKE":
+		return "SMK"
+	case "NEXTFLOW":
+		return "NFL"
+	default:
+		return up
+	}
+}
+
+// SameVersion reports whether two workflow type or engine versions name the
+// same thing, ignoring a leading "v": CWL "1.0" is "v1.0".
+func SameVersion(a, b string) bool {
+	return strings.TrimPrefix(strings.TrimSpace(a), "v") == strings.TrimPrefix(strings.TrimSpace(b), "v")
+}

@@ -1,0 +1,222 @@
+package apiserver
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// Catalog knows which engines the live executors offer. It follows the
+// executors bucket; an executor that stopped announcing itself for longer
+// than the TTL is forgotten even if its entry has not expired yet.
+type Catalog struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu    sync.RWMutex
+	execs map[string]seenExecutor
+}
+
+type seenExecutor struct {
+	info events.ExecutorInfo
+	seen time.Time
+}
+
+// preferred names the default engine of a workflow type when several
+// engines accept it and the run names none.
+var preferred = map[string][]string{
+	"CWL": {"cwltool", "toil"},
+	"SMK": {"snakemake"},
+	"NFL": {"nextflow"},
+	"WDL": {"cromwell"},
+}
+
+// NewCatalog returns an empty catalog whose entries live for ttl.
+func NewCatalog(ttl time.Duration) *Catalog {
+	return &Catalog{ttl: ttl, now: time.Now, execs: map[string]seenExecutor{}}
+}
+
+// Run follows the executors bucket until ctx ends.
+func (c *Catalog) Run(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+	for {
+		err := c.follow(ctx, kv, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("executor registry watch ended, restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for entry := range w.Updates() {
+		if entry == nil { // initial values delivered
+			continue
+		}
+		switch entry.Operation() {
+		case jetstream.KeyValuePut:
+			var info events.ExecutorInfo
+			if err := json.Unmarshal(entry.Value(), &info); err != nil {
+				log.Warn("undecodable executor entry", "key", entry.Key(), "err", err)
+				continue
+			}
+			c.put(info, entry.Created())
+		default:
+			c.remove(entry.Key())
+		}
+	}
+	return fmt.Errorf("watch closed")
+}
+
+func (c *Catalog) put(info events.ExecutorInfo, seen time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.execs[info.ID] = seenExecutor{info: info, seen: seen}
+}
+
+func (c *Catalog) remove(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.execs, id)
+}
+
+// engines lists every engine offered by a live executor, merged by name and
+// version, sorted by name then version.
+func (c *Catalog) engines() []events.EngineInfo {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	cutoff := c.now().Add(-c.ttl)
+	merged := map[[2]string]events.EngineInfo{}
+	for _, ex := range c.execs {
+		if ex.seen.Before(cutoff) {
+			continue
+		}
+		for _, e := range ex.info.Engines {
+			k := [2]string{e.Name, e.Version}
+			if _, ok := merged[k]; !ok {
+				merged[k] = e
+			}
+		}
+	}
+	out := make([]events.EngineInfo, 0, len(merged))
+	for _, e := range merged {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b events.EngineInfo) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
+	})
+	return out
+}
+
+// resolve picks the engine that runs a request: the one it names, or the
+// preferred engine for its workflow type. The error says what is offered.
+func (c *Catalog) resolve(wfType, wfVersion, engine, engineVersion string) (events.EngineInfo, error) {
+	all := c.engines()
+	if len(all) == 0 {
+		return events.EngineInfo{}, badRequest("no workflow engine is available: no executor with an installed engine is running; start `wes executor` on a host with an engine (see service-info)")
+	}
+	var typeMatch, versionMatch []events.EngineInfo
+	for _, e := range all {
+		versions, ok := e.WorkflowTypes[wfType]
+		if !ok {
+			continue
+		}
+		typeMatch = append(typeMatch, e)
+		if slices.ContainsFunc(versions, func(v string) bool { return models.SameVersion(v, wfVersion) }) {
+			versionMatch = append(versionMatch, e)
+		}
+	}
+	if len(typeMatch) == 0 {
+		return events.EngineInfo{}, badRequest("workflow_type %q is not supported here; supported: %s", wfType, strings.Join(c.types(all), ", "))
+	}
+	if len(versionMatch) == 0 {
+		return events.EngineInfo{}, badRequest("workflow_type_version %q of %s is not supported here; supported: %s",
+			wfVersion, wfType, strings.Join(versionsOf(typeMatch, wfType), ", "))
+	}
+	candidates := versionMatch
+	if engine != "" {
+		candidates = slices.DeleteFunc(slices.Clone(candidates), func(e events.EngineInfo) bool { return !strings.EqualFold(e.Name, engine) })
+		if len(candidates) == 0 {
+			return events.EngineInfo{}, badRequest("workflow_engine %q does not run %s %s here; engines that do: %s",
+				engine, wfType, wfVersion, strings.Join(namesOf(versionMatch), ", "))
+		}
+	}
+	if engineVersion != "" {
+		named := candidates
+		candidates = slices.DeleteFunc(slices.Clone(candidates), func(e events.EngineInfo) bool { return !models.SameVersion(e.Version, engineVersion) })
+		if len(candidates) == 0 {
+			var have []string
+			for _, e := range named {
+				have = append(have, e.Name+" "+e.Version)
+			}
+			return events.EngineInfo{}, badRequest("workflow_engine_version %q is not available; available: %s", engineVersion, strings.Join(have, ", "))
+		}
+	}
+	// Preferred engine first; among versions of one engine, the newest.
+	rank := func(e events.EngineInfo) int {
+		if i := slices.Index(preferred[wfType], e.Name); i >= 0 {
+			return i
+		}
+		return len(preferred[wfType])
+	}
+	slices.SortStableFunc(candidates, func(a, b events.EngineInfo) int {
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a.Name, b.Name), -cmp.Compare(a.Version, b.Version))
+	})
+	return candidates[0], nil
+}
+
+func (c *Catalog) types(all []events.EngineInfo) []string {
+	var out []string
+	for _, e := range all {
+		for t := range e.WorkflowTypes {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func versionsOf(engines []events.EngineInfo, wfType string) []string {
+	var out []string
+	for _, e := range engines {
+		for _, v := range e.WorkflowTypes[wfType] {
+			if !slices.Contains(out, v) {
+				out = append(out, v)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func namesOf(engines []events.EngineInfo) []string {
+	var out []string
+	for _, e := range engines {
+		if !slices.Contains(out, e.Name) {
+			out = append(out, e.Name)
+		}
+	}
+	return out
+}

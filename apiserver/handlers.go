@@ -1,0 +1,437 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// handlers serves one base path; absolute URLs in answers use it.
+type handlers struct {
+	s    *Server
+	base string
+}
+
+func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, r, h.s.log, err)
+}
+
+// url returns the absolute URL of path below the base path.
+func (h *handlers) url(r *http.Request, path string) string {
+	origin := h.s.cfg.PublicURL
+	if origin == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		origin = scheme + "://" + r.Host
+	}
+	return strings.TrimSuffix(origin, "/") + h.base + path
+}
+
+func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
+	counts, err := h.s.store.StateCounts(r.Context(), "")
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	cfg := h.s.cfg.Service
+	info := serviceInfo{
+		ID:                              cfg.ID,
+		Name:                            cfg.Name,
+		Type:                            serviceType{Group: "org.ga4gh", Artifact: "wes", Version: "1.1.0"},
+		Description:                     cfg.Description,
+		Organization:                    organization{Name: cfg.OrganizationName, URL: cfg.OrganizationURL},
+		ContactURL:                      cfg.ContactURL,
+		DocumentationURL:                cfg.DocumentationURL,
+		CreatedAt:                       timestamp(&h.s.started),
+		UpdatedAt:                       timestamp(&h.s.started),
+		Environment:                     cfg.Environment,
+		Version:                         cfg.Version,
+		WorkflowTypeVersions:            map[string]workflowTypeVersion{},
+		SupportedWESVersions:            []string{"1.1.0"},
+		SupportedFilesystemProtocols:    []string{"http", "https"},
+		WorkflowEngineVersions:          map[string]workflowEngineVersion{},
+		DefaultWorkflowEngineParameters: []defaultWorkflowEngineParameter{},
+		SystemStateCounts:               make(map[string]int64, len(counts)),
+		AuthInstructionsURL:             cfg.AuthInstructionsURL,
+		Tags:                            map[string]string{},
+	}
+	if h.s.cfg.AllowLocalWorkflows {
+		info.SupportedFilesystemProtocols = append(info.SupportedFilesystemProtocols, "file")
+	}
+	for st, n := range counts {
+		info.SystemStateCounts[string(st)] = n
+	}
+	for _, e := range h.s.catalog.engines() {
+		ev := info.WorkflowEngineVersions[e.Name]
+		if !slices.Contains(ev.WorkflowEngineVersion, e.Version) {
+			ev.WorkflowEngineVersion = append(ev.WorkflowEngineVersion, e.Version)
+		}
+		info.WorkflowEngineVersions[e.Name] = ev
+		for t, versions := range e.WorkflowTypes {
+			tv := info.WorkflowTypeVersions[t]
+			for _, v := range versions {
+				if !slices.Contains(tv.WorkflowTypeVersion, v) {
+					tv.WorkflowTypeVersion = append(tv.WorkflowTypeVersion, v)
+				}
+			}
+			slices.Sort(tv.WorkflowTypeVersion)
+			info.WorkflowTypeVersions[t] = tv
+		}
+		for _, p := range e.Parameters {
+			d := defaultWorkflowEngineParameter{Name: p.Name, Type: p.Type, DefaultValue: p.Default}
+			if !slices.Contains(info.DefaultWorkflowEngineParameters, d) {
+				info.DefaultWorkflowEngineParameters = append(info.DefaultWorkflowEngineParameters, d)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (h *handlers) submit(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	lim := h.s.cfg.Limits
+	r.Body = http.MaxBytesReader(w, r.Body, lim.MaxRequestBytes)
+	id := uuid.Must(uuid.NewV7()).String()
+	sink := &objectSink{objects: h.s.bus.Objects, runID: id}
+	run, err := h.prepare(r, id, sink)
+	if err == nil {
+		err = h.s.enqueue(ctx, run)
+	}
+	if err != nil {
+		sink.discard(h.s.log)
+		h.fail(w, r, err)
+		return
+	}
+	h.s.relay.Kick()
+	h.s.log.Info("run submitted", "run_id", id, "workflow_type", run.Request.WorkflowType,
+		"engine", run.Engine, "attachments", len(run.Attachments))
+	writeJSON(w, http.StatusOK, runID{RunID: id})
+}
+
+// prepare decodes and validates a submission into a new QUEUED run.
+func (h *handlers) prepare(r *http.Request, id string, sink attachmentSink) (*models.Run, error) {
+	sub, err := decodeSubmission(r, h.s.cfg.Limits, h.s.cfg.AllowLocalWorkflows, sink)
+	if err != nil {
+		return nil, err
+	}
+	req := sub.req
+	eng, err := h.s.catalog.resolve(req.WorkflowType, req.WorkflowTypeVersion, req.WorkflowEngine, req.WorkflowEngineVersion)
+	if err != nil {
+		return nil, err
+	}
+	for k := range req.WorkflowEngineParameters {
+		if !slices.ContainsFunc(eng.Parameters, func(p events.EngineParameter) bool { return p.Name == k }) {
+			accepted := make([]string, 0, len(eng.Parameters))
+			for _, p := range eng.Parameters {
+				accepted = append(accepted, p.Name)
+			}
+			return nil, badRequest("workflow_engine_parameters key %q is not accepted by engine %s; accepted: [%s]", k, eng.Name, strings.Join(accepted, ", "))
+		}
+	}
+	return &models.Run{
+		ID: id, State: models.Queued, Request: req, Engine: eng.Name, Attachments: sub.attachments,
+		CreatedAt: time.Now().UTC(),
+	}, nil
+}
+
+// enqueue records the run and its run.submitted message in one transaction.
+func (s *Server) enqueue(ctx context.Context, run *models.Run) error {
+	subject, msgID, data, err := s.enc.EncodeSubmitted(events.RunSubmitted{
+		RunID: run.ID, Engine: run.Engine, Request: run.Request,
+		Attachments: run.Attachments, SubmittedAt: run.CreatedAt,
+	})
+	if err != nil {
+		return err
+	}
+	return s.store.CreateRun(ctx, run, &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data})
+}
+
+func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
+	run, err := h.s.store.GetRun(r.Context(), mux.Vars(r)["run_id"])
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	req := run.Request
+	out := runLog{
+		RunID: run.ID,
+		Request: runRequest{
+			WorkflowParams: req.WorkflowParams, WorkflowType: req.WorkflowType, WorkflowTypeVersion: req.WorkflowTypeVersion,
+			Tags: req.Tags, WorkflowEngineParameters: req.WorkflowEngineParameters, WorkflowEngine: req.WorkflowEngine,
+			WorkflowEngineVersion: req.WorkflowEngineVersion, WorkflowURL: req.WorkflowURL,
+		},
+		State: string(run.State),
+		RunLog: wesLog{
+			Name: run.Engine, Cmd: orEmpty(run.Cmd), StartTime: timestamp(run.StartTime), EndTime: timestamp(run.EndTime),
+			Stdout: h.url(r, "/runs/"+run.ID+"/logs/stdout"), Stderr: h.url(r, "/runs/"+run.ID+"/logs/stderr"),
+			ExitCode: run.ExitCode, SystemLogs: orEmpty(run.SystemLogs),
+		},
+		TaskLogsURL: h.url(r, "/runs/"+run.ID+"/tasks"),
+		Outputs:     run.Outputs,
+	}
+	if out.Request.Tags == nil {
+		out.Request.Tags = map[string]string{}
+	}
+	if out.Request.WorkflowEngineParameters == nil {
+		out.Request.WorkflowEngineParameters = map[string]*string{}
+	}
+	if len(out.Request.WorkflowParams) == 0 {
+		out.Request.WorkflowParams = json.RawMessage(`{}`)
+	}
+	if len(out.Outputs) == 0 || string(out.Outputs) == "null" {
+		out.Outputs = json.RawMessage(`{}`)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (h *handlers) getStatus(w http.ResponseWriter, r *http.Request) {
+	run, err := h.s.store.GetRun(r.Context(), mux.Vars(r)["run_id"])
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, runStatus{RunID: run.ID, State: string(run.State)})
+}
+
+func (h *handlers) listRuns(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, err := h.pageSize(q.Get("page_size"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	lq := models.ListQuery{Limit: limit}
+	if st := q.Get("state"); st != "" {
+		if lq.State, err = models.ParseState(strings.ToUpper(st)); err != nil {
+			h.fail(w, r, badRequest("state %q is not a WES state", st))
+			return
+		}
+	}
+	for _, kv := range q["tag"] {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok || k == "" {
+			h.fail(w, r, badRequest("tag filter %q must be key:value", kv))
+			return
+		}
+		if lq.Tags == nil {
+			lq.Tags = map[string]string{}
+		}
+		lq.Tags[k] = v
+	}
+	scope := listScope(lq)
+	if lq.Before, err = h.s.tokens.decode(q.Get("page_token"), scope); err != nil {
+		h.fail(w, r, badRequest("%v", err))
+		return
+	}
+	runs, next, err := h.s.store.ListRuns(r.Context(), lq)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	resp := runListResponse{Runs: make([]runSummary, 0, len(runs)), NextPageToken: h.s.tokens.encode(next, scope)}
+	for _, run := range runs {
+		tags := run.Request.Tags
+		if tags == nil {
+			tags = map[string]string{}
+		}
+		resp.Runs = append(resp.Runs, runSummary{
+			RunID: run.ID, State: string(run.State), Tags: tags,
+			StartTime: timestamp(run.StartTime), EndTime: timestamp(run.EndTime),
+		})
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// listScope names the query a page token belongs to.
+func listScope(q models.ListQuery) string {
+	keys := make([]string, 0, len(q.Tags))
+	for k := range q.Tags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "runs\x00%s\x00%s", q.Owner, q.State)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\x00%s\x00%s", k, q.Tags[k])
+	}
+	return b.String()
+}
+
+func (h *handlers) pageSize(v string) (int, error) {
+	if v == "" {
+		return h.s.cfg.DefaultPageSize, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, badRequest("page_size %q must be a positive integer", v)
+	}
+	return min(n, h.s.cfg.MaxPageSize), nil
+}
+
+func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := mux.Vars(r)["run_id"]
+	run, err := h.s.store.GetRun(ctx, id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if run.State.Terminal() || run.CancelRequested {
+		writeJSON(w, http.StatusOK, runID{RunID: id})
+		return
+	}
+	// The flag first: an executor that holds the run stops it as soon as
+	// the flag appears, whatever happens to the event below.
+	flagCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = h.s.bus.Cancel.Put(flagCtx, id, []byte(time.Now().UTC().Format(time.RFC3339)))
+	cancel()
+	if err != nil {
+		h.fail(w, r, fmt.Errorf("set cancel flag: %w: %w", errBrokerUnavailable, err))
+		return
+	}
+	_, changed, err := h.s.store.RequestCancel(ctx, id, func(run *models.Run) (*models.OutboxMessage, error) {
+		// A run no executor holds is canceled at once; a held one is
+		// CANCELING until its executor has stopped the engine.
+		state := models.Canceling
+		switch run.State {
+		case models.Queued, models.Preempted, models.Unknown:
+			state = models.Canceled
+		}
+		subject, msgID, data, err := h.s.enc.EncodeEvent(events.RunEvent{
+			RunID: run.ID, State: state, Source: "api", SystemLog: "cancel requested",
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data}, nil
+	})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if changed {
+		h.s.relay.Kick()
+		h.s.log.Info("cancel requested", "run_id", id, "state", run.State)
+	}
+	writeJSON(w, http.StatusOK, runID{RunID: id})
+}
+
+func (h *handlers) listTasks(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := mux.Vars(r)["run_id"]
+	if _, err := h.s.store.GetRun(ctx, id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	limit, err := h.pageSize(r.URL.Query().Get("page_size"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	scope := "tasks\x00" + id
+	after, err := h.s.tokens.decode(r.URL.Query().Get("page_token"), scope)
+	if err != nil {
+		h.fail(w, r, badRequest("%v", err))
+		return
+	}
+	tasks, next, err := h.s.store.ListTasks(ctx, id, after, limit)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	resp := taskListResponse{TaskLogs: make([]taskLog, 0, len(tasks)), NextPageToken: h.s.tokens.encode(next, scope)}
+	for i := range tasks {
+		resp.TaskLogs = append(resp.TaskLogs, toTaskLog(&tasks[i]))
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *handlers) getTask(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	if _, err := h.s.store.GetRun(r.Context(), v["run_id"]); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	t, err := h.s.store.GetTask(r.Context(), v["run_id"], v["task_id"])
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toTaskLog(t))
+}
+
+func toTaskLog(t *models.TaskLog) taskLog {
+	return taskLog{
+		ID: t.ID, Name: t.Name, Cmd: orEmpty(t.Cmd), StartTime: timestamp(t.StartTime), EndTime: timestamp(t.EndTime),
+		Stdout: t.Stdout, Stderr: t.Stderr, ExitCode: t.ExitCode, SystemLogs: orEmpty(t.SystemLogs), TESURI: t.TESURI,
+	}
+}
+
+// objectSink streams attachments into the object store and can remove what
+// it stored when the submission fails.
+type objectSink struct {
+	objects jetstream.ObjectStore
+	runID   string
+	keys    []string
+}
+
+func (s *objectSink) put(ctx context.Context, name string, r io.Reader) (string, int64, error) {
+	key := events.AttachmentKey(s.runID, name)
+	src := &errReader{r: r}
+	info, err := s.objects.Put(ctx, jetstream.ObjectMeta{Name: key}, src)
+	if src.err != nil && !errors.Is(src.err, io.EOF) {
+		return "", 0, src.err // the client's body failed (too large, cut off)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %w", errBrokerUnavailable, err)
+	}
+	s.keys = append(s.keys, key)
+	return key, int64(info.Size), nil
+}
+
+func (s *objectSink) discard(log interface{ Warn(string, ...any) }) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, k := range s.keys {
+		if err := s.objects.Delete(ctx, k); err != nil {
+			log.Warn("cannot remove attachment of a refused submission", "run_id", s.runID, "key", k, "err", err)
+		}
+	}
+}
+
+// errReader remembers the error of the reader it wraps.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,102 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+)
+
+// getLog serves a run's stdout or stderr from the object store, with Range
+// support (http.ServeContent over a seeker that reads the object lazily).
+func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	v := mux.Vars(r)
+	run, err := h.s.store.GetRun(ctx, v["run_id"])
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	key := events.LogKey(run.ID, v["stream"])
+	info, err := h.s.bus.Objects.GetInfo(ctx, key)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		h.fail(w, r, withStatus(http.StatusNotFound, nil, "%s of run %s is not available yet (the run is %s); it is stored when the engine stops", v["stream"], run.ID, run.State))
+		return
+	}
+	if err != nil {
+		h.fail(w, r, fmt.Errorf("read %s: %w: %w", key, errBrokerUnavailable, err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
+	defer rs.Close()
+	http.ServeContent(w, r, "", info.ModTime, rs)
+}
+
+// objectSeeker is an io.ReadSeeker over an object: Seek only moves the
+// offset; Read opens the object there (skipping what lies before it).
+type objectSeeker struct {
+	ctx     context.Context
+	objects jetstream.ObjectStore
+	key     string
+	size    int64
+	off     int64
+	body    io.ReadCloser
+	bodyOff int64
+}
+
+func (o *objectSeeker) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += o.off
+	case io.SeekEnd:
+		offset += o.size
+	default:
+		return 0, errors.New("invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("negative offset")
+	}
+	o.off = offset
+	return offset, nil
+}
+
+func (o *objectSeeker) Read(p []byte) (int, error) {
+	if o.off >= o.size {
+		return 0, io.EOF
+	}
+	if o.body != nil && o.bodyOff != o.off {
+		o.Close()
+	}
+	if o.body == nil {
+		body, err := o.objects.Get(o.ctx, o.key)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := io.CopyN(io.Discard, body, o.off); err != nil {
+			body.Close()
+			return 0, err
+		}
+		o.body, o.bodyOff = body, o.off
+	}
+	n, err := o.body.Read(p)
+	o.off += int64(n)
+	o.bodyOff = o.off
+	return n, err
+}
+
+func (o *objectSeeker) Close() error {
+	if o.body == nil {
+		return nil
+	}
+	err := o.body.Close()
+	o.body = nil
+	return err
+}

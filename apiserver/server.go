@@ -1,0 +1,211 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// BasePaths are the prefixes the API answers under: the standard one and
+// the seed's.
+var BasePaths = []string{"/ga4gh/wes/v1", "/api/ga4gh/wes/v1"}
+
+// Config tunes the API.
+type Config struct {
+	// PublicURL, when set, is the scheme://host[:port] clients reach the API
+	// at; absolute URLs in responses start with it. Otherwise they use the
+	// request's Host.
+	PublicURL           string
+	Limits              Limits
+	DefaultPageSize     int
+	MaxPageSize         int
+	AllowLocalWorkflows bool
+	// PageTokenKey signs page tokens; every replica must share it.
+	PageTokenKey []byte
+	Service      ServiceConfig
+}
+
+// ServiceConfig is what service-info says about this deployment.
+type ServiceConfig struct {
+	ID                  string
+	Name                string
+	Description         string
+	OrganizationName    string
+	OrganizationURL     string
+	ContactURL          string
+	DocumentationURL    string
+	Environment         string
+	Version             string
+	AuthInstructionsURL string
+}
+
+// Store is what the API needs of the run store.
+type Store interface {
+	CreateRun(ctx context.Context, run *models.Run, outbox ...*models.OutboxMessage) error
+	GetRun(ctx context.Context, id string) (*models.Run, error)
+	ListRuns(ctx context.Context, q models.ListQuery) ([]models.Run, int64, error)
+	StateCounts(ctx context.Context, owner string) (map[models.State]int64, error)
+	RequestCancel(ctx context.Context, id string, msg func(*models.Run) (*models.OutboxMessage, error)) (*models.Run, bool, error)
+	ListTasks(ctx context.Context, runID string, after int64, limit int) ([]models.TaskLog, int64, error)
+	GetTask(ctx context.Context, runID, taskID string) (*models.TaskLog, error)
+	Ping(ctx context.Context) error
+}
+
+// kicker wakes the outbox relay.
+type kicker interface{ Kick() }
+
+// Server is the WES API.
+type Server struct {
+	cfg     Config
+	store   Store
+	bus     *events.Bus
+	enc     *events.Publisher
+	catalog *Catalog
+	relay   kicker
+	tokens  pageTokens
+	log     *slog.Logger
+	started time.Time
+}
+
+// New returns the API server.
+func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicker, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.DefaultPageSize <= 0 {
+		cfg.DefaultPageSize = 50
+	}
+	if cfg.MaxPageSize < cfg.DefaultPageSize {
+		cfg.MaxPageSize = max(1000, cfg.DefaultPageSize)
+	}
+	return &Server{
+		cfg: cfg, store: store, bus: bus, enc: events.NewPublisher(bus.JS, bus.Names),
+		catalog: catalog, relay: relay, tokens: pageTokens{key: cfg.PageTokenKey},
+		log: log.With("component", "api"), started: time.Now().UTC(),
+	}
+}
+
+// Handler returns the HTTP handler with every route.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter()
+	for _, base := range BasePaths {
+		sr := r.PathPrefix(base).Subrouter()
+		h := &handlers{s: s, base: base}
+		sr.HandleFunc("/service-info", h.serviceInfo).Methods(http.MethodGet)
+		sr.HandleFunc("/runs", h.listRuns).Methods(http.MethodGet)
+		sr.HandleFunc("/runs", h.submit).Methods(http.MethodPost)
+		sr.HandleFunc("/runs/{run_id}", h.getRun).Methods(http.MethodGet)
+		sr.HandleFunc("/runs/{run_id}/status", h.getStatus).Methods(http.MethodGet)
+		sr.HandleFunc("/runs/{run_id}/cancel", h.cancel).Methods(http.MethodPost)
+		sr.HandleFunc("/runs/{run_id}/tasks", h.listTasks).Methods(http.MethodGet)
+		sr.HandleFunc("/runs/{run_id}/tasks/{task_id}", h.getTask).Methods(http.MethodGet)
+		sr.HandleFunc("/runs/{run_id}/logs/{stream:stdout|stderr}", h.getLog).Methods(http.MethodGet, http.MethodHead)
+	}
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", s.ready).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, req, s.log, withStatus(http.StatusNotFound, nil, "no such endpoint %s; the API is under %s", req.URL.Path, BasePaths[0]))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, req, s.log, withStatus(http.StatusMethodNotAllowed, nil, "method %s is not allowed on %s", req.Method, req.URL.Path))
+	})
+	return s.recoverer(s.accessLog(r))
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeError(w, r, s.log, withStatus(http.StatusServiceUnavailable, err, "database unreachable"))
+		return
+	}
+	if !s.bus.JS.Conn().IsConnected() {
+		writeError(w, r, s.log, withStatus(http.StatusServiceUnavailable, nil, "NATS unreachable"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+	})
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				writeError(w, r, s.log, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Serve runs an HTTP server for h on addr until ctx ends, then shuts it
+// down gracefully. ready, if not nil, hears the address once listening.
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, ready func(net.Addr)) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Minute, // attachments may be large
+		WriteTimeout:      0,                // log follow streams until the run ends
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

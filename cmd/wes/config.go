@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of every subcommand, read once from the
+// environment. The seed's names (DEFAULT_WES_PROVIDER,
+// WORKFLOW_POLL_INTERVAL, WES_API_URL) keep working.
+type Config struct {
+	ListenAddr    string `envconfig:"WES_LISTEN_ADDR" default:"127.0.0.1:5000" desc:"address the API listens on"`
+	PublicURL     string `envconfig:"WES_PUBLIC_URL" desc:"scheme://host[:port] clients reach the API at (default: the request's Host)"`
+	DataDir       string `envconfig:"WES_DATA_DIR" default:".wes" desc:"wes dev: directory for SQLite, embedded NATS data and run directories"`
+	DatabaseURL   string `envconfig:"WES_DATABASE_URL" desc:"postgres://… URL or SQLite path (wes dev default: $WES_DATA_DIR/wes.db)"`
+	NATSURL       string `envconfig:"WES_NATS_URL" default:"nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated (ignored by wes dev, which embeds its own)"`
+	NATSNamespace string `envconfig:"WES_NATS_NAMESPACE" default:"WES" desc:"prefix of every stream, subject and bucket"`
+	NATSReplicas  int    `envconfig:"WES_NATS_REPLICAS" default:"1" desc:"replicas of streams and buckets (3 on a NATS cluster)"`
+	DevNATSPort   int    `envconfig:"WES_DEV_NATS_PORT" default:"0" desc:"wes dev: port of the embedded NATS server (0: any free port; never 4222)"`
+
+	Provider      string  `envconfig:"DEFAULT_WES_PROVIDER" default:"local" desc:"executor backend: local (engines on PATH) or mock"`
+	ExecutorSlots int     `envconfig:"WES_EXECUTOR_SLOTS" default:"4" desc:"runs one executor executes at once"`
+	ExecutorID    string  `envconfig:"WES_EXECUTOR_ID" desc:"executor name (default: hostname-pid)"`
+	WorkDir       string  `envconfig:"WES_WORK_DIR" desc:"executor: directory of run directories (default: $WES_DATA_DIR/runs)"`
+	AckWait       Seconds `envconfig:"WES_EXECUTOR_ACK_WAIT" default:"30s" desc:"executor: heartbeat deadline before a run is given to another executor"`
+	ShutdownGrace Seconds `envconfig:"WES_EXECUTOR_SHUTDOWN_GRACE" default:"10s" desc:"executor: how long running runs may finish after SIGTERM before they are handed back"`
+	ExecutorTTL   Seconds `envconfig:"WES_EXECUTOR_TTL" default:"30s" desc:"how long an executor stays listed in service-info without a heartbeat"`
+	MaxAttempts   int     `envconfig:"WES_MAX_ATTEMPTS" default:"3" desc:"attempts at a run whose failure is ours and retryable"`
+	PollInterval  Seconds `envconfig:"WORKFLOW_POLL_INTERVAL" default:"10" desc:"outbox sweep interval (seconds, or a duration such as 500ms)"`
+
+	MaxRequestBytes     int64 `envconfig:"WES_MAX_REQUEST_BYTES" default:"268435456" desc:"largest POST /runs body, attachments included"`
+	MaxFieldBytes       int64 `envconfig:"WES_MAX_FIELD_BYTES" default:"1048576" desc:"largest form field or JSON body"`
+	MaxAttachments      int   `envconfig:"WES_MAX_ATTACHMENTS" default:"1000" desc:"most workflow_attachment parts in one submission"`
+	MaxTags             int   `envconfig:"WES_MAX_TAGS" default:"64" desc:"most tags on one run"`
+	DefaultPageSize     int   `envconfig:"WES_DEFAULT_PAGE_SIZE" default:"50" desc:"page size when a list request gives none"`
+	MaxPageSize         int   `envconfig:"WES_MAX_PAGE_SIZE" default:"1000" desc:"largest page size honoured"`
+	AllowLocalWorkflows bool  `envconfig:"WES_ALLOW_LOCAL_WORKFLOWS" default:"false" desc:"accept file:// and absolute-path workflow URLs"`
+
+	ServiceID           string `envconfig:"WES_SERVICE_ID" default:"org.ga4gh.wes" desc:"service-info id"`
+	ServiceName         string `envconfig:"WES_SERVICE_NAME" default:"wes" desc:"service-info name"`
+	OrganizationName    string `envconfig:"WES_ORGANIZATION_NAME" default:"wes" desc:"service-info organization.name"`
+	OrganizationURL     string `envconfig:"WES_ORGANIZATION_URL" default:"https://github.com/wes-dev/wes" desc:"service-info organization.url"`
+	Environment         string `envconfig:"WES_ENVIRONMENT" default:"dev" desc:"service-info environment"`
+	AuthInstructionsURL string `envconfig:"WES_AUTH_INSTRUCTIONS_URL" default:"https://github.com/wes-dev/wes#authentication" desc:"service-info auth_instructions_url"`
+
+	APIURL    string `envconfig:"WES_API_URL" default:"http://localhost:5000/api/ga4gh/wes/v1" desc:"client: the WES API to talk to"`
+	LogFormat string `envconfig:"WES_LOG_FORMAT" default:"text" desc:"text or json"`
+	LogLevel  string `envconfig:"WES_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// Seconds is a duration given as a Go duration ("500ms", "2m") or, as the
+// seed's WORKFLOW_POLL_INTERVAL=5, as a number of seconds.
+type Seconds time.Duration
+
+// Decode implements envconfig.Decoder.
+func (s *Seconds) Decode(v string) error {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		*s = Seconds(n * float64(time.Second))
+	} else if d, err := time.ParseDuration(v); err == nil {
+		*s = Seconds(d)
+	} else {
+		return fmt.Errorf("%q is neither a number of seconds nor a duration such as 500ms", v)
+	}
+	if *s <= 0 {
+		return fmt.Errorf("%q must be positive", v)
+	}
+	return nil
+}
+
+// D returns the duration.
+func (s Seconds) D() time.Duration { return time.Duration(s) }

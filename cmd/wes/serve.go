@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wes-dev/wes/apiserver"
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/executor"
+	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/projector"
+	"github.com/wes-dev/wes/providers"
+	"github.com/wes-dev/wes/providers/local"
+	"github.com/wes-dev/wes/providers/mock"
+)
+
+// component is one long-running part of a process.
+type component func(ctx context.Context) error
+
+// runAll runs components under one errgroup: the first to fail stops them all.
+func runAll(ctx context.Context, comps ...component) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, c := range comps {
+		g.Go(func() error { return c(ctx) })
+	}
+	return g.Wait()
+}
+
+func runDev(ctx context.Context, env *environment, _ []string) error {
+	cfg := env.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create WES_DATA_DIR: %w", err)
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = filepath.Join(cfg.DataDir, "wes.db")
+	}
+	ns, err := events.StartEmbedded("127.0.0.1", cfg.DevNATSPort, filepath.Join(cfg.DataDir, "nats"))
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	env.log.Info("embedded NATS JetStream started", "url", ns.URL(), "store", filepath.Join(cfg.DataDir, "nats"))
+	cfg.NATSURL = ns.URL()
+
+	store, err := models.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if applied, err := store.Migrate(ctx); err != nil {
+		return err
+	} else if len(applied) > 0 {
+		env.log.Info("database migrated", "versions", applied)
+	}
+	bus, nc, err := connect(ctx, env, cfg, "wes-dev")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	api, err := apiComponents(ctx, env, cfg, store, bus)
+	if err != nil {
+		return err
+	}
+	exec, err := executorComponent(env, cfg, bus)
+	if err != nil {
+		return err
+	}
+	return runAll(ctx, append(api, exec)...)
+}
+
+func runAPI(ctx context.Context, env *environment, _ []string) error {
+	store, err := openStore(ctx, env.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.CheckSchema(ctx); err != nil {
+		return err
+	}
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-api")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	comps, err := apiComponents(ctx, env, env.cfg, store, bus)
+	if err != nil {
+		return err
+	}
+	return runAll(ctx, comps...)
+}
+
+func runExecutor(ctx context.Context, env *environment, _ []string) error {
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-executor")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	exec, err := executorComponent(env, env.cfg, bus)
+	if err != nil {
+		return err
+	}
+	return exec(ctx)
+}
+
+func runProjector(ctx context.Context, env *environment, _ []string) error {
+	store, err := openStore(ctx, env.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.CheckSchema(ctx); err != nil {
+		return err
+	}
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-projector")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return projector.New(store, bus, env.log).Run(ctx)
+}
+
+func runMigrate(ctx context.Context, env *environment, args []string) error {
+	if len(args) != 1 || (args[0] != "up" && args[0] != "status") {
+		return errors.New("usage: wes migrate up|status")
+	}
+	store, err := openStore(ctx, env.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if args[0] == "up" {
+		applied, err := store.Migrate(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "applied %d migration(s) %v\n", len(applied), applied)
+		return nil
+	}
+	status, err := store.MigrationStatus(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range status {
+		state := "pending"
+		if m.Applied {
+			state = "applied"
+		}
+		fmt.Fprintf(env.stdout, "%05d  %-8s %s\n", m.Version, state, m.Name)
+	}
+	return nil
+}
+
+func openStore(ctx context.Context, cfg Config) (*models.Store, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("WES_DATABASE_URL is not set: give a postgres:// URL or a SQLite path")
+	}
+	return models.Open(ctx, cfg.DatabaseURL)
+}
+
+// connect connects to NATS (retrying for ever, so that a process may start
+// before NATS does) and provisions the streams and buckets.
+func connect(ctx context.Context, env *environment, cfg Config, name string) (*events.Bus, *nats.Conn, error) {
+	log := env.log
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	names, err := events.NewNames(cfg.NATSNamespace)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	bus, err := events.ProvisionWithRetry(ctx, js, names, events.Config{
+		Replicas: cfg.NATSReplicas, ExecutorTTL: cfg.ExecutorTTL.D(),
+	}, func(err error) { log.Warn("waiting for NATS JetStream", "url", cfg.NATSURL, "err", err) })
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return bus, nc, nil
+}
+
+func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus) ([]component, error) {
+	key, err := store.Secret(ctx, "page_token")
+	if err != nil {
+		return nil, err
+	}
+	catalog := apiserver.NewCatalog(cfg.ExecutorTTL.D())
+	relay := apiserver.NewRelay(store, events.NewPublisher(bus.JS, bus.Names), cfg.PollInterval.D(), env.log)
+	srv := apiserver.New(apiserver.Config{
+		PublicURL: cfg.PublicURL,
+		Limits: apiserver.Limits{
+			MaxRequestBytes: cfg.MaxRequestBytes, MaxFieldBytes: cfg.MaxFieldBytes,
+			MaxAttachments: cfg.MaxAttachments, MaxTags: cfg.MaxTags,
+		},
+		DefaultPageSize: cfg.DefaultPageSize, MaxPageSize: cfg.MaxPageSize,
+		AllowLocalWorkflows: cfg.AllowLocalWorkflows,
+		PageTokenKey:        []byte(key),
+		Service: apiserver.ServiceConfig{
+			ID: cfg.ServiceID, Name: cfg.ServiceName,
+			Description:      "GA4GH Workflow Execution Service",
+			OrganizationName: cfg.OrganizationName, OrganizationURL: cfg.OrganizationURL,
+			Environment: cfg.Environment, Version: version(), AuthInstructionsURL: cfg.AuthInstructionsURL,
+		},
+	}, store, bus, catalog, relay, env.log)
+	proj := projector.New(store, bus, env.log)
+	return []component{
+		func(ctx context.Context) error {
+			return apiserver.Serve(ctx, cfg.ListenAddr, srv.Handler(), env.log, func(a net.Addr) {
+				env.log.Info("WES API listening", "url", "http://"+a.String()+apiserver.BasePaths[0], "also", apiserver.BasePaths[1])
+			})
+		},
+		relay.Run,
+		proj.Run,
+		func(ctx context.Context) error { return catalog.Run(ctx, bus.Executors, env.log) },
+	}, nil
+}
+
+func executorComponent(env *environment, cfg Config, bus *events.Bus) (component, error) {
+	prov, err := newProvider(cfg.Provider)
+	if err != nil {
+		return nil, err
+	}
+	workDir := cfg.WorkDir
+	if workDir == "" {
+		workDir = filepath.Join(cfg.DataDir, "runs")
+	}
+	if workDir, err = filepath.Abs(workDir); err != nil {
+		return nil, err
+	}
+	ex := executor.New(executor.Config{
+		ID: cfg.ExecutorID, Slots: cfg.ExecutorSlots, WorkDir: workDir,
+		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts,
+		RegistryInterval: cfg.ExecutorTTL.D() / 3,
+	}, bus, prov, env.log)
+	return ex.Run, nil
+}
+
+// newProvider picks the backend DEFAULT_WES_PROVIDER names.
+func newProvider(name string) (providers.Provider, error) {
+	switch strings.ToLower(name) {
+	case "local":
+		return local.New(), nil
+	case "mock":
+		return mock.New(), nil
+	}
+	return nil, fmt.Errorf("DEFAULT_WES_PROVIDER %q: want local or mock", name)
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "0.1.0-dev"
+}

@@ -1,0 +1,126 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/wes-dev/wes/models"
+)
+
+// Version is the payload version this binary writes and reads.
+const Version = 1
+
+// ErrUnsupportedVersion marks a payload of a version this binary cannot read.
+var ErrUnsupportedVersion = errors.New("unsupported payload version")
+
+// RunSubmitted queues a run on WES_RUNS. It carries everything an executor
+// needs, because executors never read the database.
+type RunSubmitted struct {
+	V             int                 `json:"v"`
+	RunID         string              `json:"run_id"`
+	Engine        string              `json:"engine"`
+	EngineVersion string              `json:"engine_version,omitempty"`
+	Request       models.RunRequest   `json:"request"`
+	Attachments   []models.Attachment `json:"attachments,omitempty"`
+	SubmittedAt   time.Time           `json:"submitted_at"`
+}
+
+// RunEvent reports something that happened to a run. With a State it is a
+// state change; without one it only carries details (task logs).
+type RunEvent struct {
+	V       int          `json:"v"`
+	RunID   string       `json:"run_id"`
+	Attempt int          `json:"attempt"`
+	State   models.State `json:"state,omitempty"`
+	Time    time.Time    `json:"time"`
+	// Source is "api" or the id of the executor that sent the event.
+	Source string `json:"source"`
+	// Cmd is the engine's argument vector, once it started.
+	Cmd      []string        `json:"cmd,omitempty"`
+	ExitCode *int            `json:"exit_code,omitempty"`
+	Outputs  json.RawMessage `json:"outputs,omitempty"`
+	// SystemLog is appended to the run's system_logs.
+	SystemLog string `json:"system_log,omitempty"`
+	// Error says why a run ended in SYSTEM_ERROR (the seed's error_message).
+	Error string           `json:"error,omitempty"`
+	Tasks []models.TaskLog `json:"tasks,omitempty"`
+}
+
+// MsgID is the Nats-Msg-Id of the event: the same fact reported twice
+// carries the same id, so JetStream stores it once.
+func (e RunEvent) MsgID() string {
+	id := e.RunID + "." + strconv.Itoa(e.Attempt) + "." + string(e.State)
+	if e.State == "" {
+		id += "tasks." + strconv.FormatInt(e.Time.UnixNano(), 36)
+	}
+	return id
+}
+
+// DecodeRunSubmitted parses a RunSubmitted payload.
+func DecodeRunSubmitted(data []byte) (RunSubmitted, error) {
+	var m RunSubmitted
+	if err := decode(data, &m, &m.V); err != nil {
+		return m, err
+	}
+	if m.RunID == "" || m.Engine == "" {
+		return m, errors.New("run.submitted without run_id or engine")
+	}
+	return m, nil
+}
+
+// DecodeRunEvent parses a RunEvent payload.
+func DecodeRunEvent(data []byte) (RunEvent, error) {
+	var e RunEvent
+	if err := decode(data, &e, &e.V); err != nil {
+		return e, err
+	}
+	if e.RunID == "" {
+		return e, errors.New("run event without run_id")
+	}
+	if e.State != "" {
+		if _, err := models.ParseState(string(e.State)); err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
+func decode(data []byte, v any, version *int) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode payload: %w", err)
+	}
+	if *version != Version {
+		return fmt.Errorf("%w: %d (this binary reads %d)", ErrUnsupportedVersion, *version, Version)
+	}
+	return nil
+}
+
+// ExecutorInfo is what a live executor announces in the executors bucket.
+type ExecutorInfo struct {
+	ID        string       `json:"id"`
+	Host      string       `json:"host"`
+	Slots     int          `json:"slots"`
+	Engines   []EngineInfo `json:"engines"`
+	StartedAt time.Time    `json:"started_at"`
+}
+
+// EngineInfo describes one engine an executor can run.
+type EngineInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// WorkflowTypes maps a workflow type (CWL, SMK, NFL, WDL) to the
+	// versions of it the engine accepts.
+	WorkflowTypes map[string][]string `json:"workflow_types"`
+	// Parameters are the engine parameters a run may set, with defaults.
+	Parameters []EngineParameter `json:"parameters,omitempty"`
+}
+
+// EngineParameter is a workflow_engine_parameters key an engine accepts.
+type EngineParameter struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Default string `json:"default_value"`
+}

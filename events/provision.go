@@ -1,0 +1,123 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config sizes the JetStream resources.
+type Config struct {
+	// Replicas of every stream, KV bucket and object store (1, or 3 on a
+	// NATS cluster).
+	Replicas int
+	// ExecutorTTL is how long an executor stays listed without a heartbeat.
+	ExecutorTTL time.Duration
+	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id.
+	DuplicateWindow time.Duration
+	// EventRetention is how long run events stay in WES_EVENTS.
+	EventRetention time.Duration
+}
+
+// Bus holds the JetStream resources of one namespace.
+type Bus struct {
+	JS        jetstream.JetStream
+	Names     Names
+	Cancel    jetstream.KeyValue
+	Executors jetstream.KeyValue
+	Objects   jetstream.ObjectStore
+}
+
+// Provision creates or updates the streams, KV buckets and object store of
+// names. It is idempotent: every process calls it at start-up.
+func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Config) (*Bus, error) {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	if cfg.DuplicateWindow <= 0 {
+		cfg.DuplicateWindow = time.Hour
+	}
+	if cfg.ExecutorTTL <= 0 {
+		cfg.ExecutorTTL = 30 * time.Second
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        names.RunsStream(),
+		Description: "submitted runs, one subject per engine; executors pull them",
+		Subjects:    []string{names.runsSubjects()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+	}, {
+		Name:        names.EventsStream(),
+		Description: "history of run events; the projector and watchers read it",
+		Subjects:    []string{names.eventsSubjects()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		MaxAge:      cfg.EventRetention,
+	}}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+	}
+	b := &Bus{JS: js, Names: names}
+	var err error
+	if b.Cancel, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.CancelBucket(),
+		Description: "cancel flags by run id",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create KV %s: %w", names.CancelBucket(), err)
+	}
+	if b.Executors, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.ExecutorsBucket(),
+		Description: "live executors and the engines they run",
+		TTL:         cfg.ExecutorTTL,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create KV %s: %w", names.ExecutorsBucket(), err)
+	}
+	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      names.ObjectsBucket(),
+		Description: "run attachments, logs and outputs",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create object store %s: %w", names.ObjectsBucket(), err)
+	}
+	return b, nil
+}
+
+// ProvisionWithRetry calls Provision until it succeeds or ctx ends, so that
+// a process can start before NATS does. onRetry hears each failure.
+func ProvisionWithRetry(ctx context.Context, js jetstream.JetStream, names Names, cfg Config, onRetry func(error)) (*Bus, error) {
+	delay := 200 * time.Millisecond
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err := Provision(attemptCtx, js, names, cfg)
+		cancel()
+		if err == nil {
+			return b, nil
+		}
+		if ctx.Err() != nil {
+			return nil, errors.Join(ctx.Err(), err)
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, errors.Join(ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}

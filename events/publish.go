@@ -1,0 +1,64 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher publishes payloads, each with a Nats-Msg-Id so that a repeat
+// within the duplicate window is stored once.
+type Publisher struct {
+	js    jetstream.Publisher
+	names Names
+}
+
+// NewPublisher returns a Publisher on js for the streams of names.
+func NewPublisher(js jetstream.Publisher, names Names) *Publisher {
+	return &Publisher{js: js, names: names}
+}
+
+// Publish sends data to subject with msgID and waits for the stream's ack.
+func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []byte) error {
+	if _, err := p.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("publish %s (%s): %w", subject, msgID, err)
+	}
+	return nil
+}
+
+// PublishEvent publishes a run event on the run's subject.
+func (p *Publisher) PublishEvent(ctx context.Context, ev RunEvent) error {
+	subject, msgID, data, err := p.EncodeEvent(ev)
+	if err != nil {
+		return err
+	}
+	return p.Publish(ctx, subject, msgID, data)
+}
+
+// EncodeEvent returns the subject, message id and payload of ev, for a
+// caller that stores it (in an outbox) before publishing.
+func (p *Publisher) EncodeEvent(ev RunEvent) (subject, msgID string, data []byte, err error) {
+	ev.V = Version
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	data, err = json.Marshal(ev)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("encode event: %w", err)
+	}
+	return p.names.EventSubject(ev.RunID), ev.MsgID(), data, nil
+}
+
+// EncodeSubmitted returns the subject, message id and payload that queue a
+// run for its engine.
+func (p *Publisher) EncodeSubmitted(m RunSubmitted) (subject, msgID string, data []byte, err error) {
+	m.V = Version
+	data, err = json.Marshal(m)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("encode run.submitted: %w", err)
+	}
+	return p.names.SubmitSubject(m.Engine), m.RunID, data, nil
+}

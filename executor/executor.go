@@ -1,0 +1,218 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/providers"
+)
+
+// Config tunes an executor.
+type Config struct {
+	// ID names this executor in the registry and in events.
+	ID string
+	// Slots is how many runs execute at once.
+	Slots int
+	// WorkDir holds one directory per run.
+	WorkDir string
+	// AckWait is how long JetStream waits for a heartbeat before it gives
+	// the run to another executor.
+	AckWait time.Duration
+	// ShutdownGrace is how long in-flight runs may go on after a shutdown
+	// request before they are handed back.
+	ShutdownGrace time.Duration
+	// RegistryInterval is how often the executor announces itself.
+	RegistryInterval time.Duration
+	// MaxAttempts bounds the attempts at a run whose failure is retryable.
+	MaxAttempts int
+}
+
+// Executor runs workflow runs pulled from the runs stream.
+type Executor struct {
+	cfg      Config
+	bus      *events.Bus
+	pub      *events.Publisher
+	provider providers.Provider
+	log      *slog.Logger
+
+	slots chan struct{}
+	// hard is canceled, with errShutdown, when the grace period is over.
+	hard       context.Context
+	cancelHard context.CancelCauseFunc
+	inflight   sync.WaitGroup
+}
+
+var (
+	errShutdown = errors.New("executor shutting down")
+	errCanceled = errors.New("run canceled by the user")
+)
+
+// New returns an executor; call Run to start it.
+func New(cfg Config, bus *events.Bus, provider providers.Provider, log *slog.Logger) *Executor {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Slots < 1 {
+		cfg.Slots = 1
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.RegistryInterval <= 0 {
+		cfg.RegistryInterval = 10 * time.Second
+	}
+	if cfg.MaxAttempts < 1 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	hard, cancel := context.WithCancelCause(context.Background())
+	return &Executor{
+		cfg: cfg, bus: bus, pub: events.NewPublisher(bus.JS, bus.Names), provider: provider,
+		log:   log.With("executor", cfg.ID),
+		slots: make(chan struct{}, cfg.Slots), hard: hard, cancelHard: cancel,
+	}
+}
+
+// Run pulls and executes runs until ctx ends, then shuts down softly: it
+// stops pulling, lets running runs finish within the grace period, and
+// hands back the rest so that another executor restarts them at once.
+func (e *Executor) Run(ctx context.Context) error {
+	defer e.cancelHard(errShutdown)
+	engines, err := e.provider.Engines(ctx)
+	if err != nil {
+		return fmt.Errorf("detect engines: %w", err)
+	}
+	if len(engines) == 0 {
+		e.log.Warn("NO WORKFLOW ENGINE FOUND: this executor will take no runs; install an engine (see README) or set DEFAULT_WES_PROVIDER=mock")
+	}
+	for _, eng := range engines {
+		e.log.Info("engine available", "engine", eng.Name, "version", eng.Version, "workflow_types", eng.WorkflowTypes)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.announce(gctx, engines) })
+	for _, eng := range engines {
+		cons, err := e.bus.JS.CreateOrUpdateConsumer(ctx, e.bus.Names.RunsStream(), jetstream.ConsumerConfig{
+			Durable:       e.bus.Names.ExecutorConsumer(eng.Name),
+			Description:   "executors that run " + eng.Name,
+			FilterSubject: e.bus.Names.SubmitSubject(eng.Name),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       e.cfg.AckWait,
+			MaxDeliver:    -1,
+		})
+		if err != nil {
+			return fmt.Errorf("create consumer for %s: %w", eng.Name, err)
+		}
+		g.Go(func() error { return e.pull(gctx, eng.Name, cons) })
+	}
+	err = g.Wait()
+
+	// Soft stop: nothing new is pulled; give running runs the grace period.
+	done := make(chan struct{})
+	go func() { e.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.cfg.ShutdownGrace):
+		e.log.Info("grace period over, handing back runs still in flight", "grace", e.cfg.ShutdownGrace)
+		e.cancelHard(errShutdown)
+		<-done
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// pull fetches one run at a time, only when a slot is free, so that no
+// message waits in this process while another executor could run it.
+func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consumer) error {
+	log := e.log.With("engine", engine)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e.slots <- struct{}{}:
+		}
+		// The deadline is the long-poll wait; canceling ctx ends it at once.
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			<-e.slots
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("fetch failed, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		got := false
+		for msg := range batch.Messages() {
+			got = true
+			e.inflight.Add(1)
+			go func() {
+				defer func() { <-e.slots; e.inflight.Done() }()
+				e.handle(msg)
+			}()
+		}
+		cancel()
+		if !got {
+			<-e.slots
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			log.Debug("fetch ended", "err", err)
+		}
+	}
+}
+
+// announce keeps this executor and its engines listed in the registry until
+// ctx ends, then removes the entry.
+func (e *Executor) announce(ctx context.Context, engines []providers.Engine) error {
+	info := events.ExecutorInfo{ID: e.cfg.ID, Slots: e.cfg.Slots, StartedAt: time.Now().UTC()}
+	info.Host, _ = os.Hostname()
+	for _, eng := range engines {
+		ei := events.EngineInfo{Name: eng.Name, Version: eng.Version, WorkflowTypes: eng.WorkflowTypes}
+		for _, p := range eng.Parameters {
+			ei.Parameters = append(ei.Parameters, events.EngineParameter{Name: p.Name, Type: p.Type, Default: p.Default})
+		}
+		info.Engines = append(info.Engines, ei)
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(e.cfg.RegistryInterval)
+	defer t.Stop()
+	for {
+		putCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := e.bus.Executors.Put(putCtx, e.cfg.ID, data); err != nil && ctx.Err() == nil {
+			e.log.Warn("cannot announce executor", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			delCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = e.bus.Executors.Delete(delCtx, e.cfg.ID)
+			cancel()
+			return nil
+		case <-t.C:
+		}
+	}
+}

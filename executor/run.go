@@ -1,0 +1,280 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/providers"
+)
+
+// attempt is one delivery of a run to this executor.
+type attempt struct {
+	e   *Executor
+	msg jetstream.Msg
+	sub events.RunSubmitted
+	n   int
+	log *slog.Logger
+}
+
+// handle executes one delivery. It never panics: a panic in a provider is
+// treated as our failure.
+func (e *Executor) handle(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		e.log.Error("message without metadata", "err", err)
+		_ = msg.TermWithReason("no JetStream metadata")
+		return
+	}
+	sub, err := events.DecodeRunSubmitted(msg.Data())
+	if err != nil {
+		e.log.Error("undecodable run.submitted, dropping it", "err", err, "stream_seq", meta.Sequence.Stream)
+		_ = msg.TermWithReason("undecodable: " + err.Error())
+		return
+	}
+	a := &attempt{e: e, msg: msg, sub: sub, n: int(meta.NumDelivered),
+		log: e.log.With("run_id", sub.RunID, "attempt", meta.NumDelivered)}
+	a.run()
+}
+
+func (a *attempt) run() {
+	ctx, cancel := context.WithCancelCause(a.e.hard)
+	defer cancel(nil)
+
+	// Heartbeat and cancel watch, in one loop, for as long as the attempt runs.
+	stopWatch := a.watch(ctx, cancel)
+	defer stopWatch()
+	// A run canceled while it waited in the queue is not started at all.
+	if _, err := a.e.bus.Cancel.Get(ctx, a.sub.RunID); err == nil {
+		cancel(errCanceled)
+	}
+
+	res, err := a.execute(ctx)
+	a.settle(res, err, context.Cause(ctx))
+}
+
+// watch keeps the message alive with InProgress and cancels ctx with
+// errCanceled when the run's cancel flag appears.
+func (a *attempt) watch(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var updates <-chan jetstream.KeyValueEntry
+		if w, err := a.e.bus.Cancel.Watch(wctx, a.sub.RunID); err != nil {
+			a.log.Warn("cannot watch cancel flag; cancel will not reach this run until the watch is back", "err", err)
+		} else {
+			defer w.Stop()
+			updates = w.Updates()
+		}
+		t := time.NewTicker(a.e.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if err := a.msg.InProgress(); err != nil {
+					a.log.Warn("heartbeat failed", "err", err)
+				}
+			case entry, ok := <-updates:
+				if !ok {
+					updates = nil
+					continue
+				}
+				if entry != nil && entry.Operation() == jetstream.KeyValuePut {
+					a.log.Info("cancel requested")
+					cancel(errCanceled)
+				}
+			}
+		}
+	}()
+	return func() { wcancel(); <-done }
+}
+
+// execute stages the run and hands it to the provider. It returns the
+// provider's result, or an error for a failure of ours.
+func (a *attempt) execute(ctx context.Context) (res providers.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("executor panic: %v", r)
+		}
+	}()
+	if context.Cause(ctx) != nil {
+		return res, ctx.Err()
+	}
+	if !a.emit(ctx, events.RunEvent{State: models.Initializing, SystemLog: fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)}) {
+		return res, ctx.Err()
+	}
+	dir, err := a.stage(ctx)
+	if err != nil {
+		return res, err
+	}
+	stdout, err := os.Create(filepath.Join(dir, "stdout.log"))
+	if err != nil {
+		return res, fmt.Errorf("create stdout log: %w", err)
+	}
+	defer stdout.Close()
+	stderr, err := os.Create(filepath.Join(dir, "stderr.log"))
+	if err != nil {
+		return res, fmt.Errorf("create stderr log: %w", err)
+	}
+	defer stderr.Close()
+	defer a.uploadLogs(stdout, stderr)
+
+	job := providers.Job{
+		RunID: a.sub.RunID, Attempt: a.n, Engine: a.sub.Engine, EngineVersion: a.sub.EngineVersion,
+		Request: a.sub.Request, Dir: dir, Stdout: stdout, Stderr: stderr,
+	}
+	return a.e.provider.Run(ctx, job, &reporter{a: a, ctx: ctx})
+}
+
+// stage creates the run's directory and copies the attachments into
+// Dir/inputs, through an os.Root so that no name, and no symlink already
+// there, can write outside it.
+func (a *attempt) stage(ctx context.Context) (string, error) {
+	dir := filepath.Join(a.e.cfg.WorkDir, a.sub.RunID)
+	if err := os.MkdirAll(filepath.Join(dir, "inputs"), 0o750); err != nil {
+		return "", fmt.Errorf("create run directory: %w", err)
+	}
+	root, err := os.OpenRoot(filepath.Join(dir, "inputs"))
+	if err != nil {
+		return "", fmt.Errorf("open run directory: %w", err)
+	}
+	defer root.Close()
+	for _, att := range a.sub.Attachments {
+		if err := a.stageOne(ctx, root, att); err != nil {
+			return "", fmt.Errorf("stage attachment %q: %w", att.Name, err)
+		}
+	}
+	return dir, nil
+}
+
+func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attachment) error {
+	if d := filepath.Dir(filepath.FromSlash(att.Name)); d != "." {
+		if err := root.MkdirAll(d, 0o750); err != nil {
+			return err
+		}
+	}
+	obj, err := a.e.bus.Objects.Get(ctx, att.Key)
+	if err != nil {
+		return fmt.Errorf("%w: %w", providers.ErrRetryable, err)
+	}
+	defer obj.Close()
+	f, err := root.OpenFile(filepath.FromSlash(att.Name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, obj); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: %w", providers.ErrRetryable, err)
+	}
+	return f.Close()
+}
+
+// uploadLogs copies the engine's stdout and stderr to the object store,
+// where the API serves them.
+func (a *attempt) uploadLogs(files ...*os.File) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i, f := range files {
+		stream := [...]string{"stdout", "stderr"}[i]
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			a.log.Warn("cannot read log", "stream", stream, "err", err)
+			continue
+		}
+		if _, err := a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, stream)}, f); err != nil {
+			a.log.Warn("cannot upload log", "stream", stream, "err", err)
+		}
+	}
+}
+
+// settle reports the attempt's outcome and tells JetStream what to do with
+// the message: the one place where outcomes become ack verbs.
+func (a *attempt) settle(res providers.Result, err, cause error) {
+	// Reporting must outlive the attempt's context.
+	ctx, cancel := context.WithTimeout(context.Background(), a.e.cfg.ShutdownGrace+time.Minute)
+	defer cancel()
+	switch {
+	case errors.Is(cause, errCanceled):
+		a.emit(ctx, events.RunEvent{State: models.Canceled, SystemLog: "canceled by the user"})
+		a.ack(a.msg.Ack())
+	case errors.Is(cause, errShutdown):
+		a.emit(ctx, events.RunEvent{State: models.Preempted, SystemLog: fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)})
+		a.ack(a.msg.Nak())
+	case err != nil && errors.Is(err, providers.ErrRetryable) && a.n < a.e.cfg.MaxAttempts:
+		delay := backoff(a.n)
+		a.log.Warn("attempt failed, will retry", "err", err, "delay", delay)
+		a.emit(ctx, events.RunEvent{State: models.Queued,
+			SystemLog: fmt.Sprintf("attempt %d failed: %v; retrying in %s", a.n, err, delay)})
+		a.ack(a.msg.NakWithDelay(delay))
+	case err != nil:
+		a.log.Error("run failed", "err", err)
+		a.emit(ctx, events.RunEvent{State: models.SystemError, Error: err.Error(),
+			SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)})
+		a.ack(a.msg.TermWithReason("system error: " + err.Error()))
+	default:
+		code := res.ExitCode
+		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}
+		if code != 0 {
+			ev.State = models.ExecutorError
+		}
+		a.log.Info("run finished", "state", ev.State, "exit_code", code)
+		a.emit(ctx, ev)
+		a.ack(a.msg.Ack())
+	}
+}
+
+func (a *attempt) ack(err error) {
+	if err != nil {
+		a.log.Warn("cannot settle message with JetStream", "err", err)
+	}
+}
+
+// emit publishes an event of this attempt, retrying until JetStream has it
+// or ctx ends (the message id makes a repeat harmless). It reports success.
+func (a *attempt) emit(ctx context.Context, ev events.RunEvent) bool {
+	ev.RunID, ev.Attempt, ev.Source = a.sub.RunID, a.n, a.e.cfg.ID
+	delay := 100 * time.Millisecond
+	for {
+		err := a.e.pub.PublishEvent(ctx, ev)
+		if err == nil {
+			return true
+		}
+		a.log.Warn("cannot publish event, retrying", "state", ev.State, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// backoff is the delay before retry n+1: 2s, 4s, 8s, … capped at 5 minutes.
+func backoff(n int) time.Duration {
+	return min(time.Duration(1<<min(n, 20))*time.Second, 5*time.Minute)
+}
+
+// reporter turns provider callbacks into events.
+type reporter struct {
+	a   *attempt
+	ctx context.Context
+}
+
+func (r *reporter) Started(cmd []string) {
+	r.a.emit(r.ctx, events.RunEvent{State: models.Running, Cmd: cmd})
+}
+
+func (r *reporter) Task(t models.TaskLog) {
+	r.a.emit(r.ctx, events.RunEvent{Tasks: []models.TaskLog{t}, Time: time.Now().UTC()})
+}

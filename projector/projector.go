@@ -1,0 +1,173 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// Store is what the projector needs of the run store.
+type Store interface {
+	UpdateRun(ctx context.Context, id string, fn func(*models.Run) ([]models.TaskLog, error)) error
+}
+
+// Projector applies run events to the store.
+type Projector struct {
+	store Store
+	bus   *events.Bus
+	log   *slog.Logger
+
+	applied, dropped, duplicates, poison atomic.Int64
+}
+
+// Stats counts what the projector did with the events it saw.
+type Stats struct {
+	Applied, Dropped, Duplicates, Poison int64
+}
+
+// New returns a projector; call Run to start it.
+func New(store Store, bus *events.Bus, log *slog.Logger) *Projector {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Projector{store: store, bus: bus, log: log.With("component", "projector")}
+}
+
+// Stats returns the counters.
+func (p *Projector) Stats() Stats {
+	return Stats{p.applied.Load(), p.dropped.Load(), p.duplicates.Load(), p.poison.Load()}
+}
+
+// Run consumes events until ctx ends. Its durable consumer allows one
+// unacknowledged event at a time, so events are applied in stream order
+// even when several projectors (API replicas) share it.
+func (p *Projector) Run(ctx context.Context) error {
+	cons, err := p.bus.JS.CreateOrUpdateConsumer(ctx, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
+		Durable:       p.bus.Names.ProjectorConsumer(),
+		Description:   "writes run events into the database",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("create projector consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) { p.handle(ctx, msg) })
+	if err != nil {
+		return fmt.Errorf("consume events: %w", err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	return nil
+}
+
+func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		p.poison.Add(1)
+		_ = msg.TermWithReason("no JetStream metadata")
+		return
+	}
+	ev, err := events.DecodeRunEvent(msg.Data())
+	if err != nil {
+		p.poison.Add(1)
+		p.log.Error("undecodable run event, dropping it", "err", err, "stream_seq", meta.Sequence.Stream, "subject", msg.Subject())
+		_ = msg.TermWithReason("undecodable: " + err.Error())
+		return
+	}
+	log := p.log.With("run_id", ev.RunID, "state", ev.State, "attempt", ev.Attempt, "stream_seq", meta.Sequence.Stream)
+	err = p.store.UpdateRun(ctx, ev.RunID, func(r *models.Run) ([]models.TaskLog, error) {
+		return Apply(r, ev, meta.Sequence.Stream)
+	})
+	switch {
+	case err == nil:
+		p.applied.Add(1)
+		log.Debug("event applied")
+		_ = msg.Ack()
+	case errors.Is(err, errDuplicate):
+		p.duplicates.Add(1)
+		_ = msg.Ack()
+	case errors.Is(err, models.ErrSkip):
+		p.dropped.Add(1)
+		log.Info("event dropped", "reason", err)
+		_ = msg.Ack()
+	case errors.Is(err, models.ErrNotFound):
+		p.poison.Add(1)
+		log.Error("event for an unknown run, dropping it")
+		_ = msg.TermWithReason("unknown run")
+	default:
+		log.Warn("cannot apply event, will retry", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+	}
+}
+
+var errDuplicate = fmt.Errorf("%w: event already applied", models.ErrSkip)
+
+// maxSystemLogs bounds a run's system_logs.
+const maxSystemLogs = 200
+
+// Apply changes r as ev says, if the transition table allows it. seq is the
+// event's stream sequence: an event at or below the last one applied is a
+// replay. Refused events return an error wrapping models.ErrSkip.
+func Apply(r *models.Run, ev events.RunEvent, seq uint64) ([]models.TaskLog, error) {
+	if seq <= r.LastEventSeq {
+		return nil, errDuplicate
+	}
+	attempt := ev.Attempt
+	if attempt == 0 { // API events concern whatever attempt is current
+		attempt = r.Attempt
+	}
+	if ev.State == "" {
+		if attempt < r.Attempt {
+			return nil, fmt.Errorf("%w: %w", models.ErrSkip, models.ErrStaleAttempt)
+		}
+	} else {
+		if err := models.ValidateAttemptTransition(r.State, r.Attempt, ev.State, attempt); err != nil {
+			return nil, fmt.Errorf("%w: %w", models.ErrSkip, err)
+		}
+		if attempt > r.Attempt {
+			// A new attempt starts afresh: what the last one reported about
+			// its engine no longer describes the run.
+			r.Attempt, r.Cmd, r.ExitCode = attempt, nil, nil
+		}
+		r.State = ev.State
+		t := ev.Time.UTC()
+		switch {
+		case ev.State == models.Initializing && r.StartTime == nil:
+			r.StartTime = &t
+		case ev.State == models.Running && len(ev.Cmd) > 0:
+			r.Cmd = ev.Cmd
+		case ev.State.Terminal():
+			r.EndTime = &t
+			if r.StartTime == nil {
+				r.StartTime = &t
+			}
+		}
+	}
+	if ev.ExitCode != nil {
+		code := *ev.ExitCode
+		r.ExitCode = &code
+	}
+	if len(ev.Outputs) > 0 {
+		r.Outputs = ev.Outputs
+	}
+	if ev.Error != "" {
+		r.ErrorMessage = ev.Error
+	}
+	if ev.SystemLog != "" && len(r.SystemLogs) < maxSystemLogs {
+		r.SystemLogs = append(r.SystemLogs, ev.Time.UTC().Format(time.RFC3339)+" "+ev.SystemLog)
+	}
+	r.LastEventSeq = seq
+	return ev.Tasks, nil
+}

@@ -1,0 +1,77 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+
+	"github.com/wes-dev/wes/models"
+)
+
+// Engine describes one workflow engine a provider can run.
+type Engine struct {
+	// Name is the engine's name as clients give it in workflow_engine
+	// (lower case: cwltool, toil, snakemake, nextflow, mock).
+	Name    string
+	Version string
+	// WorkflowTypes maps a workflow type (CWL, WDL, SMK, NFL) to the
+	// versions of it the engine accepts.
+	WorkflowTypes map[string][]string
+	// Parameters are the workflow_engine_parameters a run may set; any other
+	// key is refused.
+	Parameters []Parameter
+}
+
+// Parameter is a workflow engine parameter a run may set.
+type Parameter struct {
+	Name    string
+	Type    string
+	Default string
+}
+
+// Job is one attempt at a run, handed to a provider.
+type Job struct {
+	RunID         string
+	Attempt       int
+	Engine        string
+	EngineVersion string
+	Request       models.RunRequest
+	// Dir is the run's directory on this host; staged attachments are in
+	// Dir/inputs. The provider may write anywhere below Dir, nowhere else.
+	Dir string
+	// Stdout and Stderr receive the engine's output as it is produced.
+	Stdout, Stderr io.Writer
+}
+
+// Reporter hears what happens while a job runs.
+type Reporter interface {
+	// Started is called once the engine process runs, with its argv.
+	Started(cmd []string)
+	// Task is called when a step of the workflow starts or ends.
+	Task(task models.TaskLog)
+}
+
+// Result is the outcome of a job whose engine ran to the end.
+type Result struct {
+	// ExitCode is the engine's; non-zero means the workflow failed
+	// (EXECUTOR_ERROR).
+	ExitCode int
+	// Outputs is the workflow's output object (a JSON object).
+	Outputs json.RawMessage
+}
+
+// Provider runs jobs on one kind of backend.
+type Provider interface {
+	// Engines lists the engines this provider can run here and now.
+	Engines(ctx context.Context) ([]Engine, error)
+	// Run runs job to the end and returns its result. An error means the
+	// system failed, not the workflow (SYSTEM_ERROR). When ctx is canceled,
+	// Run stops the engine and returns promptly.
+	Run(ctx context.Context, job Job, r Reporter) (Result, error)
+}
+
+// ErrRetryable marks a failure of ours that another attempt may not meet
+// (a lost connection, a full disk that may be freed): wrap it with
+// fmt.Errorf("…: %w", providers.ErrRetryable) or join it.
+var ErrRetryable = errors.New("retryable")
