@@ -1,0 +1,319 @@
+package integration
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Runs submitted over HTTP (JSON and multipart) all reach their terminal
+// state on two executors, which share the work; the API answers what the
+// specification asks.
+func TestRunsReachTerminalState(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	e.start("executor-1", map[string]string{"WES_EXECUTOR_ID": "exec-1", "WES_EXECUTOR_SLOTS": "2"}, "executor")
+	e.start("executor-2", map[string]string{"WES_EXECUTOR_ID": "exec-2", "WES_EXECUTOR_SLOTS": "2"}, "executor")
+	e.waitEngine("mock")
+
+	type want struct {
+		state    string
+		exitCode int
+	}
+	runs := map[string]want{}
+	for i := range 6 {
+		runs[e.submit(map[string]string{"duration": "1500ms"}, map[string]string{"batch": "ok", "i": string(rune('a' + i))})] = want{"COMPLETE", 0}
+	}
+	runs[e.submit(map[string]string{"outcome": "EXECUTOR_ERROR", "exit_code": "3", "duration": "100ms"}, map[string]string{"batch": "bad"})] = want{"EXECUTOR_ERROR", 3}
+	sysErr := e.submit(map[string]string{"outcome": "SYSTEM_ERROR", "duration": "100ms"}, nil)
+
+	// The specification's multipart form, with an attachment in a sub-directory.
+	status, body := e.submitMultipart(map[string]string{
+		"workflow_type": "cwl", "workflow_type_version": "v1.2", "workflow_url": "tools/wf.cwl#main",
+		"workflow_params":            `{"in": {"class": "File", "location": "data/in.txt"}}`,
+		"workflow_engine_parameters": `{"duration": "200ms"}`,
+		"tags":                       `{"batch": "multipart"}`,
+	}, map[string]string{"tools/wf.cwl": "cwlVersion: v1.2\n", "data/in.txt": "hello\n"})
+	require.Equal(t, http.StatusOK, status, "%s", body)
+	mpID := strings.Split(string(body), `"`)[3]
+	runs[mpID] = want{"COMPLETE", 0}
+
+	order := map[string]int{"QUEUED": 0, "INITIALIZING": 1, "RUNNING": 2, "COMPLETE": 3, "EXECUTOR_ERROR": 3}
+	sawRunning := false
+	for id, w := range runs {
+		st, seen := e.waitState(id, 60*time.Second, "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED")
+		require.Equal(t, w.state, st, "run %s: states %v", id, seen)
+		for i := 1; i < len(seen); i++ {
+			require.Less(t, order[seen[i-1]], order[seen[i]], "states out of order: %v", seen)
+		}
+		sawRunning = sawRunning || len(seen) > 1
+		rl := e.run(id)
+		require.NotNil(t, rl.RunLog.ExitCode, "exit_code is filled once the engine exited")
+		require.Equal(t, w.exitCode, *rl.RunLog.ExitCode)
+		require.NotEmpty(t, rl.RunLog.Cmd)
+		require.NotEmpty(t, rl.RunLog.StartTime)
+		require.NotEmpty(t, rl.RunLog.EndTime)
+		require.True(t, strings.HasPrefix(rl.RunLog.Stdout, "http://"), "stdout is an absolute URL: %q", rl.RunLog.Stdout)
+		require.NotNil(t, rl.Outputs, "outputs is an object, never null")
+		resp, err := http.Get(rl.RunLog.Stdout)
+		require.NoError(t, err)
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Contains(t, string(out), "mock: running")
+	}
+	require.True(t, sawRunning, "no run was ever seen before its end state")
+
+	st, _ := e.waitState(sysErr, 30*time.Second, "SYSTEM_ERROR", "COMPLETE")
+	require.Equal(t, "SYSTEM_ERROR", st)
+	rl := e.run(sysErr)
+	require.Contains(t, strings.Join(rl.RunLog.SystemLogs, "\n"), "simulated system error", "a SYSTEM_ERROR says why")
+
+	// Both executors took work.
+	used := map[string]bool{}
+	for id := range runs {
+		for _, l := range e.run(id).RunLog.SystemLogs {
+			for _, ex := range []string{"exec-1", "exec-2"} {
+				if strings.Contains(l, "executor "+ex) {
+					used[ex] = true
+				}
+			}
+		}
+	}
+	require.Len(t, used, 2, "work was not shared between the executors: %v", used)
+
+	// The attachment reached the run; its #fragment was kept.
+	require.Equal(t, "tools/wf.cwl#main", e.run(mpID).Request.WorkflowURL)
+
+	// Tasks, with pagination.
+	var tasks struct {
+		TaskLogs []struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"task_logs"`
+		NextPageToken string `json:"next_page_token"`
+	}
+	require.Equal(t, http.StatusOK, e.getJSON("/runs/"+mpID+"/tasks?page_size=1", &tasks))
+	require.Len(t, tasks.TaskLogs, 1)
+	require.Equal(t, http.StatusOK, e.getJSON("/runs/"+mpID+"/tasks/"+tasks.TaskLogs[0].ID, nil))
+	require.Equal(t, http.StatusNotFound, e.getJSON("/runs/"+mpID+"/tasks/nope", nil))
+
+	// Listing: newest first, pages that join up, filters.
+	var all []string
+	token := ""
+	for range 20 {
+		var page struct {
+			Runs []struct {
+				RunID string            `json:"run_id"`
+				State string            `json:"state"`
+				Tags  map[string]string `json:"tags"`
+			} `json:"runs"`
+			NextPageToken string `json:"next_page_token"`
+		}
+		require.Equal(t, http.StatusOK, e.getJSON("/runs?page_size=3&page_token="+token, &page))
+		require.LessOrEqual(t, len(page.Runs), 3)
+		for _, r := range page.Runs {
+			all = append(all, r.RunID)
+			require.NotNil(t, r.Tags)
+		}
+		if token = page.NextPageToken; token == "" {
+			break
+		}
+	}
+	require.Len(t, all, len(runs)+1)
+	for i := 1; i < len(all); i++ {
+		require.Greater(t, all[i-1], all[i], "newest first (run ids are time-ordered)")
+	}
+	var bad struct {
+		Runs []struct{ RunID string } `json:"runs"`
+	}
+	require.Equal(t, http.StatusOK, e.getJSON("/runs?tag=batch:bad&state=EXECUTOR_ERROR", &bad))
+	require.Len(t, bad.Runs, 1)
+
+	// service-info counts every state from the database.
+	var info struct {
+		SystemStateCounts map[string]int `json:"system_state_counts"`
+	}
+	require.Equal(t, http.StatusOK, e.getJSON("/service-info", &info))
+	require.Len(t, info.SystemStateCounts, 11)
+	require.Equal(t, 7, info.SystemStateCounts["COMPLETE"])
+	require.Equal(t, 1, info.SystemStateCounts["EXECUTOR_ERROR"])
+	require.Equal(t, 1, info.SystemStateCounts["SYSTEM_ERROR"])
+}
+
+// Canceling a queued run and a running run ends both CANCELED; cancel is
+// idempotent; the seed's base path works too.
+func TestCancelQueuedAndRunning(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	e.start("executor", map[string]string{"WES_EXECUTOR_SLOTS": "1"}, "executor")
+	e.waitEngine("mock")
+
+	running := e.submit(map[string]string{"duration": "60s"}, nil)
+	e.waitState(running, 20*time.Second, "RUNNING")
+	queued := e.submit(map[string]string{"duration": "1s"}, nil)
+	time.Sleep(500 * time.Millisecond)
+	require.Equal(t, "QUEUED", e.state(queued), "the only slot is busy")
+
+	seedBase := strings.Replace(e.apiBase, "/ga4gh/", "/api/ga4gh/", 1)
+	for _, id := range []string{queued, running} {
+		for range 2 { // idempotent
+			resp, err := http.Post(seedBase+"/runs/"+id+"/cancel", "", nil)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+		}
+	}
+	st, _ := e.waitState(queued, 10*time.Second, "CANCELED", "COMPLETE")
+	require.Equal(t, "CANCELED", st)
+	st, seen := e.waitState(running, 20*time.Second, "CANCELED", "COMPLETE")
+	require.Equal(t, "CANCELED", st, "states: %v", seen)
+	require.Empty(t, e.run(queued).RunLog.Cmd, "a run canceled in the queue never starts")
+
+	// The freed slot takes new work; the canceled queued run never ran.
+	next := e.submit(map[string]string{"duration": "100ms"}, nil)
+	st, _ = e.waitState(next, 20*time.Second, "COMPLETE")
+	require.Equal(t, "COMPLETE", st)
+	require.Equal(t, "CANCELED", e.state(queued))
+
+	var er errorResponse
+	require.Equal(t, http.StatusNotFound, e.post("/runs/no-such-run/cancel", "", nil, &er))
+	require.Equal(t, 404, er.StatusCode)
+}
+
+// A run submitted while NATS is down is answered 200 and dispatched once
+// NATS is back.
+func TestSubmitWhileNATSDown(t *testing.T) {
+	t.Parallel()
+	// This test stops and restarts NATS, so it runs its own server (a real
+	// nats-server, in this process) rather than the shared one.
+	port, dir := freePort(t), t.TempDir()
+	ns := startNATS(t, port, dir)
+	e := newEnv(t, ns.URL(), "WES")
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+
+	ns.Shutdown()
+	id := e.submit(map[string]string{"duration": "100ms"}, nil)
+	time.Sleep(time.Second)
+	require.Equal(t, "QUEUED", e.state(id))
+
+	startNATS(t, port, dir)
+	st, seen := e.waitState(id, 60*time.Second, "COMPLETE", "SYSTEM_ERROR")
+	require.Equal(t, "COMPLETE", st, "states: %v", seen)
+}
+
+// SIGTERM to an executor hands its run back at once (PREEMPTED) and the run
+// finishes on another executor.
+func TestSIGTERMExecutorRunFinishesElsewhere(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	first := e.start("executor-a", map[string]string{"WES_EXECUTOR_ID": "exec-a"}, "executor")
+	e.waitEngine("mock")
+
+	id := e.submit(map[string]string{"duration": "4s"}, nil)
+	e.waitState(id, 20*time.Second, "RUNNING")
+	e.start("executor-b", map[string]string{"WES_EXECUTOR_ID": "exec-b"}, "executor")
+
+	start := time.Now()
+	require.NoError(t, first.stop(t), "executor exits cleanly on SIGTERM")
+	require.Less(t, time.Since(start), 10*time.Second, "hand-back must not wait for the heartbeat timeout")
+
+	st, seen := e.waitState(id, 30*time.Second, "COMPLETE", "SYSTEM_ERROR", "EXECUTOR_ERROR")
+	require.Equal(t, "COMPLETE", st, "states: %v", seen)
+	logs := strings.Join(e.run(id).RunLog.SystemLogs, "\n")
+	require.Contains(t, logs, "exec-a shut down; run handed back")
+	require.Contains(t, logs, "attempt 2 on executor exec-b")
+}
+
+// `wes api` refuses an out-of-date schema and says what to run.
+func TestAPIRefusesOutdatedSchema(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := &env{t: t, vars: map[string]string{
+		"WES_DATABASE_URL": databaseURL(t), "WES_NATS_URL": url, "WES_NATS_NAMESPACE": ns,
+		"WES_LISTEN_ADDR": "127.0.0.1:" + itoa(freePort(t)),
+	}}
+	out, err := e.command(nil, "api").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "wes migrate up")
+}
+
+// `wes dev` keeps every run across a restart.
+func TestDevKeepsRunsAcrossRestart(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	e := &env{t: t, vars: map[string]string{
+		"WES_DATA_DIR": t.TempDir(), "DEFAULT_WES_PROVIDER": "mock",
+		"WES_LISTEN_ADDR": "127.0.0.1:" + itoa(port), "WES_EXECUTOR_SHUTDOWN_GRACE": "1s",
+	}, apiBase: "http://127.0.0.1:" + itoa(port) + "/api/ga4gh/wes/v1"}
+	dev := e.start("dev", nil, "dev")
+	e.waitReady(dev)
+	e.waitEngine("mock")
+	id := e.submit(map[string]string{"duration": "100ms"}, map[string]string{"keep": "me"})
+	st, _ := e.waitState(id, 20*time.Second, "COMPLETE")
+	require.Equal(t, "COMPLETE", st)
+	require.NoError(t, dev.stop(t))
+
+	dev = e.start("dev-again", nil, "dev")
+	e.waitReady(dev)
+	rl := e.run(id)
+	require.Equal(t, "COMPLETE", rl.State)
+	require.Equal(t, "me", rl.Request.Tags["keep"])
+}
+
+// Malformed submissions are refused with 400 and a message naming the fault.
+func TestSubmitRefusals(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+	for name, tc := range map[string]struct {
+		body string
+		msg  string
+	}{
+		"missing type":    {`{"workflow_type_version":"1.0","workflow_url":"https://x/y.cwl"}`, "workflow_type is required"},
+		"bad json":        {`{"workflow_type":`, "not a valid RunRequest"},
+		"unknown version": {`{"workflow_type":"CWL","workflow_type_version":"9.9","workflow_url":"https://x/y.cwl"}`, "9.9"},
+		"unknown type":    {`{"workflow_type":"XYZ","workflow_type_version":"1","workflow_url":"https://x/y.cwl"}`, "XYZ"},
+		"relative url":    {`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"wf.cwl"}`, "no workflow_attachment"},
+	} {
+		var er errorResponse
+		status := e.post("/runs", "application/json", bytes.NewBufferString(tc.body), &er)
+		require.Equal(t, http.StatusBadRequest, status, name)
+		require.Equal(t, http.StatusBadRequest, er.StatusCode, name)
+		require.Contains(t, er.Msg, tc.msg, name)
+	}
+	status, body := e.submitMultipart(map[string]string{
+		"workflow_type": "CWL", "workflow_type_version": "v1.0", "workflow_url": "wf.cwl",
+	}, map[string]string{"../wf.cwl": "x"})
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, string(body), "parent directory")
+
+	var er errorResponse
+	require.Equal(t, http.StatusNotFound, e.getJSON("/runs/unknown", &er))
+	require.Equal(t, 404, er.StatusCode)
+	var list struct {
+		Runs []any `json:"runs"`
+	}
+	require.Equal(t, http.StatusOK, e.getJSON("/runs", &list))
+	require.Empty(t, list.Runs, "nothing half-written by refused submissions")
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
