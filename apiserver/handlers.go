@@ -183,8 +183,8 @@ func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
 			ExitCode: run.ExitCode, SystemLogs: orEmpty(run.SystemLogs),
 		},
 		TaskLogsURL: h.url(r, "/runs/"+run.ID+"/tasks"),
-		Outputs:     run.Outputs,
 	}
+	out.Outputs, _ = h.resolveOutputs(r, run)
 	if out.Request.Tags == nil {
 		out.Request.Tags = map[string]string{}
 	}
@@ -193,9 +193,6 @@ func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(out.Request.WorkflowParams) == 0 {
 		out.Request.WorkflowParams = json.RawMessage(`{}`)
-	}
-	if len(out.Outputs) == 0 || string(out.Outputs) == "null" {
-		out.Outputs = json.RawMessage(`{}`)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,10 @@ func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := events.LogKey(run.ID, v["stream"])
+	if r.URL.Query().Get("follow") == "true" {
+		h.followLog(w, r, run.ID, key)
+		return
+	}
 	info, err := h.s.bus.Objects.GetInfo(ctx, key)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		h.fail(w, r, withStatus(http.StatusNotFound, nil, "%s of run %s is not available yet (the run is %s); it is stored when the engine stops", v["stream"], run.ID, run.State))
@@ -37,6 +42,46 @@ func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
 	defer rs.Close()
 	http.ServeContent(w, r, "", info.ModTime, rs)
+}
+
+// followInterval is how often a followed log is checked for growth.
+const followInterval = time.Second
+
+// followLog streams a log as it grows (chunked), until the run has ended
+// and everything it wrote was sent.
+func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key string) {
+	ctx := r.Context()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	var sent int64
+	for {
+		// Read the state first: once it is final, the log is complete.
+		run, err := h.s.store.GetRun(ctx, runID)
+		if err != nil {
+			return
+		}
+		if info, err := h.s.bus.Objects.GetInfo(ctx, key); err == nil && int64(info.Size) > sent {
+			rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size), off: sent}
+			n, err := io.Copy(w, rs)
+			rs.Close()
+			sent += n
+			if err != nil {
+				return
+			}
+			_ = rc.Flush()
+		}
+		if run.State.Terminal() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(followInterval):
+		}
+	}
 }
 
 // objectSeeker is an io.ReadSeeker over an object: Seek only moves the

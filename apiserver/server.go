@@ -110,6 +110,8 @@ func (s *Server) Handler() http.Handler {
 		sr.HandleFunc("/runs/{run_id}/tasks", h.listTasks).Methods(http.MethodGet)
 		sr.HandleFunc("/runs/{run_id}/tasks/{task_id}", h.getTask).Methods(http.MethodGet)
 		sr.HandleFunc("/runs/{run_id}/logs/{stream:stdout|stderr}", h.getLog).Methods(http.MethodGet, http.MethodHead)
+		sr.HandleFunc("/runs/{run_id}/outputs", h.listOutputs).Methods(http.MethodGet)
+		sr.HandleFunc("/runs/{run_id}/outputs/{path:.+}", h.getOutput).Methods(http.MethodGet, http.MethodHead)
 	}
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

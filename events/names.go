@@ -68,3 +68,15 @@ func AttachmentKey(runID, name string) string { return "runs/" + runID + "/attac
 
 // LogKey is where a run's stream ("stdout" or "stderr") is kept.
 func LogKey(runID, stream string) string { return "runs/" + runID + "/logs/" + stream }
+
+// OutputKey is where output file rel (slash-separated, below the run's
+// output directory) is kept.
+func OutputKey(runID, rel string) string { return "runs/" + runID + "/outputs/" + rel }
+
+// OutputPrefix is the object-key prefix of a run's output files.
+func OutputPrefix(runID string) string { return "runs/" + runID + "/outputs/" }
+
+// OutputLocationScheme marks, in a stored outputs object, the location of a
+// file kept in the object store: "wes-output:REL". The API turns it into an
+// absolute URL of its own when it answers.
+const OutputLocationScheme = "wes-output:"

@@ -35,6 +35,14 @@ type Config struct {
 	RegistryInterval time.Duration
 	// MaxAttempts bounds the attempts at a run whose failure is retryable.
 	MaxAttempts int
+	// LogInterval is how often growing logs are copied to the object store.
+	LogInterval time.Duration
+	// MaxOutputBytes bounds the output files of one run kept in the object
+	// store.
+	MaxOutputBytes int64
+	// LocalOutputLocations leaves output locations as the engine's file
+	// paths (for clients that share the executor's filesystem).
+	LocalOutputLocations bool
 }
 
 // Executor runs workflow runs pulled from the runs stream.
@@ -70,6 +78,12 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, log *slog.Log
 	}
 	if cfg.RegistryInterval <= 0 {
 		cfg.RegistryInterval = 10 * time.Second
+	}
+	if cfg.LogInterval <= 0 {
+		cfg.LogInterval = 2 * time.Second
+	}
+	if cfg.MaxOutputBytes <= 0 {
+		cfg.MaxOutputBytes = 1 << 30
 	}
 	if cfg.MaxAttempts < 1 {
 		cfg.MaxAttempts = 3

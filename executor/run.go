@@ -119,17 +119,19 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 	if err != nil {
 		return res, err
 	}
-	stdout, err := os.Create(filepath.Join(dir, "stdout.log"))
+	logs := [2]string{filepath.Join(dir, "stdout.log"), filepath.Join(dir, "stderr.log")}
+	stdout, err := os.Create(logs[0])
 	if err != nil {
 		return res, fmt.Errorf("create stdout log: %w", err)
 	}
 	defer stdout.Close()
-	stderr, err := os.Create(filepath.Join(dir, "stderr.log"))
+	stderr, err := os.Create(logs[1])
 	if err != nil {
 		return res, fmt.Errorf("create stderr log: %w", err)
 	}
 	defer stderr.Close()
-	defer a.uploadLogs(stdout, stderr)
+	stopShipping := a.shipLogs(logs)
+	defer stopShipping()
 
 	job := providers.Job{
 		RunID: a.sub.RunID, Attempt: a.n, Engine: a.sub.Engine, EngineVersion: a.sub.EngineVersion,
@@ -181,20 +183,53 @@ func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attach
 	return f.Close()
 }
 
-// uploadLogs copies the engine's stdout and stderr to the object store,
-// where the API serves them.
-func (a *attempt) uploadLogs(files ...*os.File) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for i, f := range files {
-		stream := [...]string{"stdout", "stderr"}[i]
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			a.log.Warn("cannot read log", "stream", stream, "err", err)
-			continue
+// shipLogs copies the engine's stdout and stderr to the object store, where
+// the API serves them, every LogInterval while they grow and once more when
+// stop is called.
+func (a *attempt) shipLogs(paths [2]string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	sizes := [2]int64{-1, -1}
+	ship := func(ctx context.Context) {
+		for i, p := range paths {
+			fi, err := os.Stat(p)
+			if err != nil || fi.Size() == sizes[i] {
+				continue
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				continue
+			}
+			// Only what was written so far: the engine may still be writing.
+			_, err = a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i])},
+				io.LimitReader(f, fi.Size()))
+			f.Close()
+			if err != nil {
+				a.log.Warn("cannot store log", "path", p, "err", err)
+				continue
+			}
+			sizes[i] = fi.Size()
 		}
-		if _, err := a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, stream)}, f); err != nil {
-			a.log.Warn("cannot upload log", "stream", stream, "err", err)
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(a.e.cfg.LogInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				ship(ctx)
+			}
 		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		final, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ship(final)
 	}
 }
 
@@ -227,6 +262,14 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}
 		if code != 0 {
 			ev.State = models.ExecutorError
+		} else {
+			outputs, note, err := a.storeOutputs(ctx, res.Outputs, res.OutputDir)
+			if err != nil {
+				// The workflow succeeded but we lost its outputs: ours.
+				a.settle(providers.Result{}, fmt.Errorf("%w: %w", providers.ErrRetryable, err), nil)
+				return
+			}
+			ev.Outputs, ev.SystemLog = outputs, note
 		}
 		a.log.Info("run finished", "state", ev.State, "exit_code", code)
 		a.emit(ctx, ev)

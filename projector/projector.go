@@ -150,9 +150,6 @@ func Apply(r *models.Run, ev events.RunEvent, seq uint64) ([]models.TaskLog, err
 			r.Cmd = ev.Cmd
 		case ev.State.Terminal():
 			r.EndTime = &t
-			if r.StartTime == nil {
-				r.StartTime = &t
-			}
 		}
 	}
 	if ev.ExitCode != nil {

@@ -57,8 +57,12 @@ type Result struct {
 	// ExitCode is the engine's; non-zero means the workflow failed
 	// (EXECUTOR_ERROR).
 	ExitCode int
-	// Outputs is the workflow's output object (a JSON object).
+	// Outputs is the workflow's output object (a JSON object). File
+	// locations in it that lie below OutputDir (file:// URLs) are rewritten
+	// by the executor once it has stored the files.
 	Outputs json.RawMessage
+	// OutputDir, when set, holds the files the workflow produced.
+	OutputDir string
 }
 
 // Provider runs jobs on one kind of backend.

@@ -244,9 +244,17 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 }
 
 func executorComponent(env *environment, cfg Config, bus *events.Bus) (component, error) {
-	prov, err := newProvider(cfg.Provider)
+	prov, err := newProvider(cfg, env)
 	if err != nil {
 		return nil, err
+	}
+	var localOutputs bool
+	switch cfg.OutputLocations {
+	case "object":
+	case "local":
+		localOutputs = true
+	default:
+		return nil, fmt.Errorf("WES_OUTPUT_LOCATIONS %q: want object or local", cfg.OutputLocations)
 	}
 	workDir := cfg.WorkDir
 	if workDir == "" {
@@ -258,20 +266,24 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus) (component
 	ex := executor.New(executor.Config{
 		ID: cfg.ExecutorID, Slots: cfg.ExecutorSlots, WorkDir: workDir,
 		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts,
-		RegistryInterval: cfg.ExecutorTTL.D() / 3,
+		RegistryInterval: cfg.ExecutorTTL.D() / 3, LogInterval: cfg.LogInterval.D(),
+		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs,
 	}, bus, prov, env.log)
 	return ex.Run, nil
 }
 
 // newProvider picks the backend DEFAULT_WES_PROVIDER names.
-func newProvider(name string) (providers.Provider, error) {
-	switch strings.ToLower(name) {
+func newProvider(cfg Config, env *environment) (providers.Provider, error) {
+	switch strings.ToLower(cfg.Provider) {
 	case "local":
-		return local.New(), nil
+		return local.New(local.Config{
+			CancelGrace: cfg.CancelGrace.D(), Cores: cfg.EngineCores,
+			AllowLocalWorkflows: cfg.AllowLocalWorkflows, PATH: env.getenv("PATH"),
+		}, env.log), nil
 	case "mock":
 		return mock.New(), nil
 	}
-	return nil, fmt.Errorf("DEFAULT_WES_PROVIDER %q: want local or mock", name)
+	return nil, fmt.Errorf("DEFAULT_WES_PROVIDER %q: want local or mock", cfg.Provider)
 }
 
 func version() string {

@@ -1,28 +1,443 @@
-// Package local runs workflow engines as subprocesses of the executor.
+// Package local runs workflow engines as subprocesses of the executor: one
+// adapter per engine (cwltool, toil, snakemake, nextflow), each building an
+// argument vector, never a shell string.
 //
-// Engine adapters (cwltool, toil, snakemake, nextflow) are added by the
-// "Real engines" work; until then this provider reports no engines, so the
-// executor takes no runs and service-info lists nothing rather than
-// accepting runs that cannot execute.
+// A run's directory (providers.Job.Dir) has a fixed layout:
+//
+//	inputs/        attachments, as submitted (workflow_url may name one)
+//	params.json    workflow_params, relative input locations made absolute
+//	work/          the engine's working directory (Toil job store, Nextflow work/)
+//	tmp/           TMPDIR and the engine's temporary directories
+//	outputs/       files the workflow produced
+//	stdout.log, stderr.log   the engine's output (written by the executor)
 package local
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
 
 	"github.com/wes-dev/wes/providers"
 )
 
-// Provider runs engines found on this host's PATH.
-type Provider struct{}
+// Config tunes the local provider.
+type Config struct {
+	// CancelGrace is how long an engine may take to stop after its stop
+	// signal before the whole process tree is killed.
+	CancelGrace time.Duration
+	// Cores is what an engine may use (snakemake --cores, toil --maxCores).
+	Cores int
+	// AllowLocalWorkflows accepts file:// and absolute workflow paths.
+	AllowLocalWorkflows bool
+	// PATH is the search path for engines and their environment.
+	PATH string
+}
 
-// New returns a local provider.
-func New() *Provider { return &Provider{} }
+// Provider runs engines found on this host.
+type Provider struct {
+	cfg     Config
+	log     *slog.Logger
+	engines []engine
+
+	once     sync.Once
+	detected map[string]detectedEngine
+}
+
+type detectedEngine struct {
+	engine
+	path    string
+	version string
+}
+
+// New returns a local provider with every adapter this package has.
+func New(cfg Config, log *slog.Logger) *Provider {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.CancelGrace <= 0 {
+		cfg.CancelGrace = 20 * time.Second
+	}
+	if cfg.Cores <= 0 {
+		cfg.Cores = 1
+	}
+	if cfg.PATH == "" {
+		cfg.PATH = os.Getenv("PATH")
+	}
+	return &Provider{cfg: cfg, log: log, engines: []engine{cwltool(), toil(), snakemake(), nextflow()}}
+}
+
+// detect finds each engine on PATH and asks its version, once.
+func (p *Provider) detect(ctx context.Context) map[string]detectedEngine {
+	p.once.Do(func() {
+		// Each engine is asked in parallel: Python engines take seconds to
+		// print a version.
+		found := make([]*detectedEngine, len(p.engines))
+		var wg sync.WaitGroup
+		for i, e := range p.engines {
+			wg.Go(func() { found[i] = p.detectOne(ctx, e) })
+		}
+		wg.Wait()
+		p.detected = map[string]detectedEngine{}
+		for _, d := range found {
+			if d != nil {
+				p.detected[d.name] = *d
+			}
+		}
+	})
+	return p.detected
+}
+
+func (p *Provider) detectOne(ctx context.Context, e engine) *detectedEngine {
+	path, err := lookPath(e.binary, p.cfg.PATH)
+	if err != nil {
+		p.log.Info("engine not installed", "engine", e.name, "binary", e.binary)
+		return nil
+	}
+	vctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(vctx, path, e.versionArgs...)
+	cmd.Env = []string{"PATH=" + p.cfg.PATH, "HOME=" + os.TempDir(), "LANG=C.UTF-8"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		p.log.Warn("engine found but its version could not be read; not offering it", "engine", e.name, "path", path, "err", err, "output", string(out))
+		return nil
+	}
+	return &detectedEngine{engine: e, path: path, version: e.version(string(out))}
+}
+
+func lookPath(bin, path string) (string, error) {
+	for _, dir := range filepath.SplitList(path) {
+		f := filepath.Join(dir, bin)
+		if fi, err := os.Stat(f); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return f, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
 
 // Engines implements providers.Provider.
-func (*Provider) Engines(context.Context) ([]providers.Engine, error) { return nil, nil }
+func (p *Provider) Engines(ctx context.Context) ([]providers.Engine, error) {
+	var out []providers.Engine
+	for _, e := range p.engines {
+		d, ok := p.detect(ctx)[e.name]
+		if !ok {
+			continue
+		}
+		pe := providers.Engine{Name: e.name, Version: d.version, WorkflowTypes: e.types}
+		for _, prm := range e.params {
+			pe.Parameters = append(pe.Parameters, providers.Parameter{Name: prm.name, Type: prm.kind})
+		}
+		out = append(out, pe)
+	}
+	return out, nil
+}
+
+// runSpec is everything an adapter needs to build its command.
+type runSpec struct {
+	job                             providers.Job
+	dir, inputs, work, tmp, outputs string
+	params                          string
+	workflow                        string // path, or URL, with #fragment if any
+	engineArgs                      []string
+	cores                           int
+	started                         time.Time
+}
 
 // Run implements providers.Provider.
-func (*Provider) Run(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
-	return providers.Result{}, errors.New("local: no workflow engine is installed on this executor")
+func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Reporter) (providers.Result, error) {
+	d, ok := p.detect(ctx)[job.Engine]
+	if !ok {
+		return providers.Result{}, fmt.Errorf("engine %q is not installed on this executor", job.Engine)
+	}
+	r, err := p.prepare(job, d.engine)
+	if err != nil {
+		return providers.Result{}, err
+	}
+	argv := d.argv(d.path, r)
+
+	marker := fmt.Sprintf("%s.%d", job.RunID, job.Attempt)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = r.work
+	cmd.Env = []string{
+		"PATH=" + p.cfg.PATH, "HOME=" + r.tmp, "TMPDIR=" + r.tmp, "LANG=C.UTF-8", "LC_ALL=C.UTF-8",
+		markerVar + "=" + marker,
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stdout bytes.Buffer
+	cmd.Stdout = io.MultiWriter(job.Stdout, &limitedBuffer{buf: &stdout, max: 64 << 20})
+	stderr := &lineWriter{dst: job.Stderr}
+	if d.tasks != nil {
+		parser := d.tasks()
+		stderr.fn = func(line string) {
+			for _, t := range parser.line(line, time.Now().UTC()) {
+				rep.Task(t)
+			}
+		}
+	}
+	cmd.Stderr = stderr
+	r.started = time.Now().Add(-time.Second) // mtime granularity
+	if err := cmd.Start(); err != nil {
+		return providers.Result{}, fmt.Errorf("start %s: %w", d.name, err)
+	}
+	rep.Started(argv)
+
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		if err := terminate(cmd.Process.Pid, marker, d.stop, p.cfg.CancelGrace); err != nil {
+			p.log.Error("engine processes survived", "run_id", job.RunID, "err", err)
+		}
+		<-waited
+		stderr.flush()
+		return providers.Result{}, ctx.Err()
+	}
+	stderr.flush()
+	// Whatever the leader left behind (daemonized workers) goes too.
+	_ = terminate(cmd.Process.Pid, marker, syscall.SIGKILL, 0)
+
+	var exitErr *exec.ExitError
+	code := 0
+	switch {
+	case werr == nil:
+	case errors.As(werr, &exitErr):
+		code = exitErr.ExitCode()
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	default:
+		return providers.Result{}, fmt.Errorf("wait for %s: %w", d.name, werr)
+	}
+	if d.finish != nil {
+		tasks, err := d.finish(r)
+		if err != nil {
+			p.log.Warn("cannot read the engine's task report", "run_id", job.RunID, "engine", d.name, "err", err)
+		}
+		for _, t := range tasks {
+			rep.Task(t)
+		}
+	}
+	res := providers.Result{ExitCode: code, Outputs: json.RawMessage(`{}`), OutputDir: r.outputs}
+	if code == 0 {
+		out, err := d.outputs(r, stdout.Bytes())
+		if err != nil {
+			return providers.Result{}, fmt.Errorf("read outputs of %s: %w", d.name, err)
+		}
+		res.Outputs = out
+	}
+	return res, nil
+}
+
+// prepare lays out the run directory, resolves the workflow and writes the
+// params file.
+func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
+	r := &runSpec{
+		job: job, dir: job.Dir,
+		inputs: filepath.Join(job.Dir, "inputs"), work: filepath.Join(job.Dir, "work"),
+		tmp: filepath.Join(job.Dir, "tmp"), outputs: filepath.Join(job.Dir, "outputs"),
+		params: filepath.Join(job.Dir, "params.json"), cores: p.cfg.Cores,
+	}
+	for _, d := range []string{r.inputs, r.work, r.tmp, r.outputs} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	wf, err := resolveWorkflow(job.Request.WorkflowURL, r.inputs, p.cfg.AllowLocalWorkflows)
+	if err != nil {
+		return nil, err
+	}
+	r.workflow = wf
+	params, err := resolveInputs(job.Request.WorkflowParams, r.inputs, p.cfg.AllowLocalWorkflows, e.outdirParam, r.outputs)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(r.params, params, 0o640); err != nil {
+		return nil, fmt.Errorf("write params: %w", err)
+	}
+	if r.engineArgs, err = engineArgs(e, job.Request.WorkflowEngineParameters); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// resolveWorkflow turns workflow_url into what the engine is given: an
+// attachment's path below inputs, an http(s) URL, or (when allowed) a
+// local path. A #fragment is kept.
+func resolveWorkflow(raw, inputs string, allowLocal bool) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("workflow_url %q: %w", raw, err)
+	}
+	frag := ""
+	if u.Fragment != "" {
+		frag = "#" + u.Fragment
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+		return raw, nil
+	case "file":
+		if !allowLocal {
+			return "", errors.New("local workflows are disabled on this executor (WES_ALLOW_LOCAL_WORKFLOWS)")
+		}
+		return u.Path + frag, nil
+	case "":
+	default:
+		return "", fmt.Errorf("workflow_url scheme %q is not supported", u.Scheme)
+	}
+	if filepath.IsAbs(u.Path) {
+		if !allowLocal {
+			return "", errors.New("local workflows are disabled on this executor (WES_ALLOW_LOCAL_WORKFLOWS)")
+		}
+		return u.Path + frag, nil
+	}
+	p, err := inside(inputs, u.Path)
+	if err != nil {
+		return "", fmt.Errorf("workflow_url %q: %w", raw, err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("workflow_url %q names no staged attachment", raw)
+	}
+	return p + frag, nil
+}
+
+// inside joins rel to dir and refuses a result outside dir.
+func inside(dir, rel string) (string, error) {
+	p := filepath.Join(dir, filepath.FromSlash(rel))
+	if p != dir && !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+		return "", fmt.Errorf("%q points outside the run directory", rel)
+	}
+	return p, nil
+}
+
+// resolveInputs makes relative "location"/"path" members of File and
+// Directory objects in workflow_params absolute paths below inputs, and
+// refuses local absolute ones unless allowed.
+func resolveInputs(params json.RawMessage, inputs string, allowLocal bool, outdirParam, outputs string) ([]byte, error) {
+	if len(params) == 0 {
+		params = json.RawMessage(`{}`)
+	}
+	var v any
+	if err := json.Unmarshal(params, &v); err != nil {
+		return nil, fmt.Errorf("workflow_params: %w", err)
+	}
+	if obj, ok := v.(map[string]any); ok && outdirParam != "" {
+		if _, set := obj[outdirParam]; !set {
+			obj[outdirParam] = outputs
+		}
+	}
+	var walk func(any) error
+	walk = func(x any) error {
+		switch t := x.(type) {
+		case map[string]any:
+			if class, _ := t["class"].(string); class == "File" || class == "Directory" {
+				for _, k := range []string{"location", "path"} {
+					s, ok := t[k].(string)
+					if !ok {
+						continue
+					}
+					u, err := url.Parse(s)
+					if err != nil {
+						return fmt.Errorf("input %s %q: %w", k, s, err)
+					}
+					switch {
+					case u.Scheme == "http" || u.Scheme == "https":
+					case u.Scheme == "file" || (u.Scheme == "" && filepath.IsAbs(u.Path)):
+						if !allowLocal {
+							return fmt.Errorf("input %s %q is a local path, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file", k, s)
+						}
+					case u.Scheme == "":
+						p, err := inside(inputs, u.Path)
+						if err != nil {
+							return fmt.Errorf("input %s: %w", k, err)
+						}
+						t[k] = p
+					default:
+						return fmt.Errorf("input %s %q: scheme %q is not supported", k, s, u.Scheme)
+					}
+				}
+			}
+			for _, c := range t {
+				if err := walk(c); err != nil {
+					return err
+				}
+			}
+		case []any:
+			for _, c := range t {
+				if err := walk(c); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk(v); err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(v, "", "  ")
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.buf.Len(); room > 0 {
+		l.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// lineWriter copies to dst and hands each complete line to fn.
+type lineWriter struct {
+	dst     io.Writer
+	fn      func(string)
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	n, err := w.dst.Write(p)
+	if w.fn == nil {
+		return n, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.fn(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	if len(w.partial) > 1<<20 { // a line that never ends is not a task line
+		w.partial = w.partial[:0]
+	}
+	return n, err
+}
+
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fn != nil && len(w.partial) > 0 {
+		w.fn(string(w.partial))
+	}
+	w.partial = nil
 }

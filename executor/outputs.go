@@ -1,0 +1,95 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+)
+
+// storeOutputs uploads the files below dir to the object store (up to the
+// configured total size) and rewrites the file:// locations of those files
+// in outputs to events.OutputLocationScheme references. Files over the cap
+// keep their local location, and the returned note says so.
+func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir string) (json.RawMessage, string, error) {
+	if dir == "" || a.e.cfg.LocalOutputLocations {
+		return outputs, "", nil
+	}
+	stored := map[string]bool{}
+	var total int64
+	var skipped []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if total+info.Size() > a.e.cfg.MaxOutputBytes {
+			skipped = append(skipped, rel)
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.OutputKey(a.sub.RunID, rel)}, f); err != nil {
+			return fmt.Errorf("store output %s: %w", rel, err)
+		}
+		total += info.Size()
+		stored[rel] = true
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	note := ""
+	if len(skipped) > 0 {
+		note = fmt.Sprintf("%d output file(s) exceed WES_MAX_OUTPUT_BYTES (%d bytes) and stay on executor %s: %s",
+			len(skipped), a.e.cfg.MaxOutputBytes, a.e.cfg.ID, strings.Join(skipped, ", "))
+	}
+	if len(outputs) == 0 {
+		return outputs, note, nil
+	}
+	var v any
+	if err := json.Unmarshal(outputs, &v); err != nil {
+		return nil, "", fmt.Errorf("outputs: %w", err)
+	}
+	prefix := "file://" + filepath.ToSlash(dir) + "/"
+	var walk func(any)
+	walk = func(x any) {
+		switch t := x.(type) {
+		case map[string]any:
+			if loc, ok := t["location"].(string); ok && strings.HasPrefix(loc, prefix) {
+				if rel := strings.TrimPrefix(loc, prefix); stored[rel] {
+					t["location"] = events.OutputLocationScheme + rel
+					delete(t, "path")
+				}
+			}
+			for _, c := range t {
+				walk(c)
+			}
+		case []any:
+			for _, c := range t {
+				walk(c)
+			}
+		}
+	}
+	walk(v)
+	out, err := json.Marshal(v)
+	return out, note, err
+}

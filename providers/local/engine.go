@@ -1,0 +1,143 @@
+package local
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wes-dev/wes/models"
+)
+
+// engine is one adapter: how to find the engine, build its argument vector
+// (never a shell string), stop it, and read what it reports.
+type engine struct {
+	name   string
+	binary string
+	// versionArgs make the binary print its version; version extracts it.
+	versionArgs []string
+	version     func(out string) string
+	types       map[string][]string
+	params      []param
+	// stop is the signal that makes the engine stop its jobs quickly.
+	stop syscall.Signal
+	argv func(bin string, r *runSpec) []string
+	// outputs reads the output object once the engine exited 0.
+	outputs func(r *runSpec, stdout []byte) (json.RawMessage, error)
+	// tasks returns a parser of the engine's log lines (may be nil).
+	tasks func() taskParser
+	// finish, if set, reads task logs the engine wrote to a file.
+	finish func(r *runSpec) ([]models.TaskLog, error)
+	// outdirParam, if set, is the workflow parameter that names the output
+	// directory; it is set to outputs/ unless the run gave it.
+	outdirParam string
+}
+
+// taskParser turns log lines into task updates.
+type taskParser interface {
+	line(s string, now time.Time) []models.TaskLog
+}
+
+// param is a workflow_engine_parameters key an engine accepts.
+type param struct {
+	name string
+	// kind: "flag" (value must be null or empty), "int", or "enum".
+	kind   string
+	values []string
+	// arg renders the parameter; nil means --name or --name=value.
+	arg func(value string) []string
+}
+
+func (p param) render(v *string) ([]string, error) {
+	val := ""
+	if v != nil {
+		val = *v
+	}
+	switch p.kind {
+	case "flag":
+		if val != "" && val != "true" {
+			return nil, fmt.Errorf("engine parameter %s is a flag: give null, \"\" or \"true\"", p.name)
+		}
+		if p.arg != nil {
+			return p.arg(""), nil
+		}
+		return []string{p.name}, nil
+	case "int":
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 0 || n > 1<<20 {
+			return nil, fmt.Errorf("engine parameter %s must be a non-negative integer, not %q", p.name, val)
+		}
+	case "enum":
+		if !contains(p.values, val) {
+			return nil, fmt.Errorf("engine parameter %s must be one of %s, not %q", p.name, strings.Join(p.values, ", "), val)
+		}
+	}
+	if p.arg != nil {
+		return p.arg(val), nil
+	}
+	return []string{p.name + "=" + val}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// engineArgs renders the run's workflow_engine_parameters through the
+// allow-list, in a stable order.
+func engineArgs(e engine, given map[string]*string) ([]string, error) {
+	var out []string
+	for _, p := range e.params {
+		v, ok := given[p.name]
+		if !ok {
+			continue
+		}
+		args, err := p.render(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, args...)
+	}
+	for k := range given {
+		if !containsParam(e.params, k) {
+			return nil, fmt.Errorf("engine parameter %q is not accepted by %s", k, e.name)
+		}
+	}
+	return out, nil
+}
+
+func containsParam(ps []param, name string) bool {
+	for _, p := range ps {
+		if p.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+var versionRE = regexp.MustCompile(`\d+(\.\d+)+`)
+
+// lastVersion returns the last dotted number in out ("cwltool 3.1.2" → "3.1.2").
+func lastVersion(out string) string {
+	all := versionRE.FindAllString(out, -1)
+	if len(all) == 0 {
+		return "unknown"
+	}
+	return all[len(all)-1]
+}
+
+// scanLines feeds each line of data to fn.
+func scanLines(data string, fn func(string)) {
+	sc := bufio.NewScanner(strings.NewReader(data))
+	for sc.Scan() {
+		fn(sc.Text())
+	}
+}

@@ -1,0 +1,120 @@
+package local
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/wes-dev/wes/models"
+)
+
+// nextflow runs a pipeline with `nextflow run`, its work directory and
+// trace file in the run's work directory, `params.outdir` pointing at
+// outputs/ unless the run set it. Built against Nextflow's documented CLI;
+// Nextflow cannot be installed on the development machine, so only the
+// argument vector and the trace parsing are tested.
+func nextflow() engine {
+	return engine{
+		name: "nextflow", binary: "nextflow",
+		versionArgs: []string{"-version"}, version: lastVersion,
+		types: map[string][]string{"NFL": {"DSL2"}},
+		params: []param{
+			{name: "-profile", kind: "enum", values: []string{"standard", "test"}, arg: func(v string) []string { return []string{"-profile", v} }},
+		},
+		stop: syscall.SIGTERM,
+		argv: func(bin string, r *runSpec) []string {
+			argv := []string{bin, "-log", filepath.Join(r.work, "nextflow.log"), "run", strings.SplitN(r.workflow, "#", 2)[0],
+				"-params-file", r.params,
+				"-work-dir", filepath.Join(r.work, "nf-work"),
+				"-with-trace", filepath.Join(r.work, "trace.txt"),
+				"-ansi-log", "false",
+			}
+			// A retry picks up the cached tasks of the last attempt.
+			if _, err := os.Stat(filepath.Join(r.work, "nf-work")); err == nil {
+				argv = append(argv, "-resume")
+			}
+			return append(argv, r.engineArgs...)
+		},
+		outputs:     dirOutputs,
+		outdirParam: "outdir",
+		finish: func(r *runSpec) ([]models.TaskLog, error) {
+			return nextflowTrace(filepath.Join(r.work, "trace.txt"))
+		},
+	}
+}
+
+// dirOutputs describes every file below outputs/ as a File object keyed by
+// its relative path.
+func dirOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
+	out := map[string]any{}
+	err := filepath.WalkDir(r.outputs, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(r.outputs, p)
+		out[filepath.ToSlash(rel)] = map[string]any{
+			"class": "File", "location": "file://" + p, "basename": d.Name(), "size": info.Size(),
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(out)
+}
+
+// nextflowTrace reads Nextflow's trace file (tab-separated, with a header)
+// into task logs.
+func nextflowTrace(path string) ([]models.TaskLog, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd := csv.NewReader(f)
+	rd.Comma, rd.LazyQuotes, rd.FieldsPerRecord = '\t', true, -1
+	rows, err := rd.ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, errors.New("empty trace file")
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	get := func(row []string, k string) string {
+		if i, ok := col[k]; ok && i < len(row) {
+			return row[i]
+		}
+		return ""
+	}
+	var tasks []models.TaskLog
+	for _, row := range rows[1:] {
+		t := models.TaskLog{ID: get(row, "task_id"), Name: get(row, "name")}
+		if t.ID == "" {
+			t.ID = get(row, "hash")
+		}
+		if st := get(row, "status"); st != "" {
+			t.SystemLogs = []string{"status " + st}
+		}
+		if ex := get(row, "exit"); ex != "" && ex != "-" {
+			if code, err := strconv.Atoi(ex); err == nil {
+				t.ExitCode = &code
+			}
+		}
+		tasks = append(tasks, t)
+	}
+	return tasks, nil
+}
