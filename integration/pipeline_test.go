@@ -316,4 +316,3 @@ func TestSubmitRefusals(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
