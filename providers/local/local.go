@@ -161,6 +161,9 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if !ok {
 		return providers.Result{}, fmt.Errorf("engine %q is not installed on this executor", job.Engine)
 	}
+	if _, err := os.Stat(d.path); err != nil {
+		return providers.Result{}, fmt.Errorf("engine %s is no longer installed at %s (it was when this executor started): %w", d.name, d.path, err)
+	}
 	r, err := p.prepare(job, d.engine)
 	if err != nil {
 		return providers.Result{}, err
