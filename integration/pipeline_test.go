@@ -316,3 +316,34 @@ func TestSubmitRefusals(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// A followed log streams while the run runs and ends with the run; Range
+// requests get the bytes asked for.
+func TestLogFollowAndRange(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.vars["WES_LOG_INTERVAL"] = "200ms"
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+
+	id := e.submit(map[string]string{"duration": "3s"}, nil)
+	e.waitState(id, 20*time.Second, "RUNNING")
+	start := time.Now()
+	body := fetch(t, e.apiBase+"/runs/"+id+"/logs/stdout?follow=true")
+	require.Contains(t, body, "mock: running")
+	require.Contains(t, body, "mock: done", "follow ends only when the run has ended")
+	require.Greater(t, time.Since(start), time.Second, "follow returned before the run ended")
+	require.Equal(t, "COMPLETE", e.state(id))
+
+	req, err := http.NewRequest(http.MethodGet, e.apiBase+"/runs/"+id+"/logs/stdout", nil)
+	require.NoError(t, err)
+	req.Header.Set("Range", "bytes=0-4")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusPartialContent, resp.StatusCode)
+	require.Equal(t, "mock:", string(part))
+}
