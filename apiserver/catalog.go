@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -180,7 +181,7 @@ func (c *Catalog) resolve(wfType, wfVersion, engine, engineVersion string) (even
 		return len(preferred[wfType])
 	}
 	slices.SortStableFunc(candidates, func(a, b events.EngineInfo) int {
-		return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a.Name, b.Name), -cmp.Compare(a.Version, b.Version))
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a.Name, b.Name), -compareVersions(a.Version, b.Version))
 	})
 	return candidates[0], nil
 }
@@ -220,3 +221,25 @@ func namesOf(engines []events.EngineInfo) []string {
 	}
 	return out
 }
+
+// compareVersions orders dotted versions by their numbers ("10.0" > "9.2"),
+// falling back to text for parts that are not numbers.
+func compareVersions(a, b string) int {
+	pa, pb := strings.FieldsFunc(a, isSep), strings.FieldsFunc(b, isSep)
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		na, ea := strconv.Atoi(pa[i])
+		nb, eb := strconv.Atoi(pb[i])
+		var c int
+		if ea == nil && eb == nil {
+			c = cmp.Compare(na, nb)
+		} else {
+			c = cmp.Compare(pa[i], pb[i])
+		}
+		if c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(pa), len(pb))
+}
+
+func isSep(r rune) bool { return r == '.' || r == '-' || r == '+' || r == '_' }

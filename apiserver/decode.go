@@ -106,7 +106,7 @@ func decodeJSONBody(body io.Reader, lim Limits) (rawRequest, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return raw, badRequest("request body is not a valid RunRequest: %v", jsonMsg(err))
 	}
-	if dec.More() {
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
 		return raw, badRequest("request body has data after the RunRequest object")
 	}
 	return raw, nil
@@ -334,7 +334,8 @@ func unquote(name string, v json.RawMessage) (json.RawMessage, error) {
 	if err := json.Unmarshal(v, &s); err != nil {
 		return nil, badRequest("%s is not valid JSON", name)
 	}
-	if strings.TrimSpace(s) == "" {
+	s = strings.TrimSpace(s)
+	if s == "" {
 		return nil, nil
 	}
 	if !json.Valid([]byte(s)) {
