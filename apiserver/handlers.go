@@ -119,6 +119,9 @@ func (h *handlers) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.s.relay.Kick()
+	if h.s.metrics != nil {
+		h.s.metrics.submitted.WithLabelValues(run.Engine).Inc()
+	}
 	h.s.log.Info("run submitted", "run_id", id, "workflow_type", run.Request.WorkflowType,
 		"engine", run.Engine, "attachments", len(run.Attachments))
 	writeJSON(w, http.StatusOK, runID{RunID: id})

@@ -32,6 +32,8 @@ type Config struct {
 	AllowLocalWorkflows bool
 	// PageTokenKey signs page tokens; every replica must share it.
 	PageTokenKey []byte
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
 	Service      ServiceConfig
 }
 
@@ -59,6 +61,7 @@ type Store interface {
 	ListTasks(ctx context.Context, runID string, after int64, limit int) ([]models.TaskLog, int64, error)
 	GetTask(ctx context.Context, runID, taskID string) (*models.TaskLog, error)
 	Ping(ctx context.Context) error
+	CheckSchema(ctx context.Context) error
 }
 
 // kicker wakes the outbox relay.
@@ -73,12 +76,13 @@ type Server struct {
 	catalog *Catalog
 	relay   kicker
 	tokens  pageTokens
+	metrics *Metrics
 	log     *slog.Logger
 	started time.Time
 }
 
 // New returns the API server.
-func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicker, log *slog.Logger) *Server {
+func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicker, metrics *Metrics, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -90,7 +94,7 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicke
 	}
 	return &Server{
 		cfg: cfg, store: store, bus: bus, enc: events.NewPublisher(bus.JS, bus.Names),
-		catalog: catalog, relay: relay, tokens: pageTokens{key: cfg.PageTokenKey},
+		catalog: catalog, relay: relay, tokens: pageTokens{key: cfg.PageTokenKey}, metrics: metrics,
 		log: log.With("component", "api"), started: time.Now().UTC(),
 	}
 }
@@ -98,6 +102,12 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicke
 // Handler returns the HTTP handler with every route.
 func (s *Server) Handler() http.Handler {
 	r := mux.NewRouter()
+	if s.metrics != nil {
+		r.Use(s.metrics.instrument)
+	}
+	if s.cfg.Metrics != nil {
+		r.Handle("/metrics", s.cfg.Metrics).Methods(http.MethodGet)
+	}
 	for _, base := range BasePaths {
 		sr := r.PathPrefix(base).Subrouter()
 		h := &handlers{s: s, base: base}
@@ -135,6 +145,10 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.bus.JS.Conn().IsConnected() {
 		writeError(w, r, s.log, withStatus(http.StatusServiceUnavailable, nil, "NATS unreachable"))
+		return
+	}
+	if err := s.store.CheckSchema(ctx); err != nil {
+		writeError(w, r, s.log, withStatus(http.StatusServiceUnavailable, err, "database schema is not current"))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

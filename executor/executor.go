@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wes-dev/wes/events"
@@ -53,6 +54,7 @@ type Executor struct {
 	provider providers.Provider
 	log      *slog.Logger
 
+	m     metrics
 	slots chan struct{}
 	// hard is canceled, with errShutdown, when the grace period is over.
 	hard       context.Context
@@ -65,8 +67,30 @@ var (
 	errCanceled = errors.New("run canceled by the user")
 )
 
-// New returns an executor; call Run to start it.
-func New(cfg Config, bus *events.Bus, provider providers.Provider, log *slog.Logger) *Executor {
+type metrics struct {
+	busy        prometheus.Gauge
+	outcomes    *prometheus.CounterVec
+	redelivered prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, slots int) metrics {
+	total := prometheus.NewGauge(prometheus.GaugeOpts{Name: "wes_executor_slots", Help: "Execution slots of this executor."})
+	total.Set(float64(slots))
+	m := metrics{
+		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wes_executor_slots_busy", Help: "Slots running a run now."}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wes_executor_attempts_total", Help: "Attempts finished by this executor, by engine and outcome.",
+		}, []string{"engine", "outcome"}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wes_executor_redeliveries_total", Help: "Runs this executor received that had been delivered before (crash, hand-back, retry).",
+		}),
+	}
+	reg.MustRegister(total, m.busy, m.outcomes, m.redelivered)
+	return m
+}
+
+// New returns an executor; call Run to start it. Its metrics go to reg.
+func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheus.Registerer, log *slog.Logger) *Executor {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -96,7 +120,7 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, log *slog.Log
 	return &Executor{
 		cfg: cfg, bus: bus, pub: events.NewPublisher(bus.JS, bus.Names), provider: provider,
 		log:   log.With("executor", cfg.ID),
-		slots: make(chan struct{}, cfg.Slots), hard: hard, cancelHard: cancel,
+		slots: make(chan struct{}, cfg.Slots), hard: hard, cancelHard: cancel, m: newMetrics(reg, cfg.Slots),
 	}
 }
 

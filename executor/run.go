@@ -43,6 +43,11 @@ func (e *Executor) handle(msg jetstream.Msg) {
 	}
 	a := &attempt{e: e, msg: msg, sub: sub, n: int(meta.NumDelivered),
 		log: e.log.With("run_id", sub.RunID, "attempt", meta.NumDelivered)}
+	if a.n > 1 {
+		e.m.redelivered.Inc()
+	}
+	e.m.busy.Inc()
+	defer e.m.busy.Dec()
 	a.run()
 }
 
@@ -236,23 +241,33 @@ func (a *attempt) shipLogs(paths [2]string) (stop func()) {
 // settle reports the attempt's outcome and tells JetStream what to do with
 // the message: the one place where outcomes become ack verbs.
 func (a *attempt) settle(res providers.Result, err, cause error) {
+	outcome := "complete"
+	defer func() {
+		if outcome != "" {
+			a.e.m.outcomes.WithLabelValues(a.sub.Engine, outcome).Inc()
+		}
+	}()
 	// Reporting must outlive the attempt's context.
 	ctx, cancel := context.WithTimeout(context.Background(), a.e.cfg.ShutdownGrace+time.Minute)
 	defer cancel()
 	switch {
 	case errors.Is(cause, errCanceled):
+		outcome = "canceled"
 		a.emit(ctx, events.RunEvent{State: models.Canceled, SystemLog: "canceled by the user"})
 		a.ack(a.msg.Ack())
 	case errors.Is(cause, errShutdown):
+		outcome = "handed_back"
 		a.emit(ctx, events.RunEvent{State: models.Preempted, SystemLog: fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)})
 		a.ack(a.msg.Nak())
 	case err != nil && errors.Is(err, providers.ErrRetryable) && a.n < a.e.cfg.MaxAttempts:
+		outcome = "retried"
 		delay := backoff(a.n)
 		a.log.Warn("attempt failed, will retry", "err", err, "delay", delay)
 		a.emit(ctx, events.RunEvent{State: models.Queued,
 			SystemLog: fmt.Sprintf("attempt %d failed: %v; retrying in %s", a.n, err, delay)})
 		a.ack(a.msg.NakWithDelay(delay))
 	case err != nil:
+		outcome = "system_error"
 		a.log.Error("run failed", "err", err)
 		a.emit(ctx, events.RunEvent{State: models.SystemError, Error: err.Error(),
 			SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)})
@@ -261,11 +276,12 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 		code := res.ExitCode
 		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}
 		if code != 0 {
-			ev.State = models.ExecutorError
+			ev.State, outcome = models.ExecutorError, "executor_error"
 		} else {
 			outputs, note, err := a.storeOutputs(ctx, res.Outputs, res.OutputDir)
 			if err != nil {
 				// The workflow succeeded but we lost its outputs: ours.
+				outcome = "" // the settle below counts it
 				a.settle(providers.Result{}, fmt.Errorf("%w: %w", providers.ErrRetryable, err), nil)
 				return
 			}

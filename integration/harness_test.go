@@ -225,6 +225,7 @@ func newEnv(t *testing.T, natsURL, namespace string) *env {
 		"WES_EXECUTOR_TTL":            "15s",
 		"WES_EXECUTOR_SHUTDOWN_GRACE": "1s",
 		"WES_LOG_LEVEL":               "debug",
+		"WES_EXECUTOR_METRICS_ADDR":   "127.0.0.1:0",
 	}}
 	e.apiBase = "http://127.0.0.1:" + strconv.Itoa(port) + "/ga4gh/wes/v1"
 	out, err := e.command(nil, "migrate", "up").CombinedOutput()

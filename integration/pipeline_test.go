@@ -20,7 +20,9 @@ func TestRunsReachTerminalState(t *testing.T) {
 	url, ns := natsURL(t)
 	e := newEnv(t, url, ns)
 	e.startAPI()
-	e.start("executor-1", map[string]string{"WES_EXECUTOR_ID": "exec-1", "WES_EXECUTOR_SLOTS": "2"}, "executor")
+	metricsPort := freePort(t)
+	e.start("executor-1", map[string]string{"WES_EXECUTOR_ID": "exec-1", "WES_EXECUTOR_SLOTS": "2",
+		"WES_EXECUTOR_METRICS_ADDR": "127.0.0.1:" + itoa(metricsPort)}, "executor")
 	e.start("executor-2", map[string]string{"WES_EXECUTOR_ID": "exec-2", "WES_EXECUTOR_SLOTS": "2"}, "executor")
 	e.waitEngine("mock")
 
@@ -147,6 +149,24 @@ func TestRunsReachTerminalState(t *testing.T) {
 	require.Equal(t, 7, info.SystemStateCounts["COMPLETE"])
 	require.Equal(t, 1, info.SystemStateCounts["EXECUTOR_ERROR"])
 	require.Equal(t, 1, info.SystemStateCounts["SYSTEM_ERROR"])
+
+	// Prometheus metrics on the API and on an executor.
+	metrics := fetch(t, strings.TrimSuffix(e.apiBase, "/ga4gh/wes/v1")+"/metrics")
+	for _, want := range []string{
+		`wes_runs_submitted_total{engine="mock"} 9`,
+		`wes_run_transitions_total{engine="mock",state="COMPLETE"} 7`,
+		`wes_projector_events_total{result="applied"}`,
+		`wes_run_duration_seconds_count{engine="mock",outcome="COMPLETE"} 7`,
+		`wes_http_requests_total{method="POST",route="/ga4gh/wes/v1/runs",status="200"} 9`,
+		`wes_outbox_backlog 0`,
+		`wes_queue_pending{consumer="executor_mock"`,
+	} {
+		require.Contains(t, metrics, want)
+	}
+	execMetrics := fetch(t, "http://127.0.0.1:"+itoa(metricsPort)+"/metrics")
+	require.Contains(t, execMetrics, "wes_executor_slots 2")
+	require.Contains(t, execMetrics, `wes_executor_attempts_total{engine="mock",outcome=`)
+	require.Equal(t, "ready\n", fetch(t, "http://127.0.0.1:"+itoa(metricsPort)+"/readyz"))
 }
 
 // Canceling a queued run and a running run ends both CANCELED; cancel is

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
@@ -24,26 +24,39 @@ type Projector struct {
 	store Store
 	bus   *events.Bus
 	log   *slog.Logger
-
-	applied, dropped, duplicates, poison atomic.Int64
+	m     metrics
 }
 
-// Stats counts what the projector did with the events it saw.
-type Stats struct {
-	Applied, Dropped, Duplicates, Poison int64
+type metrics struct {
+	events      *prometheus.CounterVec
+	transitions *prometheus.CounterVec
+	durations   *prometheus.HistogramVec
+	lag         prometheus.Gauge
 }
 
-// New returns a projector; call Run to start it.
-func New(store Store, bus *events.Bus, log *slog.Logger) *Projector {
+// New returns a projector; call Run to start it. Its metrics go to reg.
+func New(store Store, bus *events.Bus, reg prometheus.Registerer, log *slog.Logger) *Projector {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Projector{store: store, bus: bus, log: log.With("component", "projector")}
-}
-
-// Stats returns the counters.
-func (p *Projector) Stats() Stats {
-	return Stats{p.applied.Load(), p.dropped.Load(), p.duplicates.Load(), p.poison.Load()}
+	m := metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wes_projector_events_total",
+			Help: "Run events seen by the projector, by result (applied, dropped: refused by the transition table or of an older attempt, duplicate, poison).",
+		}, []string{"result"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wes_run_transitions_total", Help: "Run state changes applied, by new state and engine.",
+		}, []string{"state", "engine"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wes_run_duration_seconds", Help: "Time from leaving the queue to a final state, by engine and outcome.",
+			Buckets: prometheus.ExponentialBuckets(1, 2.5, 12),
+		}, []string{"engine", "outcome"}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wes_projector_lag_seconds", Help: "Age of the last event applied when it was applied.",
+		}),
+	}
+	reg.MustRegister(m.events, m.transitions, m.durations, m.lag)
+	return &Projector{store: store, bus: bus, log: log.With("component", "projector"), m: m}
 }
 
 // Run consumes events until ctx ends. Its durable consumer allows one
@@ -75,35 +88,45 @@ func (p *Projector) Run(ctx context.Context) error {
 func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
-		p.poison.Add(1)
+		p.m.events.WithLabelValues("poison").Inc()
 		_ = msg.TermWithReason("no JetStream metadata")
 		return
 	}
 	ev, err := events.DecodeRunEvent(msg.Data())
 	if err != nil {
-		p.poison.Add(1)
+		p.m.events.WithLabelValues("poison").Inc()
 		p.log.Error("undecodable run event, dropping it", "err", err, "stream_seq", meta.Sequence.Stream, "subject", msg.Subject())
 		_ = msg.TermWithReason("undecodable: " + err.Error())
 		return
 	}
 	log := p.log.With("run_id", ev.RunID, "state", ev.State, "attempt", ev.Attempt, "stream_seq", meta.Sequence.Stream)
+	var after models.Run
 	err = p.store.UpdateRun(ctx, ev.RunID, func(r *models.Run) ([]models.TaskLog, error) {
-		return Apply(r, ev, meta.Sequence.Stream)
+		tasks, err := Apply(r, ev, meta.Sequence.Stream)
+		after = *r
+		return tasks, err
 	})
 	switch {
 	case err == nil:
-		p.applied.Add(1)
+		p.m.events.WithLabelValues("applied").Inc()
+		p.m.lag.Set(time.Since(ev.Time).Seconds())
+		if ev.State != "" {
+			p.m.transitions.WithLabelValues(string(ev.State), after.Engine).Inc()
+			if ev.State.Terminal() && after.StartTime != nil && after.EndTime != nil {
+				p.m.durations.WithLabelValues(after.Engine, string(ev.State)).Observe(after.EndTime.Sub(*after.StartTime).Seconds())
+			}
+		}
 		log.Debug("event applied")
 		_ = msg.Ack()
 	case errors.Is(err, errDuplicate):
-		p.duplicates.Add(1)
+		p.m.events.WithLabelValues("duplicate").Inc()
 		_ = msg.Ack()
 	case errors.Is(err, models.ErrSkip):
-		p.dropped.Add(1)
+		p.m.events.WithLabelValues("dropped").Inc()
 		log.Info("event dropped", "reason", err)
 		_ = msg.Ack()
 	case errors.Is(err, models.ErrNotFound):
-		p.poison.Add(1)
+		p.m.events.WithLabelValues("poison").Inc()
 		log.Error("event for an unknown run, dropping it")
 		_ = msg.TermWithReason("unknown run")
 	default:

@@ -20,20 +20,21 @@ type Config struct {
 	NATSReplicas  int    `envconfig:"WES_NATS_REPLICAS" default:"1" desc:"replicas of streams and buckets (3 on a NATS cluster)"`
 	DevNATSPort   int    `envconfig:"WES_DEV_NATS_PORT" default:"0" desc:"wes dev: port of the embedded NATS server (0: any free port; never 4222)"`
 
-	Provider        string  `envconfig:"DEFAULT_WES_PROVIDER" default:"local" desc:"executor backend: local (engines on PATH) or mock"`
-	ExecutorSlots   int     `envconfig:"WES_EXECUTOR_SLOTS" default:"4" desc:"runs one executor executes at once"`
-	ExecutorID      string  `envconfig:"WES_EXECUTOR_ID" desc:"executor name (default: hostname-pid)"`
-	WorkDir         string  `envconfig:"WES_WORK_DIR" desc:"executor: directory of run directories (default: $WES_DATA_DIR/runs)"`
-	AckWait         Seconds `envconfig:"WES_EXECUTOR_ACK_WAIT" default:"30s" desc:"executor: heartbeat deadline before a run is given to another executor"`
-	ShutdownGrace   Seconds `envconfig:"WES_EXECUTOR_SHUTDOWN_GRACE" default:"10s" desc:"executor: how long running runs may finish after SIGTERM before they are handed back"`
-	ExecutorTTL     Seconds `envconfig:"WES_EXECUTOR_TTL" default:"30s" desc:"how long an executor stays listed in service-info without a heartbeat"`
-	CancelGrace     Seconds `envconfig:"WES_CANCEL_GRACE" default:"20s" desc:"executor: how long an engine may take to stop after cancel before its processes are killed"`
-	EngineCores     int     `envconfig:"WES_ENGINE_CORES" default:"1" desc:"executor: cores one run's engine may use (snakemake --cores, toil --maxCores)"`
-	LogInterval     Seconds `envconfig:"WES_LOG_INTERVAL" default:"2s" desc:"executor: how often a running engine's stdout/stderr are copied to the object store"`
-	OutputLocations string  `envconfig:"WES_OUTPUT_LOCATIONS" default:"object" desc:"object: output files are stored and served by the API; local: outputs keep the engine's file paths"`
-	MaxOutputBytes  int64   `envconfig:"WES_MAX_OUTPUT_BYTES" default:"1073741824" desc:"executor: most bytes of output files one run stores"`
-	MaxAttempts     int     `envconfig:"WES_MAX_ATTEMPTS" default:"3" desc:"attempts at a run whose failure is ours and retryable"`
-	PollInterval    Seconds `envconfig:"WORKFLOW_POLL_INTERVAL" default:"10" desc:"outbox sweep interval (seconds, or a duration such as 500ms)"`
+	Provider            string  `envconfig:"DEFAULT_WES_PROVIDER" default:"local" desc:"executor backend: local (engines on PATH) or mock"`
+	ExecutorSlots       int     `envconfig:"WES_EXECUTOR_SLOTS" default:"4" desc:"runs one executor executes at once"`
+	ExecutorID          string  `envconfig:"WES_EXECUTOR_ID" desc:"executor name (default: hostname-pid)"`
+	WorkDir             string  `envconfig:"WES_WORK_DIR" desc:"executor: directory of run directories (default: $WES_DATA_DIR/runs)"`
+	AckWait             Seconds `envconfig:"WES_EXECUTOR_ACK_WAIT" default:"30s" desc:"executor: heartbeat deadline before a run is given to another executor"`
+	ShutdownGrace       Seconds `envconfig:"WES_EXECUTOR_SHUTDOWN_GRACE" default:"10s" desc:"executor: how long running runs may finish after SIGTERM before they are handed back"`
+	ExecutorMetricsAddr string  `envconfig:"WES_EXECUTOR_METRICS_ADDR" default:"127.0.0.1:9464" desc:"executor: address of /metrics, /healthz and /readyz (empty: off)"`
+	ExecutorTTL         Seconds `envconfig:"WES_EXECUTOR_TTL" default:"30s" desc:"how long an executor stays listed in service-info without a heartbeat"`
+	CancelGrace         Seconds `envconfig:"WES_CANCEL_GRACE" default:"20s" desc:"executor: how long an engine may take to stop after cancel before its processes are killed"`
+	EngineCores         int     `envconfig:"WES_ENGINE_CORES" default:"1" desc:"executor: cores one run's engine may use (snakemake --cores, toil --maxCores)"`
+	LogInterval         Seconds `envconfig:"WES_LOG_INTERVAL" default:"2s" desc:"executor: how often a running engine's stdout/stderr are copied to the object store"`
+	OutputLocations     string  `envconfig:"WES_OUTPUT_LOCATIONS" default:"object" desc:"object: output files are stored and served by the API; local: outputs keep the engine's file paths"`
+	MaxOutputBytes      int64   `envconfig:"WES_MAX_OUTPUT_BYTES" default:"1073741824" desc:"executor: most bytes of output files one run stores"`
+	MaxAttempts         int     `envconfig:"WES_MAX_ATTEMPTS" default:"3" desc:"attempts at a run whose failure is ours and retryable"`
+	PollInterval        Seconds `envconfig:"WORKFLOW_POLL_INTERVAL" default:"10" desc:"outbox sweep interval (seconds, or a duration such as 500ms)"`
 
 	MaxRequestBytes     int64 `envconfig:"WES_MAX_REQUEST_BYTES" default:"268435456" desc:"largest POST /runs body, attachments included"`
 	MaxFieldBytes       int64 `envconfig:"WES_MAX_FIELD_BYTES" default:"1048576" desc:"largest form field or JSON body"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wes-dev/wes/apiserver"
@@ -68,11 +72,12 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	api, err := apiComponents(ctx, env, cfg, store, bus)
+	reg := newRegistry()
+	api, err := apiComponents(ctx, env, cfg, store, bus, reg)
 	if err != nil {
 		return err
 	}
-	exec, err := executorComponent(env, cfg, bus)
+	exec, err := executorComponent(env, cfg, bus, reg)
 	if err != nil {
 		return err
 	}
@@ -93,7 +98,7 @@ func runAPI(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	comps, err := apiComponents(ctx, env, env.cfg, store, bus)
+	comps, err := apiComponents(ctx, env, env.cfg, store, bus, newRegistry())
 	if err != nil {
 		return err
 	}
@@ -106,11 +111,19 @@ func runExecutor(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	exec, err := executorComponent(env, env.cfg, bus)
+	reg := newRegistry()
+	exec, err := executorComponent(env, env.cfg, bus, reg)
 	if err != nil {
 		return err
 	}
-	return exec(ctx)
+	return runAll(ctx, exec, func(ctx context.Context) error {
+		return serveOps(ctx, env, env.cfg.ExecutorMetricsAddr, reg, func() error {
+			if !nc.IsConnected() {
+				return errors.New("NATS unreachable")
+			}
+			return nil
+		})
+	})
 }
 
 func runProjector(ctx context.Context, env *environment, _ []string) error {
@@ -127,7 +140,7 @@ func runProjector(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	return projector.New(store, bus, env.log).Run(ctx)
+	return projector.New(store, bus, newRegistry(), env.log).Run(ctx)
 }
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {
@@ -207,7 +220,7 @@ func connect(ctx context.Context, env *environment, cfg Config, name string) (*e
 	return bus, nc, nil
 }
 
-func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus) ([]component, error) {
+func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus, reg *prometheus.Registry) ([]component, error) {
 	key, err := store.Secret(ctx, "page_token")
 	if err != nil {
 		return nil, err
@@ -223,14 +236,16 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 		DefaultPageSize: cfg.DefaultPageSize, MaxPageSize: cfg.MaxPageSize,
 		AllowLocalWorkflows: cfg.AllowLocalWorkflows,
 		PageTokenKey:        []byte(key),
+		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Service: apiserver.ServiceConfig{
 			ID: cfg.ServiceID, Name: cfg.ServiceName,
 			Description:      "GA4GH Workflow Execution Service",
 			OrganizationName: cfg.OrganizationName, OrganizationURL: cfg.OrganizationURL,
 			Environment: cfg.Environment, Version: version(), AuthInstructionsURL: cfg.AuthInstructionsURL,
 		},
-	}, store, bus, catalog, relay, env.log)
-	proj := projector.New(store, bus, env.log)
+	}, store, bus, catalog, relay, apiserver.NewMetrics(reg), env.log)
+	reg.MustRegister(apiserver.NewBacklogCollector(store), events.NewQueueCollector(bus))
+	proj := projector.New(store, bus, reg, env.log)
 	return []component{
 		func(ctx context.Context) error {
 			return apiserver.Serve(ctx, cfg.ListenAddr, srv.Handler(), env.log, func(a net.Addr) {
@@ -243,7 +258,7 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	}, nil
 }
 
-func executorComponent(env *environment, cfg Config, bus *events.Bus) (component, error) {
+func executorComponent(env *environment, cfg Config, bus *events.Bus, reg prometheus.Registerer) (component, error) {
 	prov, err := newProvider(cfg, env)
 	if err != nil {
 		return nil, err
@@ -268,7 +283,7 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus) (component
 		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts,
 		RegistryInterval: cfg.ExecutorTTL.D() / 3, LogInterval: cfg.LogInterval.D(),
 		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs,
-	}, bus, prov, env.log)
+	}, bus, prov, reg, env.log)
 	return ex.Run, nil
 }
 
@@ -291,4 +306,33 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "0.1.0-dev"
+}
+
+// newRegistry returns a metrics registry with the Go runtime and process
+// collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveOps serves /metrics, /healthz and /readyz for a process without the
+// API (an executor).
+func serveOps(ctx context.Context, env *environment, addr string, reg *prometheus.Registry, ready func() error) error {
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return apiserver.Serve(ctx, addr, mux, env.log, func(a net.Addr) {
+		env.log.Info("executor metrics and health listening", "url", "http://"+a.String()+"/metrics")
+	})
 }
