@@ -21,6 +21,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		var exit exitCodeError
+		if errors.As(err, &exit) {
+			os.Exit(exit.code)
+		}
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "wes:", err)
 		}
@@ -41,6 +45,8 @@ var commands = []command{
 	{"executor", "", "an executor pool pulling runs from NATS (needs WES_NATS_URL and engines)", runExecutor},
 	{"projector", "", "the projector alone", runProjector},
 	{"migrate", "up|status", "apply or show database migrations (WES_DATABASE_URL)", runMigrate},
+	{"runs", "submit|list|get|status|cancel|logs|outputs|watch|wait", "the client: talk to the API at $WES_API_URL (wes runs --help)", runRuns},
+	{"service-info", "", "print the service-info of $WES_API_URL", runServiceInfo},
 	{"version", "", "print the version", func(_ context.Context, env *environment, _ []string) error {
 		fmt.Fprintln(env.stdout, version())
 		return nil
@@ -75,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		usage(stderr)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-	if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+	if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") && cmd.name != "runs" {
 		fmt.Fprintf(stdout, "Usage: wes %s %s\n\n%s\n\n", cmd.name, cmd.args, cmd.summary)
 		configUsage(stdout)
 		return nil

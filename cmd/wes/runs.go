@@ -1,0 +1,588 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/wes-dev/wes/client"
+)
+
+// exitCodeError makes the process exit with a run's exit code.
+type exitCodeError struct{ code int }
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("run ended with exit code %d", e.code) }
+
+func newClient(env *environment) *client.Client {
+	return client.New(env.cfg.APIURL, env.getenv("WES_TOKEN"))
+}
+
+// parseFlags parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// multiFlag collects a repeated flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func runServiceInfo(ctx context.Context, env *environment, _ []string) error {
+	info, err := newClient(env).ServiceInfo(ctx)
+	if err != nil {
+		return err
+	}
+	var v any
+	if err := json.Unmarshal(info, &v); err != nil {
+		return err
+	}
+	return printJSON(env.stdout, v)
+}
+
+var runsUsage = `Usage: wes runs <command> [flags] [arguments]   (talks to $WES_API_URL; bearer token from $WES_TOKEN)
+
+  submit WORKFLOW [PARAMS] [--type T] [--version V] [--engine E] [--engine-param k=v]…
+                           [--tag k=v]… [--attach FILE]… [--wait] [--json]
+  list [--state S] [--tag k:v]… [--all] [--page-size N] [--json]
+  get ID [--json]            status ID [--json]          cancel ID
+  logs ID [--stderr] [-f]    outputs ID [--dir DIR] [--json]
+  watch ID / wait ID         follow a run; exit with its exit code
+`
+
+func runRuns(ctx context.Context, env *environment, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(env.stdout, runsUsage)
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("wes runs "+sub, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	c := newClient(env)
+	one := func(pos []string) (string, error) {
+		if len(pos) != 1 {
+			return "", fmt.Errorf("wes runs %s takes one run id", sub)
+		}
+		return pos[0], nil
+	}
+	switch sub {
+	case "submit":
+		return runsSubmit(ctx, env, c, fs, asJSON, args)
+	case "list":
+		return runsList(ctx, env, c, fs, asJSON, args)
+	case "get", "status", "cancel":
+		pos, err := parseFlags(fs, args)
+		if err != nil {
+			return err
+		}
+		id, err := one(pos)
+		if err != nil {
+			return err
+		}
+		switch sub {
+		case "get":
+			rl, err := c.GetRun(ctx, id)
+			if err != nil {
+				return err
+			}
+			return printJSON(env.stdout, rl)
+		case "status":
+			st, err := c.Status(ctx, id)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(env.stdout, st)
+			}
+			fmt.Fprintln(env.stdout, st.State)
+			return nil
+		default:
+			if err := c.Cancel(ctx, id); err != nil {
+				return err
+			}
+			fmt.Fprintln(env.stdout, id)
+			return nil
+		}
+	case "logs":
+		stderr := fs.Bool("stderr", false, "show stderr instead of stdout")
+		follow := fs.Bool("f", false, "follow until the run ends")
+		pos, err := parseFlags(fs, args)
+		if err != nil {
+			return err
+		}
+		id, err := one(pos)
+		if err != nil {
+			return err
+		}
+		rl, err := c.GetRun(ctx, id)
+		if err != nil {
+			return err
+		}
+		u := rl.RunLog.Stdout
+		if *stderr {
+			u = rl.RunLog.Stderr
+		}
+		return c.Stream(ctx, u, *follow, env.stdout)
+	case "outputs":
+		dir := fs.String("dir", "", "download the files into this directory")
+		pos, err := parseFlags(fs, args)
+		if err != nil {
+			return err
+		}
+		id, err := one(pos)
+		if err != nil {
+			return err
+		}
+		files, err := c.Outputs(ctx, id)
+		if err != nil {
+			return err
+		}
+		if *dir != "" {
+			if err := download(ctx, c, files, *dir); err != nil {
+				return err
+			}
+		}
+		if *asJSON {
+			return printJSON(env.stdout, files)
+		}
+		for _, f := range files {
+			size := "?"
+			if f.Size != nil {
+				size = fmt.Sprint(*f.Size)
+			}
+			fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", f.Path, size, f.URL)
+		}
+		return nil
+	case "watch", "wait":
+		pos, err := parseFlags(fs, args)
+		if err != nil {
+			return err
+		}
+		id, err := one(pos)
+		if err != nil {
+			return err
+		}
+		return watch(ctx, env, c, id, *asJSON)
+	}
+	fmt.Fprint(env.stderr, runsUsage)
+	return fmt.Errorf("unknown command wes runs %s", sub)
+}
+
+// download writes each output file below dir, refusing paths that leave it.
+func download(ctx context.Context, c *client.Client, files []client.OutputFile, dir string) error {
+	root, err := openRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, f := range files {
+		rel := filepath.FromSlash(f.Path)
+		if d := filepath.Dir(rel); d != "." {
+			if err := root.MkdirAll(d, 0o750); err != nil {
+				return err
+			}
+		}
+		out, err := root.Create(rel)
+		if err != nil {
+			return err
+		}
+		err = c.Stream(ctx, f.URL, false, out)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("download %s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+func openRoot(dir string) (*os.Root, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	return os.OpenRoot(dir)
+}
+
+// watch prints one line per state change (state, elapsed, tasks done of
+// total) and returns an exitCodeError unless the run completed.
+func watch(ctx context.Context, env *environment, c *client.Client, id string, asJSON bool) error {
+	start := time.Now()
+	rl, err := c.Wait(ctx, id, time.Second, func(state string) {
+		if asJSON {
+			return
+		}
+		done, total := 0, 0
+		if tasks, err := c.Tasks(ctx, id); err == nil {
+			total = len(tasks.TaskLogs)
+			for _, t := range tasks.TaskLogs {
+				if t.EndTime != "" {
+					done++
+				}
+			}
+		}
+		fmt.Fprintf(env.stdout, "%s  %-14s %8s  tasks %d/%d\n", id, state, time.Since(start).Round(time.Second), done, total)
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if err := printJSON(env.stdout, rl); err != nil {
+			return err
+		}
+	}
+	return runExit(rl)
+}
+
+func runExit(rl *client.RunLog) error {
+	switch {
+	case rl.State == "COMPLETE":
+		return nil
+	case rl.RunLog.ExitCode != nil && *rl.RunLog.ExitCode != 0:
+		return exitCodeError{*rl.RunLog.ExitCode}
+	}
+	return exitCodeError{1}
+}
+
+func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.FlagSet, asJSON *bool, args []string) error {
+	state := fs.String("state", "", "only runs in this state")
+	all := fs.Bool("all", false, "follow every page")
+	pageSize := fs.Int("page-size", 50, "runs per page")
+	var tags multiFlag
+	fs.Var(&tags, "tag", "only runs with this tag (key:value), repeatable")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	runs := []client.RunSummary{}
+	token := ""
+	for {
+		page, err := c.ListRuns(ctx, *pageSize, token, *state, tags)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, page.Runs...)
+		if token = page.NextPageToken; token == "" || !*all {
+			break
+		}
+	}
+	if *asJSON {
+		return printJSON(env.stdout, runs)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN ID\tSTATE\tTYPE\tSTART\tDURATION\tTAGS")
+	for _, r := range runs {
+		typ := ""
+		if rl, err := c.GetRun(ctx, r.RunID); err == nil {
+			var req struct {
+				Type    string `json:"workflow_type"`
+				Version string `json:"workflow_type_version"`
+			}
+			_ = json.Unmarshal(rl.Request, &req)
+			typ = req.Type + " " + req.Version
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.State, typ, r.StartTime, duration(r.StartTime, r.EndTime), formatTags(r.Tags))
+	}
+	return tw.Flush()
+}
+
+func duration(start, end string) string {
+	s, err := time.Parse(time.RFC3339, start)
+	if err != nil {
+		return ""
+	}
+	e := time.Now()
+	if end != "" {
+		if e, err = time.Parse(time.RFC3339, end); err != nil {
+			return ""
+		}
+	}
+	return e.Sub(s).Round(time.Second).String()
+}
+
+func formatTags(tags map[string]string) string {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+tags[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func runsSubmit(ctx context.Context, env *environment, c *client.Client, fs *flag.FlagSet, asJSON *bool, args []string) error {
+	typ := fs.String("type", "", "workflow type (guessed from the file: CWL, SMK, NFL, WDL)")
+	version := fs.String("version", "", "workflow type version (guessed from the file)")
+	engine := fs.String("engine", "", "workflow engine")
+	wait := fs.Bool("wait", false, "follow the run and exit with its exit code")
+	var tags, attach, engineParams multiFlag
+	fs.Var(&tags, "tag", "tag key=value, repeatable")
+	fs.Var(&attach, "attach", "extra file to attach, repeatable")
+	fs.Var(&engineParams, "engine-param", "workflow engine parameter key=value (key alone for a flag), repeatable")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return errors.New("usage: wes runs submit WORKFLOW [PARAMS] [flags]")
+	}
+	sub, err := buildSubmission(pos[0], pos[1:], *typ, *version, attach)
+	if err != nil {
+		return err
+	}
+	sub.WorkflowEngine = *engine
+	for _, t := range tags {
+		k, v, _ := strings.Cut(t, "=")
+		if sub.Tags == nil {
+			sub.Tags = map[string]string{}
+		}
+		sub.Tags[k] = v
+	}
+	for _, p := range engineParams {
+		k, v, hasValue := strings.Cut(p, "=")
+		if sub.EngineParameters == nil {
+			sub.EngineParameters = map[string]*string{}
+		}
+		if hasValue {
+			sub.EngineParameters[k] = &v
+		} else {
+			sub.EngineParameters[k] = nil
+		}
+	}
+	id, err := c.Submit(ctx, sub)
+	if err != nil {
+		return err
+	}
+	if !*wait {
+		if *asJSON {
+			return printJSON(env.stdout, map[string]string{"run_id": id})
+		}
+		fmt.Fprintln(env.stdout, id)
+		return nil
+	}
+	return watch(ctx, env, c, id, *asJSON)
+}
+
+// buildSubmission reads a workflow, its params and the files they refer to.
+// Every attachment is named relative to the workflow's directory.
+func buildSubmission(workflow string, params []string, typ, version string, extra []string) (client.Submission, error) {
+	var sub client.Submission
+	wfData, err := os.ReadFile(workflow)
+	if err != nil {
+		return sub, err
+	}
+	base := filepath.Dir(workflow)
+	guessType, guessVersion := guessWorkflowType(workflow, wfData)
+	sub.WorkflowType, sub.WorkflowTypeVersion = cmpOr(typ, guessType), cmpOr(version, guessVersion)
+	if sub.WorkflowType == "" || sub.WorkflowTypeVersion == "" {
+		return sub, fmt.Errorf("cannot tell the type and version of %s: give --type and --version", workflow)
+	}
+	sub.WorkflowURL = filepath.Base(workflow)
+	sub.Attachments = map[string][]byte{}
+	add := func(p string) error {
+		rel, err := filepath.Rel(base, p)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("%s is outside the workflow's directory %s: it cannot be attached under a relative name", p, base)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sub.Attachments[filepath.ToSlash(rel)] = data
+		return nil
+	}
+	if err := addWithReferences(workflow, add, map[string]bool{}); err != nil {
+		return sub, err
+	}
+	if len(params) == 1 {
+		data, err := os.ReadFile(params[0])
+		if err != nil {
+			return sub, err
+		}
+		obj, err := paramsJSON(data)
+		if err != nil {
+			return sub, fmt.Errorf("%s: %w", params[0], err)
+		}
+		sub.Params = obj
+		// Relative input files of the params are attached too, under the
+		// same relative names the engine will resolve them by.
+		for _, loc := range fileLocations(obj) {
+			p := filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc))
+			if err := add(p); err != nil {
+				return sub, err
+			}
+		}
+	}
+	for _, p := range extra {
+		if err := add(p); err != nil {
+			return sub, err
+		}
+	}
+	return sub, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+var (
+	cwlVersionRE = regexp.MustCompile(`(?m)^\s*"?cwlVersion"?\s*:\s*"?(v1\.[0-9])`)
+	wdlVersionRE = regexp.MustCompile(`(?m)^\s*version\s+([0-9.]+)`)
+	cwlRunRE     = regexp.MustCompile(`(?m)^\s*"?(?:run|\$import|\$include)"?\s*:\s*"?([^\s"#{}]+)"?\s*$`)
+)
+
+func guessWorkflowType(file string, data []byte) (string, string) {
+	switch ext := strings.ToLower(filepath.Ext(file)); {
+	case ext == ".cwl":
+		if m := cwlVersionRE.FindSubmatch(data); m != nil {
+			return "CWL", string(m[1])
+		}
+		return "CWL", ""
+	case ext == ".wdl":
+		if m := wdlVersionRE.FindSubmatch(data); m != nil {
+			return "WDL", string(m[1])
+		}
+		return "WDL", "draft-2"
+	case ext == ".nf":
+		return "NFL", "DSL2"
+	case ext == ".smk" || filepath.Base(file) == "Snakefile":
+		return "SMK", "7"
+	}
+	return "", ""
+}
+
+// addWithReferences attaches a workflow file and, for CWL, the files its
+// run:/$import/$include lines name, recursively.
+func addWithReferences(file string, add func(string) error, seen map[string]bool) error {
+	if seen[file] {
+		return nil
+	}
+	seen[file] = true
+	if err := add(file); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if filepath.Base(file) == "Snakefile" || strings.HasSuffix(file, ".smk") {
+		// A Snakefile's configfile: directive names a file next to it.
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "configfile:"); ok {
+				name := strings.Trim(strings.TrimSpace(rest), `"'`)
+				if p := filepath.Join(filepath.Dir(file), name); fileExists(p) {
+					if err := add(p); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	if !strings.HasSuffix(file, ".cwl") && !strings.HasSuffix(file, ".yml") && !strings.HasSuffix(file, ".yaml") {
+		return nil
+	}
+	for _, m := range cwlRunRE.FindAllSubmatch(data, -1) {
+		ref := string(m[1])
+		if strings.Contains(ref, "://") || path.IsAbs(ref) {
+			continue
+		}
+		p := filepath.Join(filepath.Dir(file), filepath.FromSlash(ref))
+		if !fileExists(p) {
+			continue
+		}
+		if err := addWithReferences(p, add, seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// paramsJSON accepts a params file in YAML or JSON and returns the JSON
+// object.
+func paramsJSON(data []byte) (json.RawMessage, error) {
+	out, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("params are neither YAML nor JSON: %w", err)
+	}
+	if t := bytes.TrimSpace(out); len(t) == 0 || t[0] != '{' {
+		return nil, errors.New("params must be a mapping (a JSON object)")
+	}
+	return out, nil
+}
+
+// fileLocations lists the relative location/path values of File objects.
+func fileLocations(params json.RawMessage) []string {
+	var v any
+	_ = json.Unmarshal(params, &v)
+	var out []string
+	var walk func(any)
+	walk = func(x any) {
+		switch t := x.(type) {
+		case map[string]any:
+			if class, _ := t["class"].(string); class == "File" {
+				for _, k := range []string{"location", "path"} {
+					if s, ok := t[k].(string); ok && !strings.Contains(s, "://") && !path.IsAbs(s) {
+						out = append(out, s)
+						break
+					}
+				}
+			}
+			for _, c := range t {
+				walk(c)
+			}
+		case []any:
+			for _, c := range t {
+				walk(c)
+			}
+		}
+	}
+	walk(v)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
