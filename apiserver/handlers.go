@@ -320,9 +320,12 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 		case models.Queued, models.Preempted, models.Unknown:
 			state = models.Canceled
 		}
-		subject, msgID, data, err := h.s.enc.EncodeEvent(events.RunEvent{
-			RunID: run.ID, State: state, Source: "api", SystemLog: "cancel requested",
-		})
+		ev := events.RunEvent{RunID: run.ID, State: state, Source: "api", SystemLog: "cancel requested"}
+		if state.Terminal() {
+			ev.Workflow = &events.WorkflowRef{URL: run.Request.WorkflowURL, Type: run.Request.WorkflowType,
+				Version: run.Request.WorkflowTypeVersion, Engine: run.Engine, Tags: run.Request.Tags}
+		}
+		subject, msgID, data, err := h.s.enc.EncodeEvent(ev)
 		if err != nil {
 			return nil, err
 		}

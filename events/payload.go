@@ -47,6 +47,18 @@ type RunEvent struct {
 	// Error says why a run ended in SYSTEM_ERROR (the seed's error_message).
 	Error string           `json:"error,omitempty"`
 	Tasks []models.TaskLog `json:"tasks,omitempty"`
+	// Workflow names the run's workflow on final events, for subscribers
+	// (alerting) that do not read the database.
+	Workflow *WorkflowRef `json:"workflow,omitempty"`
+}
+
+// WorkflowRef identifies a run's workflow.
+type WorkflowRef struct {
+	URL     string            `json:"url"`
+	Type    string            `json:"type"`
+	Version string            `json:"version"`
+	Engine  string            `json:"engine"`
+	Tags    map[string]string `json:"tags,omitempty"`
 }
 
 // MsgID is the Nats-Msg-Id of the event: the same fact reported twice

@@ -303,6 +303,11 @@ func (a *attempt) ack(err error) {
 // or ctx ends (the message id makes a repeat harmless). It reports success.
 func (a *attempt) emit(ctx context.Context, ev events.RunEvent) bool {
 	ev.RunID, ev.Attempt, ev.Source = a.sub.RunID, a.n, a.e.cfg.ID
+	if ev.State.Terminal() {
+		req := a.sub.Request
+		ev.Workflow = &events.WorkflowRef{URL: req.WorkflowURL, Type: req.WorkflowType,
+			Version: req.WorkflowTypeVersion, Engine: a.sub.Engine, Tags: req.Tags}
+	}
 	delay := 100 * time.Millisecond
 	for {
 		err := a.e.pub.PublishEvent(ctx, ev)

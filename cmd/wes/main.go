@@ -44,6 +44,7 @@ var commands = []command{
 	{"api", "", "the API with the projector and outbox relay (needs WES_DATABASE_URL and WES_NATS_URL)", runAPI},
 	{"executor", "", "an executor pool pulling runs from NATS (needs WES_NATS_URL and engines)", runExecutor},
 	{"projector", "", "the projector alone", runProjector},
+	{"alerts", "", "the alert subscriber alone (WES_ALERT_WEBHOOK_URL, WES_ALERT_SLACK_URL)", runAlerts},
 	{"migrate", "up|status", "apply or show database migrations (WES_DATABASE_URL)", runMigrate},
 	{"runs", "submit|list|get|status|cancel|logs|outputs|watch|wait", "the client: talk to the API at $WES_API_URL (wes runs --help)", runRuns},
 	{"service-info", "", "print the service-info of $WES_API_URL", runServiceInfo},

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wes-dev/wes/alerting"
 	"github.com/wes-dev/wes/apiserver"
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/executor"
@@ -143,6 +144,43 @@ func runProjector(ctx context.Context, env *environment, _ []string) error {
 	return projector.New(store, bus, newRegistry(), env.log).Run(ctx)
 }
 
+func runAlerts(ctx context.Context, env *environment, _ []string) error {
+	if env.cfg.AlertWebhookURL == "" && env.cfg.AlertSlackURL == "" {
+		return errors.New("set WES_ALERT_WEBHOOK_URL and/or WES_ALERT_SLACK_URL")
+	}
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-alerts")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	alerter, err := newAlerter(env, env.cfg, bus, newRegistry())
+	if err != nil {
+		return err
+	}
+	return alerter.Run(ctx)
+}
+
+func newAlerter(env *environment, cfg Config, bus *events.Bus, reg prometheus.Registerer) (*alerting.Alerter, error) {
+	var states []models.State
+	for _, s := range cfg.AlertStates {
+		st, err := models.ParseState(strings.ToUpper(strings.TrimSpace(s)))
+		if err != nil {
+			return nil, fmt.Errorf("WES_ALERT_STATES: %w", err)
+		}
+		states = append(states, st)
+	}
+	origin := cfg.PublicURL
+	if origin == "" {
+		origin = "http://" + cfg.ListenAddr
+	}
+	return alerting.New(alerting.Config{
+		WebhookURL: cfg.AlertWebhookURL, SlackURL: cfg.AlertSlackURL, States: states,
+		RunURL: func(id string) string {
+			return strings.TrimSuffix(origin, "/") + apiserver.BasePaths[0] + "/runs/" + id
+		},
+	}, bus, reg, env.log), nil
+}
+
 func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if len(args) != 1 || (args[0] != "up" && args[0] != "status") {
 		return errors.New("usage: wes migrate up|status")
@@ -246,7 +284,12 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	}, store, bus, catalog, relay, apiserver.NewMetrics(reg), env.log)
 	reg.MustRegister(apiserver.NewBacklogCollector(store), events.NewQueueCollector(bus))
 	proj := projector.New(store, bus, reg, env.log)
+	alerter, err := newAlerter(env, cfg, bus, reg)
+	if err != nil {
+		return nil, err
+	}
 	return []component{
+		alerter.Run,
 		func(ctx context.Context) error {
 			return apiserver.Serve(ctx, cfg.ListenAddr, srv.Handler(), env.log, func(a net.Addr) {
 				env.log.Info("WES API listening", "url", "http://"+a.String()+apiserver.BasePaths[0], "also", apiserver.BasePaths[1])

@@ -1,0 +1,247 @@
+// Package alerting notifies people when runs fail: it follows run events
+// with a durable consumer of its own (so it never slows the projector) and
+// posts an alert for each run that reaches one of the chosen states to a
+// generic JSON webhook and/or a Slack-compatible webhook, with retries.
+// Delivery is at least once.
+//
+// It knows events and HTTP (as a client); it must not know the database.
+package alerting
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// Config chooses what is alerted and where.
+type Config struct {
+	// WebhookURL receives a JSON Alert.
+	WebhookURL string
+	// SlackURL receives {"text": …} (Slack incoming webhooks and the many
+	// chat tools that accept the same).
+	SlackURL string
+	// States that raise an alert (default EXECUTOR_ERROR, SYSTEM_ERROR).
+	States []models.State
+	// Tags, when set, keep runs that carry every key:value given.
+	Tags map[string]string
+	// RunURL turns a run id into a link for people.
+	RunURL func(runID string) string
+	// Attempts per delivery before the event is handed back to JetStream
+	// for a later try.
+	Attempts int
+}
+
+// Alert is what the generic webhook receives.
+type Alert struct {
+	RunID    string            `json:"run_id"`
+	State    string            `json:"state"`
+	Time     time.Time         `json:"time"`
+	Workflow string            `json:"workflow_url,omitempty"`
+	Type     string            `json:"workflow_type,omitempty"`
+	Engine   string            `json:"workflow_engine,omitempty"`
+	Tags     map[string]string `json:"tags,omitempty"`
+	Error    string            `json:"error,omitempty"`
+	ExitCode *int              `json:"exit_code,omitempty"`
+	URL      string            `json:"url,omitempty"`
+}
+
+// Alerter delivers alerts.
+type Alerter struct {
+	cfg  Config
+	bus  *events.Bus
+	http *http.Client
+	log  *slog.Logger
+	sent *prometheus.CounterVec
+}
+
+// ConsumerName is the alerter's durable consumer on the events stream.
+const ConsumerName = "alerts"
+
+// New returns an alerter; call Run to start it.
+func New(cfg Config, bus *events.Bus, reg prometheus.Registerer, log *slog.Logger) *Alerter {
+	if len(cfg.States) == 0 {
+		cfg.States = []models.State{models.ExecutorError, models.SystemError}
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 4
+	}
+	if cfg.RunURL == nil {
+		cfg.RunURL = func(string) string { return "" }
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wes_alerts_total", Help: "Alert deliveries by sink and result (sent, failed).",
+	}, []string{"sink", "result"})
+	reg.MustRegister(sent)
+	return &Alerter{cfg: cfg, bus: bus, http: &http.Client{Timeout: 10 * time.Second}, log: log.With("component", "alerting"), sent: sent}
+}
+
+// Run delivers alerts until ctx ends.
+func (a *Alerter) Run(ctx context.Context) error {
+	if a.cfg.WebhookURL == "" && a.cfg.SlackURL == "" {
+		return nil
+	}
+	cons, err := a.bus.JS.CreateOrUpdateConsumer(ctx, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
+		Durable:     ConsumerName,
+		Description: "posts alerts for failed runs",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     2 * time.Minute,
+		// Only what happens from now on: a new alerter does not replay
+		// the whole history at its operators.
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		MaxDeliver:    20,
+		MaxAckPending: 64,
+	})
+	if err != nil {
+		return fmt.Errorf("create alerts consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) { a.handle(ctx, msg) })
+	if err != nil {
+		return fmt.Errorf("consume events: %w", err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	return nil
+}
+
+func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
+	ev, err := events.DecodeRunEvent(msg.Data())
+	if err != nil {
+		_ = msg.TermWithReason("undecodable: " + err.Error())
+		return
+	}
+	if !a.wanted(ev) {
+		_ = msg.Ack()
+		return
+	}
+	alert := Alert{RunID: ev.RunID, State: string(ev.State), Time: ev.Time, Error: ev.Error, ExitCode: ev.ExitCode, URL: a.cfg.RunURL(ev.RunID)}
+	if w := ev.Workflow; w != nil {
+		alert.Workflow, alert.Type, alert.Engine, alert.Tags = w.URL, w.Type+" "+w.Version, w.Engine, w.Tags
+	}
+	log := a.log.With("run_id", ev.RunID, "state", ev.State)
+	var failed error
+	for _, sink := range a.sinks(alert) {
+		if err := a.deliver(ctx, sink.url, sink.body); err != nil {
+			a.sent.WithLabelValues(sink.name, "failed").Inc()
+			failed = errors.Join(failed, fmt.Errorf("%s: %w", sink.name, err))
+			continue
+		}
+		a.sent.WithLabelValues(sink.name, "sent").Inc()
+	}
+	if failed != nil {
+		meta, _ := msg.Metadata()
+		delay := 30 * time.Second
+		if meta != nil {
+			delay = min(time.Duration(meta.NumDelivered)*30*time.Second, 10*time.Minute)
+		}
+		log.Warn("alert not delivered, will retry", "err", failed, "retry_in", delay)
+		_ = msg.NakWithDelay(delay)
+		return
+	}
+	log.Info("alert sent")
+	_ = msg.Ack()
+}
+
+// wanted reports whether ev is a final state that raises an alert.
+func (a *Alerter) wanted(ev events.RunEvent) bool {
+	if ev.State == "" || !slices.Contains(a.cfg.States, ev.State) {
+		return false
+	}
+	for k, v := range a.cfg.Tags {
+		if ev.Workflow == nil || ev.Workflow.Tags[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+type sink struct {
+	name, url string
+	body      []byte
+}
+
+func (a *Alerter) sinks(alert Alert) []sink {
+	var out []sink
+	if a.cfg.WebhookURL != "" {
+		body, _ := json.Marshal(alert)
+		out = append(out, sink{"webhook", a.cfg.WebhookURL, body})
+	}
+	if a.cfg.SlackURL != "" {
+		body, _ := json.Marshal(map[string]string{"text": slackText(alert)})
+		out = append(out, sink{"slack", a.cfg.SlackURL, body})
+	}
+	return out
+}
+
+func slackText(al Alert) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "WES run %s ended %s", al.RunID, al.State)
+	if al.Workflow != "" {
+		fmt.Fprintf(&b, ": %s (%s)", al.Workflow, al.Type)
+	}
+	if al.ExitCode != nil {
+		fmt.Fprintf(&b, ", exit code %d", *al.ExitCode)
+	}
+	if al.Error != "" {
+		fmt.Fprintf(&b, "\n%s", al.Error)
+	}
+	if al.URL != "" {
+		fmt.Fprintf(&b, "\n%s", al.URL)
+	}
+	return b.String()
+}
+
+// deliver posts body, retrying with exponential backoff.
+func (a *Alerter) deliver(ctx context.Context, url string, body []byte) error {
+	var err error
+	delay := 500 * time.Millisecond
+	for i := range a.cfg.Attempts {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(delay):
+			}
+			delay *= 2
+		}
+		if err = a.post(ctx, url, body); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+func (a *Alerter) post(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
