@@ -142,6 +142,9 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 		RunID: a.sub.RunID, Attempt: a.n, Engine: a.sub.Engine, EngineVersion: a.sub.EngineVersion,
 		Request: a.sub.Request, Dir: dir, Stdout: stdout, Stderr: stderr,
 	}
+	for _, att := range a.sub.Attachments {
+		job.Inputs = append(job.Inputs, att.Name)
+	}
 	return a.e.provider.Run(ctx, job, &reporter{a: a, ctx: ctx})
 }
 

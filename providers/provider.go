@@ -40,6 +40,8 @@ type Job struct {
 	// Dir is the run's directory on this host; staged attachments are in
 	// Dir/inputs. The provider may write anywhere below Dir, nowhere else.
 	Dir string
+	// Inputs names the staged attachments (slash-separated, below Dir/inputs).
+	Inputs []string
 	// Stdout and Stderr receive the engine's output as it is produced.
 	Stdout, Stderr io.Writer
 }

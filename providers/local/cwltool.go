@@ -79,14 +79,30 @@ var (
 type cwlTasks struct {
 	byName map[string]*models.TaskLog
 	n      int
+	// pending is a task whose command line goes on (lines ending in \).
+	pending *models.TaskLog
 }
 
 func (c *cwlTasks) line(s string, now time.Time) []models.TaskLog {
+	if t := c.pending; t != nil {
+		more := strings.TrimSpace(s)
+		t.Cmd = append(t.Cmd, strings.Fields(strings.TrimSuffix(more, `\`))...)
+		if strings.HasSuffix(more, `\`) {
+			return nil
+		}
+		c.pending = nil
+		return []models.TaskLog{*t}
+	}
 	if m := cwlJobStart.FindStringSubmatch(s); m != nil {
 		c.n++
+		first := strings.TrimSpace(m[2])
 		t := &models.TaskLog{ID: fmt.Sprintf("%d", c.n), Name: m[1], StartTime: &now,
-			Cmd: strings.Fields(strings.TrimSuffix(strings.TrimSpace(m[2]), `\`))}
+			Cmd: strings.Fields(strings.TrimSuffix(first, `\`))}
 		c.byName[m[1]] = t
+		if strings.HasSuffix(first, `\`) {
+			c.pending = t
+			return nil
+		}
 		return []models.TaskLog{*t}
 	}
 	if m := cwlJobEnd.FindStringSubmatch(s); m != nil {

@@ -190,7 +190,6 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		}
 	}
 	cmd.Stderr = stderr
-	r.started = time.Now().Add(-time.Second) // mtime granularity
 	if err := cmd.Start(); err != nil {
 		return providers.Result{}, fmt.Errorf("start %s: %w", d.name, err)
 	}

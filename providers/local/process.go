@@ -47,17 +47,18 @@ func runProcesses(marker string, root int) []int {
 			found[pid] = true
 		}
 	}
-	// Descendants of root, whatever their environment.
+	// Descendants of root, whatever their environment (root <= 0: none;
+	// every process descends from pid 0).
 	for changed := true; changed; {
 		changed = false
 		for pid, pp := range parent {
-			if !found[pid] && (pp == root || found[pp]) && pid != root {
+			if !found[pid] && ((root > 0 && pp == root) || found[pp]) && pid != root {
 				found[pid] = true
 				changed = true
 			}
 		}
 	}
-	if _, ok := parent[root]; ok {
+	if _, ok := parent[root]; ok && root > 0 {
 		found[root] = true
 	}
 	pids := make([]int, 0, len(found))

@@ -2,10 +2,12 @@ package local
 
 import (
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,8 +52,10 @@ func snakemake() engine {
 	}
 }
 
-// snakemakeOutputs moves the files the workflow created in its directory to
-// outputs/ and describes them as CWL-style File objects keyed by path.
+// snakemakeOutputs links the files the workflow created in its directory
+// (everything but the staged attachments and Snakemake's own .snakemake/)
+// into outputs/ and describes them as CWL-style File objects keyed by path.
+// Files a previous attempt made count too: a retry does not redo them.
 func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 	out := map[string]any{}
 	err := filepath.WalkDir(r.inputs, func(p string, d fs.DirEntry, err error) error {
@@ -66,11 +70,14 @@ func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 			return nil
 		}
 		info, err := d.Info()
-		if err != nil || !info.Mode().IsRegular() || !info.ModTime().After(r.started) {
+		if err != nil || !info.Mode().IsRegular() || slices.Contains(r.job.Inputs, filepath.ToSlash(rel)) {
 			return err
 		}
 		dst := filepath.Join(r.outputs, rel)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return err
+		}
+		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		if err := os.Link(p, dst); err != nil {
@@ -88,10 +95,11 @@ func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 }
 
 var (
-	smkRule     = regexp.MustCompile(`^\s*(?:local)?rule (\S+):$`)
-	smkError    = regexp.MustCompile(`^\s*Error in rule (\S+):$`)
-	smkJobID    = regexp.MustCompile(`^\s+jobid: (\d+)$`)
-	smkFinished = regexp.MustCompile(`^\s*Finished job (\d+)\.$`)
+	smkRule  = regexp.MustCompile(`^\s*(?:local)?rule (\S+):$`)
+	smkError = regexp.MustCompile(`^\s*Error in rule (\S+):$`)
+	smkJobID = regexp.MustCompile(`^\s+jobid: (\d+)$`)
+	// Snakemake 7 says "Finished job N."; 9 says "Finished jobid: N (Rule: NAME)".
+	smkFinished = regexp.MustCompile(`^\s*Finished job(?:id:)? (\d+)(?:\.| \(Rule: \S+\))$`)
 )
 
 // smkTasks follows Snakemake's job blocks: "rule NAME:" … "jobid: N" starts

@@ -1,0 +1,244 @@
+package local
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/models"
+)
+
+// These tests run the real engines, one at a time: they are CPU heavy and
+// the CI machine has two cores.
+
+// requireNoShell fails when argv would run through a shell.
+func requireNoShell(t *testing.T, argv []string) {
+	t.Helper()
+	require.NotEmpty(t, argv)
+	require.NotContains(t, []string{"sh", "bash", "dash", "zsh"}, filepath.Base(argv[0]), "argv runs a shell: %q", argv)
+	require.NotContains(t, argv, "-c", "argv runs a shell: %q", argv)
+}
+
+// flagValue returns the argument after flag in argv.
+func flagValue(t *testing.T, argv []string, flag string) string {
+	t.Helper()
+	i := slices.Index(argv, flag)
+	require.True(t, i >= 0 && i+1 < len(argv), "%s with a value is not in %q", flag, argv)
+	return argv[i+1]
+}
+
+func TestRunCwltoolHello(t *testing.T) {
+	requireEngine(t, "cwltool")
+	f := newJob(t, "cwltool", "cwl-hello", "hello.cwl")
+
+	res, err := f.run(t)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode)
+	require.Equal(t, f.outputs(), res.OutputDir)
+
+	var out struct{ Greeting fileOutput }
+	require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+	require.Equal(t, "File", out.Greeting.Class)
+	require.Equal(t, "file://"+f.outputs()+"/greeting.txt", out.Greeting.Location)
+	require.Contains(t, localFile(t, out.Greeting.Location), "Hello from WES")
+
+	argv := f.rec.argv(t)
+	requireNoShell(t, argv)
+	require.Equal(t, "cwltool", filepath.Base(argv[0]))
+	require.Equal(t, f.outputs(), flagValue(t, argv, "--outdir"))
+	require.Equal(t, []string{filepath.Join(f.job.Dir, "inputs", "hello.cwl"), filepath.Join(f.job.Dir, "params.json")}, argv[len(argv)-2:])
+
+	tasks := f.rec.finalTasks()
+	require.NotEmpty(t, tasks, "no task reported; stderr:\n%s", f.stderr)
+	for _, task := range tasks {
+		require.NotNil(t, task.StartTime, "task %+v", task)
+		require.NotNil(t, task.EndTime, "task %+v never ended", task)
+		require.NotNil(t, task.ExitCode, "task %+v", task)
+		require.Equal(t, 0, *task.ExitCode, "task %+v", task)
+		require.False(t, task.EndTime.Before(*task.StartTime))
+	}
+	require.Equal(t, "hello.cwl", tasks[0].Name)
+	require.NotEmpty(t, tasks[0].Cmd)
+	require.Equal(t, "echo", tasks[0].Cmd[0])
+
+	// The engine's output went to the job's writers as well.
+	require.Contains(t, f.stdout.String(), "greeting.txt")
+	require.Contains(t, f.stderr.String(), "Final process status is success")
+}
+
+func TestRunCwltoolWorkflow(t *testing.T) {
+	requireEngine(t, "cwltool")
+	f := newJob(t, "cwltool", "cwl-workflow", "count-lines.cwl")
+
+	res, err := f.run(t)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode)
+
+	// The relative data/*.txt locations were made absolute under inputs/.
+	params, err := os.ReadFile(filepath.Join(f.job.Dir, "params.json"))
+	require.NoError(t, err)
+	require.Contains(t, string(params), filepath.Join(f.job.Dir, "inputs", "data", "one.txt"))
+
+	var out struct {
+		Counts []fileOutput
+		Total  fileOutput
+	}
+	require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+	require.Equal(t, "file://"+f.outputs()+"/total.txt", out.Total.Location)
+	require.Equal(t, "5", strings.TrimSpace(localFile(t, out.Total.Location)))
+	require.Len(t, out.Counts, 2)
+	for _, c := range out.Counts {
+		require.True(t, strings.HasPrefix(c.Location, "file://"+f.outputs()+"/"), "count %q is not under outputs/", c.Location)
+		require.NotEmpty(t, localFile(t, c.Location))
+	}
+
+	// The scattered step ran twice; the sub-workflow's step once.
+	byName := map[string]models.TaskLog{}
+	for _, task := range f.rec.finalTasks() {
+		byName[task.Name] = task
+	}
+	for _, name := range []string{"count", "count_2", "sum"} {
+		task, ok := byName[name]
+		require.True(t, ok, "task %s not reported; got %+v", name, byName)
+		require.NotNil(t, task.EndTime, "task %s never ended", name)
+		require.NotNil(t, task.ExitCode)
+		require.Equal(t, 0, *task.ExitCode)
+	}
+}
+
+func TestRunCwltoolFailure(t *testing.T) {
+	requireEngine(t, "cwltool")
+	f := newJobFiles(t, "cwltool", map[string]string{"fail.cwl": `cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c, "exit 3"]
+inputs: []
+outputs: []
+`}, "fail.cwl", `{}`)
+
+	res, err := f.run(t)
+	require.NoError(t, err, "a failed workflow is not a system error")
+	require.NotEqual(t, 0, res.ExitCode)
+	// cwltool exits 1 for a permanentFail, whatever the tool's own code.
+	require.Equal(t, 1, res.ExitCode)
+	require.JSONEq(t, `{}`, string(res.Outputs))
+
+	tasks := f.rec.finalTasks()
+	require.Len(t, tasks, 1, "tasks: %+v", tasks)
+	require.NotNil(t, tasks[0].ExitCode)
+	require.NotEqual(t, 0, *tasks[0].ExitCode)
+	require.Contains(t, tasks[0].SystemLogs, "completed permanentFail")
+}
+
+func TestRunEngineParameters(t *testing.T) {
+	requireEngine(t, "cwltool")
+	str := func(s string) *string { return &s }
+
+	t.Run("unknown key refused", func(t *testing.T) {
+		f := newJob(t, "cwltool", "cwl-hello", "hello.cwl")
+		f.job.Request.WorkflowEngineParameters = map[string]*string{"--outdir": str("/tmp/elsewhere")}
+		_, err := f.run(t)
+		require.ErrorContains(t, err, "--outdir")
+		f.rec.mu.Lock()
+		defer f.rec.mu.Unlock()
+		require.Empty(t, f.rec.started, "the engine must not start")
+	})
+	t.Run("bad enum value refused", func(t *testing.T) {
+		f := newJob(t, "cwltool", "cwl-hello", "hello.cwl")
+		f.job.Request.WorkflowEngineParameters = map[string]*string{"--on-error": str("bogus")}
+		_, err := f.run(t)
+		require.ErrorContains(t, err, "--on-error")
+		require.ErrorContains(t, err, "bogus")
+	})
+	t.Run("flag given as null accepted", func(t *testing.T) {
+		f := newJob(t, "cwltool", "cwl-hello", "hello.cwl")
+		f.job.Request.WorkflowEngineParameters = map[string]*string{"--parallel": nil}
+		res, err := f.run(t)
+		require.NoError(t, err)
+		require.Equal(t, 0, res.ExitCode)
+		argv := f.rec.argv(t)
+		require.Contains(t, argv, "--parallel")
+		// Engine parameters come before the workflow and its inputs.
+		require.Less(t, slices.Index(argv, "--parallel"), len(argv)-2)
+	})
+}
+
+func TestRunToilHello(t *testing.T) {
+	requireEngine(t, "toil-cwl-runner")
+	f := newJob(t, "toil", "cwl-hello", "hello.cwl")
+
+	res, err := f.run(t)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode)
+
+	var out struct{ Greeting fileOutput }
+	require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+	require.True(t, strings.HasPrefix(out.Greeting.Location, "file://"+f.outputs()+"/"), "greeting %q is not under outputs/", out.Greeting.Location)
+	require.Contains(t, localFile(t, out.Greeting.Location), "Hello from WES")
+
+	argv := f.rec.argv(t)
+	requireNoShell(t, argv)
+	require.Equal(t, "file:"+filepath.Join(f.job.Dir, "work", "jobstore"), flagValue(t, argv, "--jobStore"))
+	require.Equal(t, f.outputs(), flagValue(t, argv, "--outdir"))
+	require.NotContains(t, argv, "--restart", "a first attempt has no job store to restart")
+}
+
+func TestRunSnakemake(t *testing.T) {
+	requireEngine(t, "snakemake")
+	f := newJob(t, "snakemake", "snakemake", "Snakefile")
+
+	res, err := f.run(t)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode)
+
+	var out map[string]fileOutput
+	require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+	all, ok := out["results/all.txt"]
+	require.True(t, ok, "results/all.txt not in outputs %s", res.Outputs)
+	require.Equal(t, "file://"+f.outputs()+"/results/all.txt", all.Location)
+	content := localFile(t, all.Location)
+	for _, name := range []string{"Ada", "Grace", "Barbara"} {
+		require.Contains(t, content, "Hi, "+name+"!")
+	}
+	require.Contains(t, out, "results/greet/Ada.txt")
+
+	argv := f.rec.argv(t)
+	requireNoShell(t, argv)
+	require.Equal(t, filepath.Join(f.job.Dir, "inputs", "Snakefile"), flagValue(t, argv, "--snakefile"))
+	require.Equal(t, filepath.Join(f.job.Dir, "params.json"), flagValue(t, argv, "--configfile"))
+
+	counts := map[string]int{}
+	for _, task := range f.rec.finalTasks() {
+		require.NotNil(t, task.EndTime, "task %+v never ended", task)
+		require.NotNil(t, task.ExitCode)
+		require.Equal(t, 0, *task.ExitCode, "task %+v", task)
+		counts[task.Name]++
+	}
+	require.Equal(t, 3, counts["greet"], "tasks by rule: %v", counts)
+	require.Equal(t, 1, counts["gather"], "tasks by rule: %v", counts)
+}
+
+// The executor stages attachments into inputs/ just before it calls Run;
+// they are not files the workflow produced.
+func TestRunSnakemakeOutputsExcludeAttachments(t *testing.T) {
+	requireEngine(t, "snakemake")
+	f := newJob(t, "snakemake", "snakemake", "Snakefile")
+
+	res, err := f.run(t)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode)
+
+	var out map[string]fileOutput
+	require.NoError(t, json.Unmarshal(res.Outputs, &out))
+	var keys []string
+	for k := range out {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	require.Equal(t, []string{"results/all.txt", "results/greet/Ada.txt", "results/greet/Barbara.txt", "results/greet/Grace.txt"}, keys,
+		"outputs must be what the workflow made, not the staged attachments")
+}

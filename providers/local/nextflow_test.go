@@ -1,0 +1,133 @@
+package local
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Nextflow cannot be installed on the development machine: these tests need
+// no binary.
+
+func nextflowSpec(t *testing.T) *runSpec {
+	t.Helper()
+	dir := t.TempDir()
+	r := &runSpec{
+		dir: dir, inputs: filepath.Join(dir, "inputs"), work: filepath.Join(dir, "work"),
+		tmp: filepath.Join(dir, "tmp"), outputs: filepath.Join(dir, "outputs"),
+		params: filepath.Join(dir, "params.json"), workflow: filepath.Join(dir, "inputs", "main.nf") + "#ignored",
+		engineArgs: []string{"-profile", "test"}, cores: 1,
+	}
+	require.NoError(t, os.MkdirAll(r.work, 0o750))
+	return r
+}
+
+func TestNextflowArgv(t *testing.T) {
+	t.Parallel()
+	r := nextflowSpec(t)
+
+	argv := nextflow().argv("/usr/bin/nextflow", r)
+	requireNoShell(t, argv)
+	require.Equal(t, "/usr/bin/nextflow", argv[0])
+	run := slices.Index(argv, "run")
+	require.GreaterOrEqual(t, run, 1)
+	require.Equal(t, filepath.Join(r.inputs, "main.nf"), argv[run+1], "the pipeline, without its fragment, follows run")
+	require.Equal(t, r.params, flagValue(t, argv, "-params-file"))
+	require.Equal(t, filepath.Join(r.work, "nf-work"), flagValue(t, argv, "-work-dir"))
+	require.Equal(t, filepath.Join(r.work, "trace.txt"), flagValue(t, argv, "-with-trace"))
+	require.Equal(t, filepath.Join(r.work, "nextflow.log"), flagValue(t, argv, "-log"))
+	require.Less(t, slices.Index(argv, "-log"), run, "-log is an option of nextflow, not of run")
+	require.NotContains(t, argv, "-resume", "a first attempt has nothing to resume")
+	require.Equal(t, []string{"-profile", "test"}, argv[len(argv)-2:])
+
+	// A retry finds the last attempt's work directory and resumes it.
+	require.NoError(t, os.MkdirAll(filepath.Join(r.work, "nf-work"), 0o750))
+	argv = nextflow().argv("/usr/bin/nextflow", r)
+	require.Contains(t, argv, "-resume")
+}
+
+func TestNextflowPrepare(t *testing.T) {
+	t.Parallel()
+	f := newJob(t, "nextflow", "nextflow", "main.nf")
+	str := func(s string) *string { return &s }
+	f.job.Request.WorkflowEngineParameters = map[string]*string{"-profile": str("test")}
+	p := New(Config{}, nil)
+
+	r, err := p.prepare(f.job, nextflow())
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(f.job.Dir, "inputs", "main.nf"), r.workflow)
+	require.Equal(t, []string{"-profile", "test"}, r.engineArgs)
+	for _, d := range []string{"inputs", "work", "tmp", "outputs"} {
+		require.DirExists(t, filepath.Join(f.job.Dir, d))
+	}
+	b, err := os.ReadFile(r.params)
+	require.NoError(t, err)
+	var params map[string]any
+	require.NoError(t, json.Unmarshal(b, &params))
+	require.Equal(t, f.outputs(), params["outdir"], "params.outdir points at outputs/")
+	require.Equal(t, []any{"Hello", "Hallo"}, params["greetings"])
+
+	f.job.Request.WorkflowEngineParameters = map[string]*string{"-profile": str("prod")}
+	_, err = p.prepare(f.job, nextflow())
+	require.ErrorContains(t, err, "-profile")
+}
+
+func TestNextflowTrace(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o640))
+		return p
+	}
+
+	t.Run("default fields", func(t *testing.T) {
+		path := write("trace.txt", "task_id\thash\tnative_id\tname\tstatus\texit\tsubmit\tduration\trealtime\t%cpu\tpeak_rss\tpeak_vmem\trchar\twchar\n"+
+			"1\t4e/a1b2c3\t12345\tSAY_HELLO (1)\tCOMPLETED\t0\t2024-01-01 10:00:00.000\t1s\t5ms\t80.0%\t3 MB\t5 MB\t60 KB\t200 B\n"+
+			"2\tab/cdef12\t12346\tSAY_HELLO (2)\tFAILED\t1\t2024-01-01 10:00:00.100\t1s\t5ms\t80.0%\t3 MB\t5 MB\t60 KB\t200 B\n"+
+			"3\t-\t-\tSAY_HELLO (3)\tABORTED\t-\t-\t-\t-\t-\t-\t-\t-\t-\n")
+		tasks, err := nextflowTrace(path)
+		require.NoError(t, err)
+		require.Len(t, tasks, 3)
+
+		require.Equal(t, "1", tasks[0].ID)
+		require.Equal(t, "SAY_HELLO (1)", tasks[0].Name)
+		require.NotNil(t, tasks[0].ExitCode)
+		require.Equal(t, 0, *tasks[0].ExitCode)
+		require.Equal(t, []string{"status COMPLETED"}, tasks[0].SystemLogs)
+
+		require.Equal(t, "2", tasks[1].ID)
+		require.NotNil(t, tasks[1].ExitCode)
+		require.Equal(t, 1, *tasks[1].ExitCode)
+		require.Equal(t, []string{"status FAILED"}, tasks[1].SystemLogs)
+
+		require.Equal(t, "SAY_HELLO (3)", tasks[2].Name)
+		require.Nil(t, tasks[2].ExitCode, "exit \"-\" is no exit code")
+	})
+	t.Run("columns in another order, no task_id", func(t *testing.T) {
+		path := write("trace2.txt", "name\texit\thash\n"+"ALIGN (a)\t137\t9f/0011aa\n")
+		tasks, err := nextflowTrace(path)
+		require.NoError(t, err)
+		require.Len(t, tasks, 1)
+		require.Equal(t, "9f/0011aa", tasks[0].ID, "the hash identifies a task without task_id")
+		require.Equal(t, "ALIGN (a)", tasks[0].Name)
+		require.Equal(t, 137, *tasks[0].ExitCode)
+	})
+	t.Run("header only", func(t *testing.T) {
+		tasks, err := nextflowTrace(write("trace3.txt", "task_id\thash\tname\tstatus\texit\n"))
+		require.NoError(t, err)
+		require.Empty(t, tasks)
+	})
+	t.Run("empty", func(t *testing.T) {
+		_, err := nextflowTrace(write("trace4.txt", ""))
+		require.Error(t, err)
+	})
+	t.Run("missing", func(t *testing.T) {
+		_, err := nextflowTrace(filepath.Join(dir, "none.txt"))
+		require.ErrorIs(t, err, os.ErrNotExist)
+	})
+}
