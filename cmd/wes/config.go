@@ -52,7 +52,7 @@ type Config struct {
 	AuthInstructionsURL string `envconfig:"WES_AUTH_INSTRUCTIONS_URL" default:"https://github.com/wes-dev/wes#authentication" desc:"service-info auth_instructions_url"`
 
 	AlertWebhookURL string   `envconfig:"WES_ALERT_WEBHOOK_URL" desc:"alerting: POST a JSON alert here when a run fails"`
-	AlertSlackURL   string   `envconfig:"WES_ALERT_SLACK_URL" desc:"alerting: Slack-compatible incoming webhook ({\"text\": …})"`
+	AlertSlackURL   string   `envconfig:"WES_ALERT_SLACK_URL" desc:"alerting: Slack-compatible incoming webhook (a JSON text payload)"`
 	AlertStates     []string `envconfig:"WES_ALERT_STATES" default:"EXECUTOR_ERROR,SYSTEM_ERROR" desc:"alerting: comma-separated final states that raise an alert"`
 
 	APIURL    string `envconfig:"WES_API_URL" default:"http://localhost:5000/api/ga4gh/wes/v1" desc:"client: the WES API to talk to"`
