@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# wes as a small cluster on one machine, without Docker: a 3-node NATS
+# JetStream cluster (deployments/nats/cluster), `wes migrate up`, one
+# `wes api` and two `wes executor` processes. Ctrl-C stops everything:
+# executors first (they hand unfinished runs back), then the API, then NATS.
+#
+#   WES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bash deployments/local-cluster.sh
+#
+# Needs: go, curl, PostgreSQL at $WES_DATABASE_URL, and nats-server
+# (/usr/sbin/nats-server or on PATH). Ports: NATS 4231-4233 (clients),
+# 6231-6233 (routes), 8231-8233 (monitoring), API $WES_LISTEN_ADDR
+# (default 127.0.0.1:5000). NATS data stays in /tmp/wes-nats-{1,2,3}.
+#
+# Environment: DIR (default ./.wes-cluster) holds the binary, the logs
+# ($DIR/logs/*.log) and the executors' run directories. Every other WES_*
+# variable (e.g. DEFAULT_WES_PROVIDER=mock, WES_EXECUTOR_SHUTDOWN_GRACE) is
+# passed through to the wes processes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DIR=${DIR:-./.wes-cluster}
+: "${WES_DATABASE_URL:?is required, e.g. WES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres}"
+mkdir -p "$DIR/logs"
+DIR=$(cd "$DIR" && pwd)
+LOGS=$DIR/logs
+
+if [[ -x /usr/sbin/nats-server ]]; then
+  NATS_SERVER=/usr/sbin/nats-server
+elif NATS_SERVER=$(command -v nats-server); then
+  :
+else
+  echo "local-cluster: nats-server not found (apt-get install nats-server)" >&2
+  exit 1
+fi
+command -v curl >/dev/null || { echo "local-cluster: curl is required" >&2; exit 1; }
+
+export WES_NATS_URL=nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1:4233
+export WES_NATS_REPLICAS=3
+export WES_DATABASE_URL
+API_ADDR=${WES_LISTEN_ADDR:-127.0.0.1:5000}
+
+# Every background process gets its own process group (job control on), so
+# that Ctrl-C reaches this script only and the stop below keeps its order.
+set -m
+nats_pids=() api_pids=() exec_pids=()
+
+stop() {
+  local p
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do wait "$p" 2>/dev/null || true; done
+}
+
+cleanup() {
+  trap - EXIT INT TERM
+  echo "local-cluster: stopping" >&2
+  stop ${exec_pids[@]+"${exec_pids[@]}"}
+  stop ${api_pids[@]+"${api_pids[@]}"}
+  stop ${nats_pids[@]+"${nats_pids[@]}"}
+  echo "local-cluster: stopped; logs in $LOGS" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_until SECONDS WHAT CHECK...: run CHECK until it succeeds; fail if it
+# does not in time or if a process started here has died.
+wait_until() {
+  local timeout=$1 what=$2 p
+  shift 2
+  for ((i = 0; i < timeout * 4; i++)); do
+    if "$@"; then return 0; fi
+    for p in ${nats_pids[@]+"${nats_pids[@]}"} ${api_pids[@]+"${api_pids[@]}"}; do
+      if ! kill -0 "$p" 2>/dev/null; then
+        echo "local-cluster: a process died while waiting for $what; see $LOGS" >&2
+        tail -n 5 "$LOGS"/*.log >&2
+        return 1
+      fi
+    done
+    sleep 0.25
+  done
+  echo "local-cluster: $what not ready after ${timeout}s; see $LOGS" >&2
+  tail -n 5 "$LOGS"/*.log >&2
+  return 1
+}
+
+nats_ready() {
+  local n
+  for n in 1 2 3; do
+    curl -fsS "http://127.0.0.1:823$n/healthz" >/dev/null 2>&1 || return 1
+  done
+  # JetStream's meta group has elected a leader.
+  curl -fsS http://127.0.0.1:8231/jsz 2>/dev/null | grep -q '"leader"'
+}
+
+api_ready() { curl -fsS "http://$API_ADDR/readyz" >/dev/null 2>&1; }
+
+echo "local-cluster: building $DIR/wes"
+(cd "$ROOT" && go build -o "$DIR/wes" ./cmd/wes)
+
+echo "local-cluster: starting NATS (clients on 127.0.0.1:4231-4233)"
+for n in 1 2 3; do
+  "$NATS_SERVER" -c "$ROOT/deployments/nats/cluster/nats-$n.conf" >"$LOGS/nats-$n.log" 2>&1 &
+  nats_pids+=($!)
+done
+wait_until 30 "the NATS cluster" nats_ready
+
+echo "local-cluster: migrating the database"
+"$DIR/wes" migrate up
+
+# The API first: it creates the streams and buckets, so that three processes
+# do not race to create the same replicated stream (with which nats-server
+# 2.9 may leave requests unanswered, and each process then retries after 10s).
+echo "local-cluster: starting wes api"
+"$DIR/wes" api >"$LOGS/api.log" 2>&1 &
+api_pids+=($!)
+wait_until 60 "the API" api_ready
+
+echo "local-cluster: starting executors exec-1 and exec-2"
+for n in 1 2; do
+  WES_EXECUTOR_ID=exec-$n WES_DATA_DIR="$DIR/exec-$n" WES_EXECUTOR_METRICS_ADDR="127.0.0.1:946$n" \
+    "$DIR/wes" executor >"$LOGS/exec-$n.log" 2>&1 &
+  exec_pids+=($!)
+done
+
+echo "local-cluster: ready: http://$API_ADDR/ga4gh/wes/v1/service-info (logs in $LOGS; Ctrl-C stops)"
+# Wait until Ctrl-C or until one process exits, which stops the others.
+set +e
+wait -n
+status=$?
+set -e
+echo "local-cluster: a process exited (status $status); see $LOGS" >&2
+exit 1
