@@ -97,7 +97,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 	if a.cfg.WebhookURL == "" && a.cfg.SlackURL == "" {
 		return nil
 	}
-	cons, err := a.bus.JS.CreateOrUpdateConsumer(ctx, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
+	return events.Consume(ctx, a.bus.JS, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
 		Durable:     ConsumerName,
 		Description: "posts alerts for failed runs",
 		AckPolicy:   jetstream.AckExplicitPolicy,
@@ -107,18 +107,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		MaxDeliver:    20,
 		MaxAckPending: 64,
-	})
-	if err != nil {
-		return fmt.Errorf("create alerts consumer: %w", err)
-	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { a.handle(ctx, msg) })
-	if err != nil {
-		return fmt.Errorf("consume events: %w", err)
-	}
-	<-ctx.Done()
-	cc.Drain()
-	<-cc.Closed()
-	return nil
+	}, func(msg jetstream.Msg) { a.handle(ctx, msg) })
 }
 
 func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {

@@ -12,7 +12,7 @@ import (
 // queue and the event consumers: messages waiting per engine, deliveries not
 // yet acknowledged, redeliveries.
 type QueueCollector struct {
-	bus                         *Bus
+	bus                          *Bus
 	pending, ackPending, redeliv *prometheus.Desc
 }
 

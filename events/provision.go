@@ -121,3 +121,21 @@ func ProvisionWithRetry(ctx context.Context, js jetstream.JetStream, names Names
 		delay = min(delay*2, 5*time.Second)
 	}
 }
+
+// Consume creates (or updates) the durable consumer cfg on stream and hands
+// each message to handle until ctx ends; then it drains: no new message is
+// taken and the one being handled finishes.
+func Consume(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, handle func(jetstream.Msg)) error {
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return fmt.Errorf("create consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	cc, err := cons.Consume(handle)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", cfg.Durable, err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	return nil
+}

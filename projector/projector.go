@@ -63,7 +63,7 @@ func New(store Store, bus *events.Bus, reg prometheus.Registerer, log *slog.Logg
 // unacknowledged event at a time, so events are applied in stream order
 // even when several projectors (API replicas) share it.
 func (p *Projector) Run(ctx context.Context) error {
-	cons, err := p.bus.JS.CreateOrUpdateConsumer(ctx, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
+	return events.Consume(ctx, p.bus.JS, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
 		Durable:       p.bus.Names.ProjectorConsumer(),
 		Description:   "writes run events into the database",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -71,18 +71,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		MaxAckPending: 1,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("create projector consumer: %w", err)
-	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { p.handle(ctx, msg) })
-	if err != nil {
-		return fmt.Errorf("consume events: %w", err)
-	}
-	<-ctx.Done()
-	cc.Drain()
-	<-cc.Closed()
-	return nil
+	}, func(msg jetstream.Msg) { p.handle(ctx, msg) })
 }
 
 func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {

@@ -86,14 +86,11 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 }
 
 func runAPI(ctx context.Context, env *environment, _ []string) error {
-	store, err := openStore(ctx, env.cfg)
+	store, err := openCurrentStore(ctx, env.cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := store.CheckSchema(ctx); err != nil {
-		return err
-	}
 	bus, nc, err := connect(ctx, env, env.cfg, "wes-api")
 	if err != nil {
 		return err
@@ -128,14 +125,11 @@ func runExecutor(ctx context.Context, env *environment, _ []string) error {
 }
 
 func runProjector(ctx context.Context, env *environment, _ []string) error {
-	store, err := openStore(ctx, env.cfg)
+	store, err := openCurrentStore(ctx, env.cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := store.CheckSchema(ctx); err != nil {
-		return err
-	}
 	bus, nc, err := connect(ctx, env, env.cfg, "wes-projector")
 	if err != nil {
 		return err
@@ -217,6 +211,20 @@ func openStore(ctx context.Context, cfg Config) (*models.Store, error) {
 		return nil, errors.New("WES_DATABASE_URL is not set: give a postgres:// URL or a SQLite path")
 	}
 	return models.Open(ctx, cfg.DatabaseURL)
+}
+
+// openCurrentStore opens the store and refuses a schema older than this
+// binary, saying what to run.
+func openCurrentStore(ctx context.Context, cfg Config) (*models.Store, error) {
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.CheckSchema(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return store, nil
 }
 
 // connect connects to NATS (retrying for ever, so that a process may start
