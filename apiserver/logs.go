@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"path"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -14,8 +16,7 @@ import (
 	"github.com/wes-dev/wes/events"
 )
 
-// getLog serves a run's stdout or stderr from the object store, with Range
-// support (http.ServeContent over a seeker that reads the object lazily).
+// getLog serves a run's stdout or stderr from the object store.
 func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	v := mux.Vars(r)
@@ -29,19 +30,34 @@ func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 		h.followLog(w, r, run.ID, key)
 		return
 	}
+	h.serveObject(w, r, key, "text/plain; charset=utf-8", "",
+		withStatus(http.StatusNotFound, nil, "%s of run %s is not available yet (the run is %s); it is stored while the engine runs", v["stream"], run.ID, run.State))
+}
+
+// serveObject answers with an object of the store, Range requests included
+// (http.ServeContent over a seeker that reads the object lazily), or with
+// notFound when there is no such object.
+// A non-empty download name makes the answer an attachment of that name.
+func (h *handlers) serveObject(w http.ResponseWriter, r *http.Request, key, contentType, download string, notFound error) {
+	ctx := r.Context()
 	info, err := h.s.bus.Objects.GetInfo(ctx, key)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		h.fail(w, r, withStatus(http.StatusNotFound, nil, "%s of run %s is not available yet (the run is %s); it is stored when the engine stops", v["stream"], run.ID, run.State))
+		h.fail(w, r, notFound)
 		return
 	}
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("read %s: %w: %w", key, errBrokerUnavailable, err))
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if contentType != "" {
+		w.Header().Set("Content-Type", contentType)
+	}
+	if download != "" {
+		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": download}))
+	}
 	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
 	defer rs.Close()
-	http.ServeContent(w, r, "", info.ModTime, rs)
+	http.ServeContent(w, r, path.Base(key), info.ModTime, rs)
 }
 
 // followInterval is how often a followed log is checked for growth.

@@ -2,8 +2,6 @@ package apiserver
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"path"
@@ -11,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
@@ -35,33 +32,23 @@ func (h *handlers) resolveOutputs(r *http.Request, run *models.Run) (json.RawMes
 		return run.Outputs, nil
 	}
 	var files []outputFile
-	var walk func(any)
-	walk = func(x any) {
-		switch t := x.(type) {
-		case map[string]any:
-			if loc, ok := t["location"].(string); ok && strings.HasPrefix(loc, events.OutputLocationScheme) {
-				rel := strings.TrimPrefix(loc, events.OutputLocationScheme)
-				u := h.url(r, "/runs/"+run.ID+"/outputs/"+escapePath(rel))
-				t["location"] = u
-				f := outputFile{Path: rel, URL: u}
-				if size, ok := t["size"].(float64); ok {
-					n := int64(size)
-					f.Size = &n
-				}
-				if !slices.ContainsFunc(files, func(o outputFile) bool { return o.Path == rel }) {
-					files = append(files, f)
-				}
-			}
-			for _, c := range t {
-				walk(c)
-			}
-		case []any:
-			for _, c := range t {
-				walk(c)
-			}
+	models.VisitObjects(v, func(t map[string]any) {
+		loc, ok := t["location"].(string)
+		if !ok || !strings.HasPrefix(loc, events.OutputLocationScheme) {
+			return
 		}
-	}
-	walk(v)
+		rel := strings.TrimPrefix(loc, events.OutputLocationScheme)
+		u := h.url(r, "/runs/"+run.ID+"/outputs/"+escapePath(rel))
+		t["location"] = u
+		f := outputFile{Path: rel, URL: u}
+		if size, ok := t["size"].(float64); ok {
+			n := int64(size)
+			f.Size = &n
+		}
+		if !slices.ContainsFunc(files, func(o outputFile) bool { return o.Path == rel }) {
+			files = append(files, f)
+		}
+	})
 	out, err := json.Marshal(v)
 	if err != nil {
 		return run.Outputs, files
@@ -107,18 +94,6 @@ func (h *handlers) getOutput(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, badRequest("output path %q is not a clean relative path", rel))
 		return
 	}
-	key := events.OutputKey(run.ID, rel)
-	info, err := h.s.bus.Objects.GetInfo(ctx, key)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		h.fail(w, r, withStatus(http.StatusNotFound, nil, "run %s has no stored output %q", run.ID, rel))
-		return
-	}
-	if err != nil {
-		h.fail(w, r, fmt.Errorf("read %s: %w: %w", key, errBrokerUnavailable, err))
-		return
-	}
-	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
-	defer rs.Close()
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(rel)))
-	http.ServeContent(w, r, path.Base(rel), info.ModTime, rs)
+	h.serveObject(w, r, events.OutputKey(run.ID, rel), "", path.Base(rel),
+		withStatus(http.StatusNotFound, nil, "run %s has no stored output %q", run.ID, rel))
 }

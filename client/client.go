@@ -136,11 +136,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		apiErr := &APIError{StatusCode: resp.StatusCode}
-		if json.Unmarshal(data, apiErr) != nil || apiErr.Msg == "" {
-			apiErr.Msg = strings.TrimSpace(string(data))
-		}
-		return apiErr
+		return apiError(resp.StatusCode, data)
 	}
 	if out == nil {
 		return nil
@@ -152,6 +148,15 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 	return json.Unmarshal(data, out)
 }
 
+// apiError reads an ErrorResponse, or keeps the body as the message.
+func apiError(status int, body []byte) error {
+	e := &APIError{StatusCode: status}
+	if json.Unmarshal(body, e) != nil || e.Msg == "" {
+		e.Msg = strings.TrimSpace(string(body))
+	}
+	return e
+}
+
 // ServiceInfo returns /service-info as JSON.
 func (c *Client) ServiceInfo(ctx context.Context) (json.RawMessage, error) {
 	var raw json.RawMessage
@@ -161,7 +166,7 @@ func (c *Client) ServiceInfo(ctx context.Context) (json.RawMessage, error) {
 // Submission is a run to submit as multipart/form-data.
 type Submission struct {
 	WorkflowType, WorkflowTypeVersion, WorkflowURL string
-	WorkflowEngine, WorkflowEngineVersion           string
+	WorkflowEngine, WorkflowEngineVersion          string
 	Params                                         json.RawMessage
 	Tags                                           map[string]string
 	EngineParameters                               map[string]*string
@@ -305,12 +310,8 @@ func (c *Client) Stream(ctx context.Context, u string, follow bool, w io.Writer)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(resp.Body)
-		apiErr := &APIError{StatusCode: resp.StatusCode}
-		if json.Unmarshal(data, apiErr) != nil || apiErr.Msg == "" {
-			apiErr.Msg = strings.TrimSpace(string(data))
-		}
-		return apiErr
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return apiError(resp.StatusCode, data)
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err

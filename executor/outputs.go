@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
 )
 
 // storeOutputs uploads the files below dir to the object store (up to the
@@ -70,26 +71,14 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 		return nil, "", fmt.Errorf("outputs: %w", err)
 	}
 	prefix := "file://" + filepath.ToSlash(dir) + "/"
-	var walk func(any)
-	walk = func(x any) {
-		switch t := x.(type) {
-		case map[string]any:
-			if loc, ok := t["location"].(string); ok && strings.HasPrefix(loc, prefix) {
-				if rel := strings.TrimPrefix(loc, prefix); stored[rel] {
-					t["location"] = events.OutputLocationScheme + rel
-					delete(t, "path")
-				}
-			}
-			for _, c := range t {
-				walk(c)
-			}
-		case []any:
-			for _, c := range t {
-				walk(c)
+	models.VisitObjects(v, func(t map[string]any) {
+		if loc, ok := t["location"].(string); ok && strings.HasPrefix(loc, prefix) {
+			if rel := strings.TrimPrefix(loc, prefix); stored[rel] {
+				t["location"] = events.OutputLocationScheme + rel
+				delete(t, "path")
 			}
 		}
-	}
-	walk(v)
+	})
 	out, err := json.Marshal(v)
 	return out, note, err
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/wes-dev/wes/client"
+	"github.com/wes-dev/wes/models"
 )
 
 // exitCodeError makes the process exit with a run's exit code.
@@ -561,28 +562,17 @@ func fileLocations(params json.RawMessage) []string {
 	var v any
 	_ = json.Unmarshal(params, &v)
 	var out []string
-	var walk func(any)
-	walk = func(x any) {
-		switch t := x.(type) {
-		case map[string]any:
-			if class, _ := t["class"].(string); class == "File" {
-				for _, k := range []string{"location", "path"} {
-					if s, ok := t[k].(string); ok && !strings.Contains(s, "://") && !path.IsAbs(s) {
-						out = append(out, s)
-						break
-					}
-				}
-			}
-			for _, c := range t {
-				walk(c)
-			}
-		case []any:
-			for _, c := range t {
-				walk(c)
+	models.VisitObjects(v, func(t map[string]any) {
+		if class, _ := t["class"].(string); class != "File" {
+			return
+		}
+		for _, k := range []string{"location", "path"} {
+			if s, ok := t[k].(string); ok && !strings.Contains(s, "://") && !path.IsAbs(s) {
+				out = append(out, s)
+				return
 			}
 		}
-	}
-	walk(v)
+	})
 	slices.Sort(out)
 	return slices.Compact(out)
 }

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wes-dev/wes/models"
 	"github.com/wes-dev/wes/providers"
 )
 
@@ -341,53 +342,39 @@ func resolveInputs(params json.RawMessage, inputs string, allowLocal bool, outdi
 			obj[outdirParam] = outputs
 		}
 	}
-	var walk func(any) error
-	walk = func(x any) error {
-		switch t := x.(type) {
-		case map[string]any:
-			if class, _ := t["class"].(string); class == "File" || class == "Directory" {
-				for _, k := range []string{"location", "path"} {
-					s, ok := t[k].(string)
-					if !ok {
-						continue
-					}
-					u, err := url.Parse(s)
-					if err != nil {
-						return fmt.Errorf("input %s %q: %w", k, s, err)
-					}
-					switch {
-					case u.Scheme == "http" || u.Scheme == "https":
-					case u.Scheme == "file" || (u.Scheme == "" && filepath.IsAbs(u.Path)):
-						if !allowLocal {
-							return fmt.Errorf("input %s %q is a local path, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file", k, s)
-						}
-					case u.Scheme == "":
-						p, err := inside(inputs, u.Path)
-						if err != nil {
-							return fmt.Errorf("input %s: %w", k, err)
-						}
-						t[k] = p
-					default:
-						return fmt.Errorf("input %s %q: scheme %q is not supported", k, s, u.Scheme)
-					}
-				}
+	var errs []error
+	models.VisitObjects(v, func(t map[string]any) {
+		if !models.IsFileObject(t) {
+			return
+		}
+		for _, k := range []string{"location", "path"} {
+			s, ok := t[k].(string)
+			if !ok {
+				continue
 			}
-			for _, c := range t {
-				if err := walk(c); err != nil {
-					return err
+			u, err := url.Parse(s)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("input %s %q: %w", k, s, err))
+			case u.Scheme == "http" || u.Scheme == "https":
+			case u.Scheme == "file" || (u.Scheme == "" && filepath.IsAbs(u.Path)):
+				if !allowLocal {
+					errs = append(errs, fmt.Errorf("input %s %q is a local path, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file", k, s))
 				}
-			}
-		case []any:
-			for _, c := range t {
-				if err := walk(c); err != nil {
-					return err
+			case u.Scheme == "":
+				p, err := inside(inputs, u.Path)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("input %s: %w", k, err))
+					continue
 				}
+				t[k] = p
+			default:
+				errs = append(errs, fmt.Errorf("input %s %q: scheme %q is not supported", k, s, u.Scheme))
 			}
 		}
-		return nil
-	}
-	if err := walk(v); err != nil {
-		return nil, err
+	})
+	if len(errs) > 0 {
+		return nil, errs[0]
 	}
 	return json.MarshalIndent(v, "", "  ")
 }
