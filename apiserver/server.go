@@ -34,7 +34,7 @@ type Config struct {
 	PageTokenKey []byte
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
-	Service      ServiceConfig
+	Service ServiceConfig
 }
 
 // ServiceConfig is what service-info says about this deployment.
