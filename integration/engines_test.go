@@ -218,3 +218,32 @@ func processesWith(s string) []string {
 	}
 	return pids
 }
+
+// An engine that disappears from the executor's host after start-up fails
+// the run with SYSTEM_ERROR and says why.
+func TestMissingEngineIsSystemError(t *testing.T) {
+	t.Parallel()
+	requireEngines(t, "cwltool")
+	real, err := exec.LookPath("cwltool")
+	require.NoError(t, err)
+	bin := t.TempDir()
+	link := filepath.Join(bin, "cwltool")
+	require.NoError(t, os.Symlink(real, link))
+
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.vars["DEFAULT_WES_PROVIDER"] = "local"
+	e.startAPI()
+	e.start("executor", map[string]string{"PATH": bin + ":/usr/bin:/bin"}, "executor")
+	e.waitEngine("cwltool")
+	require.NoError(t, os.Remove(link))
+
+	status, body := e.submitMultipart(map[string]string{
+		"workflow_type": "CWL", "workflow_type_version": "v1.2", "workflow_url": "hello.cwl",
+	}, map[string]string{"hello.cwl": "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: echo\ninputs: []\noutputs: []\n"})
+	require.Equal(t, http.StatusOK, status, "%s", body)
+	id := strings.Split(string(body), `"`)[3]
+	st, seen := e.waitState(id, 30*time.Second, "SYSTEM_ERROR", "COMPLETE", "EXECUTOR_ERROR")
+	require.Equal(t, "SYSTEM_ERROR", st, "states %v", seen)
+	require.Contains(t, strings.Join(e.run(id).RunLog.SystemLogs, "\n"), "engine cwltool is no longer installed")
+}

@@ -169,3 +169,22 @@ func TestSmkTasksSnakemake9(t *testing.T) {
 	require.NotNil(t, last.ExitCode)
 	require.Equal(t, 0, *last.ExitCode)
 }
+
+// Lines as Toil 5.9's leader writes them.
+const toilLog = `[2026-11-28T05:28:25+0000] [MainThread] [I] [toil.job] Processing job 'CWLWorkflow' count-lines.cwl kind-CWLWorkflow/instance-prfyrk_r v0
+[2026-11-28T05:28:30+0000] [MainThread] [I] [toil.leader] Issued job 'CWLJob' count-lines.cwl.1.wc.cwl kind-CWLJob/instance-2mq76kzx v1 with job batch system ID: 2 and disk: 3.0 Gi, memory: 2.0 Gi, cores: 1, accelerators: [], preemptible: False
+[2026-11-28T05:28:30+0000] [MainThread] [I] [toil.leader] Issued job 'CWLJob' count-lines.cwl.0.wc.cwl kind-CWLJob/instance-zfoe_bux v1 with job batch system ID: 3 and disk: 3.0 Gi, memory: 2.0 Gi, cores: 1, accelerators: [], preemptible: False
+[2026-11-28T05:28:52+0000] [MainThread] [I] [toil.leader] Finished toil run successfully.`
+
+func TestToilTasks(t *testing.T) {
+	t.Parallel()
+	updates := feed(&toilTasks{open: map[string]*models.TaskLog{}}, toilLog)
+	require.Len(t, updates, 4, "two starts, two ends")
+	require.Equal(t, "count-lines.cwl.1.wc.cwl", updates[0].Name)
+	require.Equal(t, "instance-2mq76kzx", updates[0].ID)
+	require.Nil(t, updates[0].EndTime)
+	for _, end := range updates[2:] {
+		require.NotNil(t, end.EndTime)
+		require.Equal(t, 0, *end.ExitCode)
+	}
+}

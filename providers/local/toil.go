@@ -1,6 +1,10 @@
 package local
 
 import (
+	"regexp"
+	"time"
+
+	"github.com/wes-dev/wes/models"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,5 +45,40 @@ func toil() engine {
 			return append(argv, r.workflow, r.params)
 		},
 		outputs: cwlOutputs,
+		tasks:   func() taskParser { return &toilTasks{open: map[string]*models.TaskLog{}} },
 	}
+}
+
+// Toil's leader logs "Issued job 'CWLJob' NAME kind-CWLJob/instance-ID …"
+// when it starts a tool and "Finished toil run successfully." at the end;
+// at its default log level it does not say when each job ends.
+var (
+	toilIssued   = regexp.MustCompile(`Issued job '[^']*' (\S+) kind-\S+/(instance-[A-Za-z0-9_]+)`)
+	toilFinished = regexp.MustCompile(`Finished toil run successfully`)
+)
+
+type toilTasks struct {
+	open  map[string]*models.TaskLog
+	order []string
+}
+
+func (p *toilTasks) line(s string, now time.Time) []models.TaskLog {
+	if m := toilIssued.FindStringSubmatch(s); m != nil {
+		t := &models.TaskLog{ID: m[2], Name: m[1], StartTime: &now}
+		p.open[m[2]] = t
+		p.order = append(p.order, m[2])
+		return []models.TaskLog{*t}
+	}
+	if toilFinished.MatchString(s) {
+		var done []models.TaskLog
+		for _, id := range p.order {
+			t := p.open[id]
+			code := 0
+			t.EndTime, t.ExitCode = &now, &code
+			done = append(done, *t)
+		}
+		p.open, p.order = map[string]*models.TaskLog{}, nil
+		return done
+	}
+	return nil
 }
