@@ -44,7 +44,19 @@ func (h *handlers) url(r *http.Request, path string) string {
 }
 
 func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
-	counts, err := h.s.store.StateCounts(r.Context(), "")
+	// Public, but a user sees only the counts of their own runs (and an
+	// anonymous caller in an authenticated mode sees none).
+	p := principalOf(r.Context())
+	counts, err := h.s.store.StateCounts(r.Context(), owner(p))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !p.Admin && p.User == "" {
+		for st := range counts {
+			counts[st] = 0
+		}
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -148,7 +160,7 @@ func (h *handlers) prepare(r *http.Request, id string, sink attachmentSink) (*mo
 		}
 	}
 	return &models.Run{
-		ID: id, State: models.Queued, Request: req, Engine: eng.Name, Attachments: sub.attachments,
+		ID: id, Owner: principalOf(r.Context()).User, State: models.Queued, Request: req, Engine: eng.Name, Attachments: sub.attachments,
 		CreatedAt: time.Now().UTC(),
 	}, nil
 }
@@ -166,7 +178,7 @@ func (s *Server) enqueue(ctx context.Context, run *models.Run) error {
 }
 
 func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
-	run, err := h.s.store.GetRun(r.Context(), mux.Vars(r)["run_id"])
+	run, err := h.run(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -208,7 +220,7 @@ func orEmpty[T any](s []T) []T {
 }
 
 func (h *handlers) getStatus(w http.ResponseWriter, r *http.Request) {
-	run, err := h.s.store.GetRun(r.Context(), mux.Vars(r)["run_id"])
+	run, err := h.run(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -223,7 +235,7 @@ func (h *handlers) listRuns(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	lq := models.ListQuery{Limit: limit}
+	lq := models.ListQuery{Limit: limit, Owner: owner(principalOf(r.Context()))}
 	if st := q.Get("state"); st != "" {
 		if lq.State, err = models.ParseState(strings.ToUpper(st)); err != nil {
 			h.fail(w, r, badRequest("state %q is not a WES state", st))
@@ -293,12 +305,12 @@ func (h *handlers) pageSize(v string) (int, error) {
 
 func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	id := mux.Vars(r)["run_id"]
-	run, err := h.s.store.GetRun(ctx, id)
+	run, err := h.run(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	id := run.ID
 	if run.State.Terminal() || run.CancelRequested {
 		writeJSON(w, http.StatusOK, runID{RunID: id})
 		return
@@ -344,11 +356,12 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 
 func (h *handlers) listTasks(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	id := mux.Vars(r)["run_id"]
-	if _, err := h.s.store.GetRun(ctx, id); err != nil {
+	run, err := h.run(r)
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	id := run.ID
 	limit, err := h.pageSize(r.URL.Query().Get("page_size"))
 	if err != nil {
 		h.fail(w, r, err)
@@ -373,12 +386,12 @@ func (h *handlers) listTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) getTask(w http.ResponseWriter, r *http.Request) {
-	v := mux.Vars(r)
-	if _, err := h.s.store.GetRun(r.Context(), v["run_id"]); err != nil {
+	run, err := h.run(r)
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	t, err := h.s.store.GetTask(r.Context(), v["run_id"], v["task_id"])
+	t, err := h.s.store.GetTask(r.Context(), run.ID, mux.Vars(r)["task_id"])
 	if err != nil {
 		h.fail(w, r, err)
 		return

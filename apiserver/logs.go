@@ -18,9 +18,8 @@ import (
 
 // getLog serves a run's stdout or stderr from the object store.
 func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	v := mux.Vars(r)
-	run, err := h.s.store.GetRun(ctx, v["run_id"])
+	run, err := h.run(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -67,7 +67,7 @@ func escapePath(rel string) string {
 
 // listOutputs answers GET /runs/{id}/outputs: the stored output files.
 func (h *handlers) listOutputs(w http.ResponseWriter, r *http.Request) {
-	run, err := h.s.store.GetRun(r.Context(), mux.Vars(r)["run_id"])
+	run, err := h.run(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -82,9 +82,8 @@ func (h *handlers) listOutputs(w http.ResponseWriter, r *http.Request) {
 // getOutput answers GET /runs/{id}/outputs/{path}: one output file, with
 // Range support.
 func (h *handlers) getOutput(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	v := mux.Vars(r)
-	run, err := h.s.store.GetRun(ctx, v["run_id"])
+	run, err := h.run(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

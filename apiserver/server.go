@@ -34,6 +34,8 @@ type Config struct {
 	PageTokenKey []byte
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// Auth tells who calls (nil: Anyone, WES_AUTH_MODE=none).
+	Auth Authenticator
 	Service ServiceConfig
 }
 
@@ -77,6 +79,7 @@ type Server struct {
 	relay   kicker
 	tokens  pageTokens
 	metrics *Metrics
+	auth    Authenticator
 	log     *slog.Logger
 	started time.Time
 }
@@ -89,12 +92,15 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicke
 	if cfg.DefaultPageSize <= 0 {
 		cfg.DefaultPageSize = 50
 	}
+	if cfg.Auth == nil {
+		cfg.Auth = Anyone{}
+	}
 	if cfg.MaxPageSize < cfg.DefaultPageSize {
 		cfg.MaxPageSize = max(1000, cfg.DefaultPageSize)
 	}
 	return &Server{
 		cfg: cfg, store: store, bus: bus, enc: events.NewPublisher(bus.JS, bus.Names),
-		catalog: catalog, relay: relay, tokens: pageTokens{key: cfg.PageTokenKey}, metrics: metrics,
+		catalog: catalog, relay: relay, tokens: pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
 		log: log.With("component", "api"), started: time.Now().UTC(),
 	}
 }
@@ -105,6 +111,7 @@ func (s *Server) Handler() http.Handler {
 	if s.metrics != nil {
 		r.Use(s.metrics.instrument)
 	}
+	r.Use(s.authenticate)
 	if s.cfg.Metrics != nil {
 		r.Handle("/metrics", s.cfg.Metrics).Methods(http.MethodGet)
 	}

@@ -44,6 +44,9 @@ type Config struct {
 	MaxPageSize         int   `envconfig:"WES_MAX_PAGE_SIZE" default:"1000" desc:"largest page size honoured"`
 	AllowLocalWorkflows bool  `envconfig:"WES_ALLOW_LOCAL_WORKFLOWS" default:"false" desc:"accept file:// and absolute-path workflow URLs"`
 
+	AuthMode       string `envconfig:"WES_AUTH_MODE" default:"none" desc:"none (everyone is admin; for a laptop) or token (bearer tokens from WES_AUTH_TOKENS_FILE)"`
+	AuthTokensFile string `envconfig:"WES_AUTH_TOKENS_FILE" desc:"token mode: file of 'TOKEN USER [admin]' lines, re-read when it changes"`
+
 	ServiceID           string `envconfig:"WES_SERVICE_ID" default:"org.ga4gh.wes" desc:"service-info id"`
 	ServiceName         string `envconfig:"WES_SERVICE_NAME" default:"wes" desc:"service-info name"`
 	OrganizationName    string `envconfig:"WES_ORGANIZATION_NAME" default:"wes" desc:"service-info organization.name"`

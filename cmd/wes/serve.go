@@ -271,6 +271,10 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	if err != nil {
 		return nil, err
 	}
+	auth, err := newAuthenticator(env, cfg)
+	if err != nil {
+		return nil, err
+	}
 	catalog := apiserver.NewCatalog(cfg.ExecutorTTL.D())
 	relay := apiserver.NewRelay(store, events.NewPublisher(bus.JS, bus.Names), cfg.PollInterval.D(), env.log)
 	srv := apiserver.New(apiserver.Config{
@@ -283,6 +287,7 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 		AllowLocalWorkflows: cfg.AllowLocalWorkflows,
 		PageTokenKey:        []byte(key),
 		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Auth:                auth,
 		Service: apiserver.ServiceConfig{
 			ID: cfg.ServiceID, Name: cfg.ServiceName,
 			Description:      "GA4GH Workflow Execution Service",
@@ -336,6 +341,32 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs,
 	}, bus, prov, reg, env.log)
 	return ex.Run, nil
+}
+
+// newAuthenticator picks the authenticator WES_AUTH_MODE names.
+func newAuthenticator(env *environment, cfg Config) (apiserver.Authenticator, error) {
+	switch cfg.AuthMode {
+	case "none":
+		if host, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil || !isLoopback(host) {
+			env.log.Warn("!!! WES_AUTH_MODE=none and the API listens on a non-loopback address: ANYONE WHO CAN REACH " +
+				cfg.ListenAddr + " CAN RUN WORKFLOWS AND SEE EVERY RUN. Set WES_AUTH_MODE=token.")
+		}
+		return apiserver.Anyone{}, nil
+	case "token":
+		if cfg.AuthTokensFile == "" {
+			return nil, errors.New("WES_AUTH_MODE=token needs WES_AUTH_TOKENS_FILE")
+		}
+		return apiserver.NewTokenFile(cfg.AuthTokensFile)
+	}
+	return nil, fmt.Errorf("WES_AUTH_MODE %q: want none or token", cfg.AuthMode)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // newProvider picks the backend DEFAULT_WES_PROVIDER names.

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// configVariables lists the environment variables of Config (its envconfig
+// tags).
+func configVariables(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		if v := typ.Field(i).Tag.Get("envconfig"); v != "" {
+			out = append(out, v)
+		}
+	}
+	require.NotEmpty(t, out)
+	return out
+}
+
+func TestRunHelp(t *testing.T) {
+	t.Parallel()
+	subcommands := []string{"dev", "api", "executor", "projector", "alerts", "migrate", "runs", "service-info", "version"}
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		t.Run(args[0], func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			require.NoError(t, run(context.Background(), args, os.Getenv, &out, &errOut))
+			help := out.String()
+			for _, c := range subcommands {
+				require.Contains(t, help, "\n  "+c+" ", "subcommand %s", c)
+			}
+			for _, c := range commands {
+				require.Contains(t, help, c.summary)
+			}
+			for _, v := range configVariables(t) {
+				require.Contains(t, help, "  "+v+" ", "variable %s", v)
+			}
+			require.Contains(t, help, "WES_NATS_NAMESPACE")
+			require.Contains(t, help, "WORKFLOW_POLL_INTERVAL")
+			require.Empty(t, errOut.String())
+		})
+	}
+}
+
+func TestRunWithoutArguments(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), nil, os.Getenv, &out, &errOut)
+	require.ErrorIs(t, err, errUsage)
+	require.Contains(t, out.String(), "Usage: wes <command>")
+}
+
+func TestRunSubcommandHelp(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		// --help after a subcommand prints its usage and starts nothing.
+		{args: []string{"dev", "--help"}, want: []string{"Usage: wes dev", "embedded NATS", "WES_DEV_NATS_PORT"}},
+		{args: []string{"migrate", "-h"}, want: []string{"Usage: wes migrate up|status", "WES_DATABASE_URL"}},
+		{args: []string{"executor", "--help"}, want: []string{"Usage: wes executor", "WES_EXECUTOR_SLOTS"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			require.NoError(t, run(context.Background(), tt.args, os.Getenv, &out, &errOut))
+			for _, w := range tt.want {
+				require.Contains(t, out.String(), w)
+			}
+		})
+	}
+}
+
+func TestRunUnknownCommand(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"frobnicate", "--now"}, os.Getenv, &out, &errOut)
+	require.Error(t, err)
+	require.False(t, errors.Is(err, errUsage))
+	require.Contains(t, err.Error(), `unknown command "frobnicate"`)
+	require.Contains(t, errOut.String(), "Usage: wes <command>")
+	require.Empty(t, out.String())
+}
+
+// run's getenv is the process's environment: the configuration must come
+// from it, not from os.Getenv behind its back, or a caller (a test, an
+// embedding program) cannot configure the program it runs.
+func TestRunReadsConfigurationFromGetenv(t *testing.T) {
+	t.Parallel()
+	getenv := func(k string) string {
+		if k == "WES_LOG_FORMAT" {
+			return "xml"
+		}
+		return ""
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"version"}, getenv, &out, &errOut)
+	require.Error(t, err, "WES_LOG_FORMAT=xml given through getenv was not seen")
+	require.Contains(t, err.Error(), "WES_LOG_FORMAT")
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		format, level string
+		wantErr       bool
+		wantJSON      bool
+	}{
+		{format: "text", level: "info"},
+		{format: "JSON", level: "debug", wantJSON: true},
+		{format: "json", level: "warn", wantJSON: true},
+		{format: "xml", level: "info", wantErr: true},
+		{format: "text", level: "loud", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
+			t.Parallel()
+			var buf bytes.Buffer
+			log, err := newLogger(tt.format, tt.level, &buf)
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			log.Warn("hello", "run_id", "r1")
+			require.Contains(t, buf.String(), "r1")
+			require.Equal(t, tt.wantJSON, strings.HasPrefix(buf.String(), "{"))
+		})
+	}
+}

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/client"
+)
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		wantPos  []string
+		wantJSON bool
+		wantType string
+		wantTags []string
+		wantErr  bool
+	}{
+		{name: "none", args: nil, wantPos: nil},
+		{name: "positional only", args: []string{"wf.cwl", "job.yml"}, wantPos: []string{"wf.cwl", "job.yml"}},
+		{
+			name: "flags before", args: []string{"--json", "--type", "CWL", "wf.cwl", "job.yml"},
+			wantPos: []string{"wf.cwl", "job.yml"}, wantJSON: true, wantType: "CWL",
+		},
+		{
+			name: "flags between", args: []string{"wf.cwl", "--tag", "a=1", "-json", "job.yml"},
+			wantPos: []string{"wf.cwl", "job.yml"}, wantJSON: true, wantTags: []string{"a=1"},
+		},
+		{
+			name: "flags after", args: []string{"wf.cwl", "job.yml", "--type=WDL", "--tag", "a=1", "--tag", "b=2"},
+			wantPos: []string{"wf.cwl", "job.yml"}, wantType: "WDL", wantTags: []string{"a=1", "b=2"},
+		},
+		{
+			name: "flags everywhere", args: []string{"--tag", "a=1", "wf.cwl", "--json", "job.yml", "--tag", "b=2"},
+			wantPos: []string{"wf.cwl", "job.yml"}, wantJSON: true, wantTags: []string{"a=1", "b=2"},
+		},
+		{name: "unknown flag", args: []string{"wf.cwl", "--nope"}, wantErr: true},
+		{name: "flag without its value", args: []string{"wf.cwl", "--type"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			asJSON := fs.Bool("json", false, "")
+			typ := fs.String("type", "", "")
+			var tags multiFlag
+			fs.Var(&tags, "tag", "")
+			pos, err := parseFlags(fs, tt.args)
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.wantPos, pos)
+			require.Equal(t, tt.wantJSON, *asJSON)
+			require.Equal(t, tt.wantType, *typ)
+			require.Equal(t, multiFlag(tt.wantTags), tags)
+		})
+	}
+}
+
+func TestGuessWorkflowType(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, file, data      string
+		wantType, wantVersion string
+	}{
+		{name: "CWL v1.0", file: "wf.cwl", data: "#!/usr/bin/env cwl-runner\ncwlVersion: v1.0\nclass: Workflow\n", wantType: "CWL", wantVersion: "v1.0"},
+		{name: "CWL v1.2", file: "dir/tool.cwl", data: "class: CommandLineTool\ncwlVersion: v1.2\n", wantType: "CWL", wantVersion: "v1.2"},
+		{name: "CWL quoted", file: "wf.cwl", data: "cwlVersion: \"v1.1\"\n", wantType: "CWL", wantVersion: "v1.1"},
+		{name: "CWL in JSON", file: "wf.cwl", data: "{\n  \"cwlVersion\": \"v1.2\",\n  \"class\": \"Workflow\"\n}\n", wantType: "CWL", wantVersion: "v1.2"},
+		{name: "CWL upper-case extension", file: "WF.CWL", data: "cwlVersion: v1.2\n", wantType: "CWL", wantVersion: "v1.2"},
+		{name: "CWL without version", file: "wf.cwl", data: "class: Workflow\n", wantType: "CWL", wantVersion: ""},
+		{name: "WDL 1.0", file: "wf.wdl", data: "version 1.0\n\nworkflow w {}\n", wantType: "WDL", wantVersion: "1.0"},
+		{name: "WDL 1.1 after a comment", file: "wf.wdl", data: "# a workflow\nversion 1.1\n", wantType: "WDL", wantVersion: "1.1"},
+		{name: "WDL draft-2", file: "wf.wdl", data: "workflow w {}\n", wantType: "WDL", wantVersion: "draft-2"},
+		{name: "Nextflow", file: "main.nf", data: "workflow {}\n", wantType: "NFL", wantVersion: "DSL2"},
+		{name: "Snakefile", file: "dir/Snakefile", data: "rule all:\n", wantType: "SMK", wantVersion: "7"},
+		{name: "smk", file: "rules.smk", data: "rule all:\n", wantType: "SMK", wantVersion: "7"},
+		{name: "unknown", file: "wf.py", data: "cwlVersion: v1.2\nversion 1.0\n", wantType: "", wantVersion: ""},
+		{name: "no extension", file: "workflow", data: "cwlVersion: v1.2\n", wantType: "", wantVersion: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			typ, version := guessWorkflowType(tt.file, []byte(tt.data))
+			require.Equal(t, tt.wantType, typ)
+			require.Equal(t, tt.wantVersion, version)
+		})
+	}
+}
+
+func TestParamsJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in, want string
+		wantErr        bool
+	}{
+		{name: "YAML mapping", in: "message: hello\ncount: 3\nreads:\n  class: File\n  location: a.txt\n",
+			want: `{"count":3,"message":"hello","reads":{"class":"File","location":"a.txt"}}`},
+		{name: "JSON object", in: `{"message": "hello", "list": [1, 2]}`, want: `{"list":[1,2],"message":"hello"}`},
+		{name: "empty mapping", in: "{}", want: `{}`},
+		{name: "YAML list", in: "- a\n- b\n", wantErr: true},
+		{name: "JSON array", in: `[{"a":1}]`, wantErr: true},
+		{name: "scalar", in: "hello", wantErr: true},
+		{name: "number", in: "42", wantErr: true},
+		{name: "empty", in: "", wantErr: true},
+		{name: "null", in: "null", wantErr: true},
+		{name: "malformed", in: "a: [1, 2\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := paramsJSON([]byte(tt.in))
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.JSONEq(t, tt.want, string(got))
+		})
+	}
+}
+
+func TestFileLocations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, params string
+		want         []string
+	}{
+		{name: "none", params: `{"message":"hi","n":3}`, want: nil},
+		{name: "location", params: `{"a":{"class":"File","location":"data/a.txt"}}`, want: []string{"data/a.txt"}},
+		{name: "path when no location", params: `{"a":{"class":"File","path":"b.txt"}}`, want: []string{"b.txt"}},
+		{name: "location before path", params: `{"a":{"class":"File","location":"a.txt","path":"b.txt"}}`, want: []string{"a.txt"}},
+		{
+			name: "nested in lists and records, sorted, without duplicates",
+			params: `{"z":{"class":"File","location":"z.txt"},
+				"list":[{"class":"File","location":"b.txt"},{"class":"File","location":"a.txt"},{"class":"File","location":"b.txt"}],
+				"rec":{"inner":[[{"class":"File","location":"deep/c.txt"}]]}}`,
+			want: []string{"a.txt", "b.txt", "deep/c.txt", "z.txt"},
+		},
+		{
+			name: "absolute paths and URLs are not attached",
+			params: `{"a":{"class":"File","location":"/data/a.txt"},"b":{"class":"File","location":"https://example.org/b.txt"},
+				"c":{"class":"File","path":"file:///tmp/c.txt"},"d":{"class":"File","location":"d.txt"}}`,
+			want: []string{"d.txt"},
+		},
+		{name: "not a File", params: `{"a":{"class":"Directory","location":"dir"},"b":{"location":"x.txt"}}`, want: nil},
+		{name: "not JSON", params: `nope`, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, fileLocations(json.RawMessage(tt.params)))
+		})
+	}
+}
+
+// writeFiles writes files (slash-separated names relative to dir).
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o750))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+	}
+}
+
+// cwlProject is a CWL workflow whose steps run tools in sub-directories and
+// a sub-workflow that refers back to a tool by a relative path.
+var cwlProject = map[string]string{
+	"wf/main.cwl": `cwlVersion: v1.2
+class: Workflow
+inputs:
+  reads: File
+outputs: []
+steps:
+  echo:
+    run: tools/echo.cwl
+    in: {reads: reads}
+    out: []
+  inner:
+    run: "sub/inner.cwl"
+    in: {reads: reads}
+    out: []
+  remote:
+    run: https://example.org/remote.cwl
+    in: {}
+    out: []
+  inline:
+    run:
+      class: CommandLineTool
+      baseCommand: "true"
+    in: {}
+    out: []
+`,
+	"wf/tools/echo.cwl": "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: echo\n",
+	"wf/sub/inner.cwl": `cwlVersion: v1.2
+class: Workflow
+steps:
+  count:
+    run: ../tools/wc.cwl
+  again:
+    run: ../tools/echo.cwl
+`,
+	"wf/tools/wc.cwl":        "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: wc\n",
+	"wf/tools/unused.cwl":    "cwlVersion: v1.2\nclass: CommandLineTool\n",
+	"wf/job.yml":             "reads:\n  class: File\n  location: data/in.txt\nlabel: x\n",
+	"wf/data/in.txt":         "line 1\nline 2\n",
+	"wf/extra/notes.txt":     "notes\n",
+	"outside.txt":            "outside\n",
+	"outside.cwl":            "cwlVersion: v1.2\nclass: CommandLineTool\n",
+	"wf/job-outside.yml":     "reads:\n  class: File\n  location: ../outside.txt\n",
+	"wf/list.yml":            "- a\n- b\n",
+	"wf/escape.cwl":          "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  s:\n    run: ../outside.cwl\n",
+	"wf/untyped.workflow":    "something\n",
+	"wf/Snakefile":           "configfile: \"config.yaml\"\nrule all:\n",
+	"wf/config.yaml":         "samples: [a]\n",
+	"wf/job-abs-and-url.yml": "a:\n  class: File\n  location: https://example.org/a.txt\n",
+}
+
+func TestBuildSubmission(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	writeFiles(t, root, cwlProject)
+	wf := filepath.Join(root, "wf")
+	read := func(name string) []byte {
+		data, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(name)))
+		require.NoError(t, err)
+		return data
+	}
+
+	tests := []struct {
+		name            string
+		workflow        string
+		params          []string
+		typ, version    string
+		extra           []string
+		wantErr         string
+		wantType        string
+		wantVersion     string
+		wantURL         string
+		wantAttachments []string // relative to root
+		wantParams      string
+	}{
+		{
+			name:     "CWL with tools in sub-directories and a job",
+			workflow: "wf/main.cwl", params: []string{"wf/job.yml"},
+			wantType: "CWL", wantVersion: "v1.2", wantURL: "main.cwl",
+			wantAttachments: []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "wf/data/in.txt"},
+			wantParams:      `{"reads":{"class":"File","location":"data/in.txt"},"label":"x"}`,
+		},
+		{
+			name:     "extra attachment, explicit type and version",
+			workflow: "wf/main.cwl", typ: "CWL", version: "v1.0", extra: []string{"wf/extra/notes.txt"},
+			wantType: "CWL", wantVersion: "v1.0", wantURL: "main.cwl",
+			wantAttachments: []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "wf/extra/notes.txt"},
+		},
+		{
+			name:     "Snakefile and its configfile",
+			workflow: "wf/Snakefile",
+			wantType: "SMK", wantVersion: "7", wantURL: "Snakefile",
+			wantAttachments: []string{"wf/Snakefile", "wf/config.yaml"},
+		},
+		{
+			name:     "remote input files are not attached",
+			workflow: "wf/tools/echo.cwl", params: []string{"wf/job-abs-and-url.yml"},
+			wantType: "CWL", wantVersion: "v1.2", wantURL: "echo.cwl",
+			wantAttachments: []string{"wf/tools/echo.cwl"},
+			wantParams:      `{"a":{"class":"File","location":"https://example.org/a.txt"}}`,
+		},
+		{name: "input file outside the workflow's directory", workflow: "wf/main.cwl", params: []string{"wf/job-outside.yml"}, wantErr: "outside the workflow's directory"},
+		{name: "run: outside the workflow's directory", workflow: "wf/escape.cwl", wantErr: "outside the workflow's directory"},
+		{name: "extra attachment outside", workflow: "wf/main.cwl", extra: []string{"outside.txt"}, wantErr: "outside the workflow's directory"},
+		{name: "params not a mapping", workflow: "wf/main.cwl", params: []string{"wf/list.yml"}, wantErr: "must be a mapping"},
+		{name: "missing params file", workflow: "wf/main.cwl", params: []string{"wf/nope.yml"}, wantErr: "nope.yml"},
+		{name: "missing workflow", workflow: "wf/nope.cwl", wantErr: "nope.cwl"},
+		{name: "type cannot be guessed", workflow: "wf/untyped.workflow", wantErr: "--type and --version"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			abs := func(name string) string { return filepath.Join(root, filepath.FromSlash(name)) }
+			var params, extra []string
+			for _, p := range tt.params {
+				params = append(params, abs(p))
+			}
+			for _, p := range tt.extra {
+				extra = append(extra, abs(p))
+			}
+			sub, err := buildSubmission(abs(tt.workflow), params, tt.typ, tt.version, extra)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				require.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.wantType, sub.WorkflowType)
+			require.Equal(t, tt.wantVersion, sub.WorkflowTypeVersion)
+			require.Equal(t, tt.wantURL, sub.WorkflowURL)
+			want := map[string][]byte{}
+			for _, name := range tt.wantAttachments {
+				rel, err := filepath.Rel(filepath.Dir(abs(tt.workflow)), abs(name))
+				require.NoError(t, err)
+				want[filepath.ToSlash(rel)] = read(name)
+			}
+			require.Equal(t, want, sub.Attachments)
+			if tt.wantParams == "" {
+				require.Empty(t, sub.Params)
+			} else {
+				require.JSONEq(t, tt.wantParams, string(sub.Params))
+			}
+		})
+	}
+	require.DirExists(t, wf)
+}
+
+func TestRunExit(t *testing.T) {
+	t.Parallel()
+	code := func(n int) *int { return &n }
+	tests := []struct {
+		name     string
+		state    string
+		exitCode *int
+		want     error
+	}{
+		{name: "complete", state: "COMPLETE", exitCode: code(0), want: nil},
+		{name: "complete without exit code", state: "COMPLETE", want: nil},
+		{name: "executor error with exit code 4", state: "EXECUTOR_ERROR", exitCode: code(4), want: exitCodeError{4}},
+		{name: "executor error with exit code 0", state: "EXECUTOR_ERROR", exitCode: code(0), want: exitCodeError{1}},
+		{name: "executor error without exit code", state: "EXECUTOR_ERROR", want: exitCodeError{1}},
+		{name: "system error", state: "SYSTEM_ERROR", want: exitCodeError{1}},
+		{name: "canceled", state: "CANCELED", want: exitCodeError{1}},
+		{name: "canceled after the engine exited 130", state: "CANCELED", exitCode: code(130), want: exitCodeError{130}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rl := &client.RunLog{State: tt.state, RunLog: client.Log{ExitCode: tt.exitCode}}
+			err := runExit(rl)
+			if tt.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			var ec exitCodeError
+			require.ErrorAs(t, err, &ec)
+			require.Equal(t, tt.want, ec)
+		})
+	}
+}
