@@ -27,6 +27,8 @@ type Catalog struct {
 
 	mu    sync.RWMutex
 	execs map[string]seenExecutor
+	// synced is when the catalog first had the registry's full contents.
+	synced time.Time
 }
 
 type seenExecutor struct {
@@ -72,6 +74,11 @@ func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.L
 	defer w.Stop()
 	for entry := range w.Updates() {
 		if entry == nil { // initial values delivered
+			c.mu.Lock()
+			if c.synced.IsZero() {
+				c.synced = c.now()
+			}
+			c.mu.Unlock()
 			continue
 		}
 		switch entry.Operation() {
@@ -99,6 +106,23 @@ func (c *Catalog) remove(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.execs, id)
+}
+
+// live reports whether executor id announced itself within the TTL.
+func (c *Catalog) live(id string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ex, ok := c.execs[id]
+	return ok && !ex.seen.Before(c.now().Add(-c.ttl))
+}
+
+// settled reports whether the catalog has followed the registry for a whole
+// TTL, so that an executor missing from it is really gone (and not merely
+// not heard from since this process started).
+func (c *Catalog) settled() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return !c.synced.IsZero() && c.now().Sub(c.synced) >= c.ttl
 }
 
 // engines lists every engine offered by a live executor, merged by name and

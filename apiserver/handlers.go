@@ -332,7 +332,7 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 		case models.Queued, models.Preempted, models.Unknown:
 			state = models.Canceled
 		}
-		ev := events.RunEvent{RunID: run.ID, State: state, Source: "api", SystemLog: "cancel requested"}
+		ev := events.RunEvent{RunID: run.ID, State: state, Source: events.SourceAPI, SystemLog: "cancel requested"}
 		if state.Terminal() {
 			ev.Workflow = &events.WorkflowRef{URL: run.Request.WorkflowURL, Type: run.Request.WorkflowType,
 				Version: run.Request.WorkflowTypeVersion, Engine: run.Engine, Tags: run.Request.Tags}

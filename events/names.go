@@ -42,6 +42,9 @@ func (n Names) CancelBucket() string { return n.ns + "_CANCEL" }
 // ExecutorsBucket is the KV bucket where live executors announce themselves.
 func (n Names) ExecutorsBucket() string { return n.ns + "_EXECUTORS" }
 
+// LeasesBucket holds leases of jobs that one process at a time must run.
+func (n Names) LeasesBucket() string { return n.ns + "_LEASES" }
+
 // ObjectsBucket is the object store for attachments, logs and outputs.
 func (n Names) ObjectsBucket() string { return n.ns + "_OBJECTS" }
 

@@ -28,6 +28,9 @@ type RunSubmitted struct {
 	SubmittedAt   time.Time           `json:"submitted_at"`
 }
 
+// SourceAPI is the Source of events the API (or its reconciler) emits.
+const SourceAPI = "api"
+
 // RunEvent reports something that happened to a run. With a State it is a
 // state change; without one it only carries details (task logs).
 type RunEvent struct {

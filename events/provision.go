@@ -29,6 +29,7 @@ type Bus struct {
 	Cancel    jetstream.KeyValue
 	Executors jetstream.KeyValue
 	Objects   jetstream.ObjectStore
+	Leases    jetstream.KeyValue
 }
 
 // Provision creates or updates the streams, KV buckets and object store of
@@ -84,6 +85,15 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 		Replicas:    cfg.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create KV %s: %w", names.ExecutorsBucket(), err)
+	}
+	if b.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      names.LeasesBucket(),
+		Description: "leases of singleton jobs (the reconciler)",
+		TTL:         30 * time.Second,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create KV %s: %w", names.LeasesBucket(), err)
 	}
 	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      names.ObjectsBucket(),

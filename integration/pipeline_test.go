@@ -367,3 +367,32 @@ func TestLogFollowAndRange(t *testing.T) {
 	require.Equal(t, http.StatusPartialContent, resp.StatusCode)
 	require.Equal(t, "mock:", string(part))
 }
+
+// An executor killed with SIGKILL mid-run: once its registry entry lapses
+// the API shows the run PREEMPTED (never a RUNNING that nothing runs), and
+// the run finishes on another executor as a new attempt.
+func TestSIGKILLedExecutorRunIsPreemptedThenFinished(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.vars["WES_EXECUTOR_TTL"] = "3s"
+	e.startAPI()
+	victim := e.start("executor-a", map[string]string{"WES_EXECUTOR_ID": "exec-a"}, "executor")
+	e.waitEngine("mock")
+
+	id := e.submit(map[string]string{"duration": "3s"}, nil)
+	e.waitState(id, 20*time.Second, "RUNNING")
+	require.NoError(t, victim.cmd.Process.Kill())
+
+	st, seen := e.waitState(id, 30*time.Second, "PREEMPTED", "COMPLETE")
+	require.Equal(t, "PREEMPTED", st, "states %v", seen)
+	require.Contains(t, strings.Join(e.run(id).RunLog.SystemLogs, "\n"), "executor exec-a stopped answering")
+
+	e.start("executor-b", map[string]string{"WES_EXECUTOR_ID": "exec-b"}, "executor")
+	st, seen = e.waitState(id, 30*time.Second, "COMPLETE", "SYSTEM_ERROR")
+	require.Equal(t, "COMPLETE", st, "states %v", seen)
+	require.Contains(t, strings.Join(e.run(id).RunLog.SystemLogs, "\n"), "attempt 2 on executor exec-b")
+
+	metrics := fetch(t, strings.TrimSuffix(e.apiBase, "/ga4gh/wes/v1")+"/metrics")
+	require.Contains(t, metrics, `wes_reconciler_repairs_total{kind="orphaned"} 1`)
+}

@@ -34,6 +34,8 @@ type Run struct {
 	// ErrorMessage is the seed's error_message: why a run ended in SYSTEM_ERROR.
 	ErrorMessage    string `gorm:"column:error_message"`
 	CancelRequested bool   `gorm:"column:cancel_requested"`
+	// Executor is the executor that last reported on the run.
+	Executor string `gorm:"column:executor"`
 	// LastEventSeq is the WES_EVENTS stream sequence last applied; an event
 	// at or below it is a replay and is ignored.
 	LastEventSeq uint64 `gorm:"column:last_event_seq"`

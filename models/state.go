@@ -57,7 +57,10 @@ var transitions = map[State][]State{
 	Initializing: {Running, Queued, Preempted, Canceling, Canceled, SystemError},
 	Running:      {Paused, Complete, ExecutorError, SystemError, Queued, Preempted, Canceling, Canceled},
 	Paused:       {Running, Preempted, Canceling, Canceled, SystemError},
-	Preempted:    {Queued, Initializing, Canceling, Canceled, SystemError},
+	// A run is PREEMPTED when its executor gave it back or (by the
+	// reconciler) when its executor stopped answering; an executor thought
+	// gone that reports after all is believed.
+	Preempted: {Queued, Initializing, Running, Complete, ExecutorError, SystemError, Canceling, Canceled},
 	// A run being canceled ends CANCELED, unless its engine finished first:
 	// then the truthful outcome wins rather than leaving the run CANCELING.
 	Canceling: {Canceled, Complete, ExecutorError, SystemError},

@@ -23,6 +23,7 @@ var allowed = map[[2]State]bool{
 
 	{Preempted, Queued}: true, {Preempted, Initializing}: true, {Preempted, Canceling}: true,
 	{Preempted, Canceled}: true, {Preempted, SystemError}: true,
+	{Preempted, Running}: true, {Preempted, Complete}: true, {Preempted, ExecutorError}: true,
 
 	{Canceling, Canceled}: true, {Canceling, Complete}: true, {Canceling, ExecutorError}: true, {Canceling, SystemError}: true,
 }

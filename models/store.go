@@ -277,6 +277,19 @@ func (s *Store) UpdateRun(ctx context.Context, id string, fn func(*Run) ([]TaskL
 	return classify(err)
 }
 
+// HeldRuns returns up to limit runs that an executor should be holding:
+// INITIALIZING, RUNNING, PAUSED or CANCELING, oldest first.
+func (s *Store) HeldRuns(ctx context.Context, limit int) ([]Run, error) {
+	var runs []Run
+	err := s.db.WithContext(ctx).
+		Where("state IN ?", []State{Initializing, Running, Paused, Canceling}).
+		Order("seq").Limit(limit).Find(&runs).Error
+	if err != nil {
+		return nil, fmt.Errorf("held runs: %w", classify(err))
+	}
+	return runs, nil
+}
+
 // RequestCancel marks a run as cancel-requested and queues the outbox
 // message that msg builds from the run, in one transaction. For a run that
 // is already final or already being canceled it changes nothing and returns

@@ -154,6 +154,9 @@ func Apply(r *models.Run, ev events.RunEvent, seq uint64) ([]models.TaskLog, err
 			r.Attempt, r.Cmd, r.ExitCode = attempt, nil, nil
 		}
 		r.State = ev.State
+		if ev.Source != "" && ev.Source != events.SourceAPI {
+			r.Executor = ev.Source
+		}
 		t := ev.Time.UTC()
 		switch {
 		case ev.State == models.Initializing && r.StartTime == nil:

@@ -87,10 +87,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		configUsage(stdout)
 		return nil
 	}
-	env := &environment{getenv: getenv, stdout: stdout, stderr: stderr}
-	if err := envconfig.Process("", &env.cfg); err != nil {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	env := &environment{cfg: cfg, getenv: getenv, stdout: stdout, stderr: stderr}
 	log, err := newLogger(env.cfg.LogFormat, env.cfg.LogLevel, stderr)
 	if err != nil {
 		return err

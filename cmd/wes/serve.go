@@ -301,8 +301,11 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	if err != nil {
 		return nil, err
 	}
+	host, _ := os.Hostname()
+	reconciler := apiserver.NewReconciler(store, catalog, bus, fmt.Sprintf("%s-%d", host, os.Getpid()), cfg.PollInterval.D(), reg, env.log)
 	return []component{
 		alerter.Run,
+		reconciler.Run,
 		func(ctx context.Context) error {
 			return apiserver.Serve(ctx, cfg.ListenAddr, srv.Handler(), env.log, func(a net.Addr) {
 				env.log.Info("WES API listening", "url", "http://"+a.String()+apiserver.BasePaths[0], "also", apiserver.BasePaths[1])
