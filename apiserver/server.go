@@ -35,7 +35,7 @@ type Config struct {
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
 	// Auth tells who calls (nil: Anyone, WES_AUTH_MODE=none).
-	Auth Authenticator
+	Auth    Authenticator
 	Service ServiceConfig
 }
 
