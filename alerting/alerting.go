@@ -113,7 +113,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 	ev, err := events.DecodeRunEvent(msg.Data())
 	if err != nil {
-		_ = msg.TermWithReason("undecodable: " + err.Error())
+		_ = events.DeadLetter(ctx, a.bus, msg, "undecodable: "+err.Error())
 		return
 	}
 	if !a.wanted(ev) {

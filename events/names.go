@@ -36,6 +36,12 @@ func (n Names) SubmitSubject(engine string) string { return n.prefix + ".runs.su
 // EventSubject is where the events of one run are published.
 func (n Names) EventSubject(runID string) string { return n.prefix + ".events." + runID }
 
+// DeadLetterStream keeps messages no consumer could use, with the reason.
+func (n Names) DeadLetterStream() string { return n.ns + "_DEADLETTER" }
+
+// DeadLetterSubject is where poison messages from stream go.
+func (n Names) DeadLetterSubject(stream string) string { return n.prefix + ".deadletter." + stream }
+
 // CancelBucket is the KV bucket of cancel flags, keyed by run id.
 func (n Names) CancelBucket() string { return n.ns + "_CANCEL" }
 

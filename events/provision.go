@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -61,6 +63,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.DuplicateWindow,
 		MaxAge:      cfg.EventRetention,
+	}, {
+		Name:        names.DeadLetterStream(),
+		Description: "messages no consumer could use, with the reason (header Wes-Dead-Reason)",
+		Subjects:    []string{names.prefix + ".deadletter.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      30 * 24 * time.Hour,
 	}}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
@@ -148,4 +158,27 @@ func Consume(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 	cc.Drain()
 	<-cc.Closed()
 	return nil
+}
+
+// DeadLetter moves a message no consumer can use to the dead-letter stream,
+// with the reason and where it came from in headers, and terminates it so
+// that it never blocks its consumer again. If the dead-letter publish fails
+// the message is terminated all the same (and the error returned). It uses
+// Term, not TermWithReason: servers before 2.10 ignore the latter and would
+// redeliver the message for ever.
+func DeadLetter(ctx context.Context, b *Bus, msg jetstream.Msg, reason string) error {
+	var pubErr error
+	meta, err := msg.Metadata()
+	if err == nil {
+		dead := nats.NewMsg(b.Names.DeadLetterSubject(meta.Stream))
+		dead.Data = msg.Data()
+		dead.Header.Set("Wes-Dead-Reason", reason)
+		dead.Header.Set("Wes-Dead-Subject", msg.Subject())
+		dead.Header.Set("Wes-Dead-Stream-Seq", strconv.FormatUint(meta.Sequence.Stream, 10))
+		dead.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%d", meta.Stream, meta.Sequence.Stream))
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, pubErr = b.JS.PublishMsg(pctx, dead)
+		cancel()
+	}
+	return errors.Join(pubErr, msg.Term())
 }

@@ -32,13 +32,13 @@ func (e *Executor) handle(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		e.log.Error("message without metadata", "err", err)
-		_ = msg.TermWithReason("no JetStream metadata")
+		_ = msg.Term()
 		return
 	}
 	sub, err := events.DecodeRunSubmitted(msg.Data())
 	if err != nil {
 		e.log.Error("undecodable run.submitted, dropping it", "err", err, "stream_seq", meta.Sequence.Stream)
-		_ = msg.TermWithReason("undecodable: " + err.Error())
+		_ = events.DeadLetter(context.Background(), e.bus, msg, "undecodable: "+err.Error())
 		return
 	}
 	a := &attempt{e: e, msg: msg, sub: sub, n: int(meta.NumDelivered),
@@ -274,7 +274,7 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 		a.log.Error("run failed", "err", err)
 		a.emit(ctx, events.RunEvent{State: models.SystemError, Error: err.Error(),
 			SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)})
-		a.ack(a.msg.TermWithReason("system error: " + err.Error()))
+		a.ack(a.msg.Term())
 	default:
 		code := res.ExitCode
 		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}

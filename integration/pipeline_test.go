@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -9,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
 )
 
 // Runs submitted over HTTP (JSON and multipart) all reach their terminal
@@ -395,4 +400,54 @@ func TestSIGKILLedExecutorRunIsPreemptedThenFinished(t *testing.T) {
 
 	metrics := fetch(t, strings.TrimSuffix(e.apiBase, "/ga4gh/wes/v1")+"/metrics")
 	require.Contains(t, metrics, `wes_reconciler_repairs_total{kind="orphaned"} 1`)
+}
+
+// A poison event (undecodable, or of a version this binary cannot read)
+// goes to the dead-letter stream with its reason, is counted, and does not
+// block the runs behind it.
+func TestPoisonEventsAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames(ns)
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = js.Publish(ctx, names.EventSubject("some-run"), []byte("not json"))
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, names.EventSubject("some-run"), []byte(`{"v":99,"run_id":"some-run"}`))
+	require.NoError(t, err)
+
+	id := e.submit(map[string]string{"duration": "10ms"}, nil)
+	st, _ := e.waitState(id, 20*time.Second, "COMPLETE")
+	require.Equal(t, "COMPLETE", st, "the runs behind poison events are not blocked")
+
+	var reasons []string
+	require.Eventually(t, func() bool {
+		cons, err := js.OrderedConsumer(ctx, names.DeadLetterStream(), jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			return false
+		}
+		batch, err := cons.FetchNoWait(10)
+		if err != nil {
+			return false
+		}
+		reasons = nil
+		for m := range batch.Messages() {
+			reasons = append(reasons, m.Headers().Get("Wes-Dead-Reason"))
+		}
+		return len(reasons) == 2
+	}, 10*time.Second, 200*time.Millisecond)
+	require.Contains(t, reasons[0], "undecodable")
+	require.Contains(t, reasons[1], "unsupported payload version")
+	metrics := fetch(t, strings.TrimSuffix(e.apiBase, "/ga4gh/wes/v1")+"/metrics")
+	require.Contains(t, metrics, `wes_projector_events_total{result="poison"} 2`)
 }

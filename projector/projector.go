@@ -78,14 +78,16 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		p.m.events.WithLabelValues("poison").Inc()
-		_ = msg.TermWithReason("no JetStream metadata")
+		_ = msg.Term()
 		return
 	}
 	ev, err := events.DecodeRunEvent(msg.Data())
 	if err != nil {
 		p.m.events.WithLabelValues("poison").Inc()
 		p.log.Error("undecodable run event, dropping it", "err", err, "stream_seq", meta.Sequence.Stream, "subject", msg.Subject())
-		_ = msg.TermWithReason("undecodable: " + err.Error())
+		if err := events.DeadLetter(ctx, p.bus, msg, "undecodable: "+err.Error()); err != nil {
+			p.log.Error("cannot dead-letter event", "err", err)
+		}
 		return
 	}
 	log := p.log.With("run_id", ev.RunID, "state", ev.State, "attempt", ev.Attempt, "stream_seq", meta.Sequence.Stream)
@@ -117,7 +119,7 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
 	case errors.Is(err, models.ErrNotFound):
 		p.m.events.WithLabelValues("poison").Inc()
 		log.Error("event for an unknown run, dropping it")
-		_ = msg.TermWithReason("unknown run")
+		_ = events.DeadLetter(ctx, p.bus, msg, "event for an unknown run")
 	default:
 		log.Warn("cannot apply event, will retry", "err", err)
 		_ = msg.NakWithDelay(time.Second)

@@ -81,6 +81,9 @@ func parse(p map[string]*string) (params, error) {
 		if out.exitCode, err = strconv.Atoi(v); err != nil {
 			return out, fmt.Errorf("mock: %s %q is not an integer", ParamExitCode, v)
 		}
+		if out.exitCode == 0 && out.outcome == models.ExecutorError {
+			return out, fmt.Errorf("mock: %s must not be 0 when %s is EXECUTOR_ERROR: a failed workflow exits non-zero", ParamExitCode, ParamOutcome)
+		}
 	}
 	return out, nil
 }

@@ -1,0 +1,307 @@
+package alerting
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// newAlerter builds an alerter without a bus: enough for everything but
+// Run with a sink configured.
+func newAlerter(t *testing.T, cfg Config) *Alerter {
+	t.Helper()
+	return New(cfg, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func TestRunWithoutSinksNeedsNoBus(t *testing.T) {
+	t.Parallel()
+	a := newAlerter(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, a.Run(ctx))
+	require.NoError(t, ctx.Err(), "Run without sinks must return at once")
+}
+
+func TestWanted(t *testing.T) {
+	t.Parallel()
+	wf := func(tags map[string]string) *events.WorkflowRef {
+		return &events.WorkflowRef{URL: "main.cwl", Type: "CWL", Version: "v1.2", Engine: "mock", Tags: tags}
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		ev   events.RunEvent
+		want bool
+	}{
+		{name: "default: executor error", ev: events.RunEvent{RunID: "r", State: models.ExecutorError}, want: true},
+		{name: "default: system error", ev: events.RunEvent{RunID: "r", State: models.SystemError}, want: true},
+		{name: "default: complete", ev: events.RunEvent{RunID: "r", State: models.Complete}},
+		{name: "default: canceled", ev: events.RunEvent{RunID: "r", State: models.Canceled}},
+		{name: "default: running", ev: events.RunEvent{RunID: "r", State: models.Running}},
+		{name: "state-less task event", ev: events.RunEvent{RunID: "r"}},
+		{
+			name: "state-less event even when every state is chosen",
+			cfg:  Config{States: models.States[:]},
+			ev:   events.RunEvent{RunID: "r"},
+		},
+		{
+			name: "chosen states: complete",
+			cfg:  Config{States: []models.State{models.Complete, models.Canceled}},
+			ev:   events.RunEvent{RunID: "r", State: models.Complete}, want: true,
+		},
+		{
+			name: "chosen states replace the default",
+			cfg:  Config{States: []models.State{models.Complete}},
+			ev:   events.RunEvent{RunID: "r", State: models.ExecutorError},
+		},
+		{
+			name: "tag matches",
+			cfg:  Config{Tags: map[string]string{"team": "a"}},
+			ev:   events.RunEvent{RunID: "r", State: models.SystemError, Workflow: wf(map[string]string{"team": "a", "other": "x"})}, want: true,
+		},
+		{
+			name: "tag has another value",
+			cfg:  Config{Tags: map[string]string{"team": "a"}},
+			ev:   events.RunEvent{RunID: "r", State: models.SystemError, Workflow: wf(map[string]string{"team": "b"})},
+		},
+		{
+			name: "tag missing",
+			cfg:  Config{Tags: map[string]string{"team": "a"}},
+			ev:   events.RunEvent{RunID: "r", State: models.SystemError, Workflow: wf(nil)},
+		},
+		{
+			name: "tag filter without workflow",
+			cfg:  Config{Tags: map[string]string{"team": "a"}},
+			ev:   events.RunEvent{RunID: "r", State: models.SystemError},
+		},
+		{
+			name: "every tag must match",
+			cfg:  Config{Tags: map[string]string{"team": "a", "env": "prod"}},
+			ev:   events.RunEvent{RunID: "r", State: models.SystemError, Workflow: wf(map[string]string{"team": "a", "env": "dev"})},
+		},
+		{
+			name: "every tag matches",
+			cfg:  Config{Tags: map[string]string{"team": "a", "env": "prod"}},
+			ev:   events.RunEvent{RunID: "r", State: models.SystemError, Workflow: wf(map[string]string{"team": "a", "env": "prod"})}, want: true,
+		},
+		{
+			name: "filter on an empty value needs the key with that value",
+			cfg:  Config{Tags: map[string]string{"team": "a"}},
+			ev:   events.RunEvent{RunID: "r", State: models.ExecutorError, Workflow: wf(map[string]string{"team": ""})},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, newAlerter(t, tt.cfg).wanted(tt.ev))
+		})
+	}
+}
+
+func TestSlackText(t *testing.T) {
+	t.Parallel()
+	code := 4
+	tests := []struct {
+		name  string
+		alert Alert
+		want  string
+	}{
+		{
+			name:  "bare",
+			alert: Alert{RunID: "r1", State: "SYSTEM_ERROR"},
+			want:  "WES run r1 ended SYSTEM_ERROR",
+		},
+		{
+			name:  "everything",
+			alert: Alert{RunID: "r1", State: "EXECUTOR_ERROR", Workflow: "main.cwl", Type: "CWL v1.2", ExitCode: &code, Error: "boom", URL: "https://wes.example/runs/r1"},
+			want:  "WES run r1 ended EXECUTOR_ERROR: main.cwl (CWL v1.2), exit code 4\nboom\nhttps://wes.example/runs/r1",
+		},
+		{
+			name:  "error and link only",
+			alert: Alert{RunID: "r2", State: "SYSTEM_ERROR", Error: "disk full", URL: "https://wes.example/runs/r2"},
+			want:  "WES run r2 ended SYSTEM_ERROR\ndisk full\nhttps://wes.example/runs/r2",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, slackText(tt.alert))
+		})
+	}
+}
+
+func TestSinks(t *testing.T) {
+	t.Parallel()
+	code := 3
+	alert := Alert{
+		RunID: "r1", State: "EXECUTOR_ERROR", Time: time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
+		Workflow: "main.cwl", Type: "CWL v1.2", Engine: "cwltool", Tags: map[string]string{"team": "a"},
+		Error: "boom", ExitCode: &code, URL: "https://wes.example/runs/r1",
+	}
+	wantWebhook := `{"run_id":"r1","state":"EXECUTOR_ERROR","time":"2024-05-06T07:08:09Z","workflow_url":"main.cwl",
+		"workflow_type":"CWL v1.2","workflow_engine":"cwltool","tags":{"team":"a"},"error":"boom","exit_code":3,
+		"url":"https://wes.example/runs/r1"}`
+	wantSlack := `{"text":"WES run r1 ended EXECUTOR_ERROR: main.cwl (CWL v1.2), exit code 3\nboom\nhttps://wes.example/runs/r1"}`
+	tests := []struct {
+		name      string
+		cfg       Config
+		wantNames []string
+		wantURLs  []string
+		wantBody  []string
+	}{
+		{name: "none", cfg: Config{}},
+		{
+			name:      "webhook",
+			cfg:       Config{WebhookURL: "http://hook.example/a"},
+			wantNames: []string{"webhook"}, wantURLs: []string{"http://hook.example/a"}, wantBody: []string{wantWebhook},
+		},
+		{
+			name:      "slack",
+			cfg:       Config{SlackURL: "http://slack.example/b"},
+			wantNames: []string{"slack"}, wantURLs: []string{"http://slack.example/b"}, wantBody: []string{wantSlack},
+		},
+		{
+			name:      "both",
+			cfg:       Config{WebhookURL: "http://hook.example/a", SlackURL: "http://slack.example/b"},
+			wantNames: []string{"webhook", "slack"},
+			wantURLs:  []string{"http://hook.example/a", "http://slack.example/b"},
+			wantBody:  []string{wantWebhook, wantSlack},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sinks := newAlerter(t, tt.cfg).sinks(alert)
+			require.Len(t, sinks, len(tt.wantNames))
+			for i, s := range sinks {
+				require.Equal(t, tt.wantNames[i], s.name)
+				require.Equal(t, tt.wantURLs[i], s.url)
+				require.JSONEq(t, tt.wantBody[i], string(s.body))
+			}
+		})
+	}
+}
+
+func TestWebhookOmitsEmptyFields(t *testing.T) {
+	t.Parallel()
+	sinks := newAlerter(t, Config{WebhookURL: "http://hook.example"}).sinks(Alert{RunID: "r1", State: "SYSTEM_ERROR"})
+	require.Len(t, sinks, 1)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(sinks[0].body, &got))
+	require.Equal(t, map[string]any{"run_id": "r1", "state": "SYSTEM_ERROR", "time": "0001-01-01T00:00:00Z"}, got)
+}
+
+// flakyServer answers 500 to its first failures requests, then 204; it
+// records what it received.
+type flakyServer struct {
+	*httptest.Server
+	requests atomic.Int32
+	mu       sync.Mutex
+	bodies   []string
+	types    []string
+}
+
+func newFlakyServer(t *testing.T, failures int32) *flakyServer {
+	t.Helper()
+	f := &flakyServer{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := f.requests.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.bodies = append(f.bodies, string(body))
+		f.types = append(f.types, r.Method+" "+r.Header.Get("Content-Type"))
+		f.mu.Unlock()
+		if n <= failures {
+			http.Error(w, "not now", http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func TestDeliverRetries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		attempts     int
+		failures     int32
+		wantRequests int32
+		wantErr      string
+	}{
+		{name: "first try", attempts: 4, failures: 0, wantRequests: 1},
+		{name: "after one failure", attempts: 4, failures: 1, wantRequests: 2},
+		{name: "after two failures", attempts: 3, failures: 2, wantRequests: 3},
+		{name: "every attempt fails", attempts: 3, failures: 100, wantRequests: 3, wantErr: "HTTP 500"},
+		{name: "one attempt", attempts: 1, failures: 1, wantRequests: 1, wantErr: "HTTP 500"},
+		{name: "default attempts", attempts: 0, failures: 100, wantRequests: 4, wantErr: "HTTP 500"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newFlakyServer(t, tt.failures)
+			a := newAlerter(t, Config{WebhookURL: srv.URL, Attempts: tt.attempts})
+			body := []byte(`{"run_id":"r1"}`)
+			err := a.deliver(context.Background(), srv.URL, body)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				require.Contains(t, err.Error(), tt.wantErr)
+			} else {
+				require.NoError(t, err)
+			}
+			require.Equal(t, tt.wantRequests, srv.requests.Load())
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			for i := range srv.bodies {
+				require.Equal(t, string(body), srv.bodies[i])
+				require.Equal(t, "POST application/json", srv.types[i])
+			}
+		})
+	}
+}
+
+func TestDeliverBacksOff(t *testing.T) {
+	t.Parallel()
+	srv := newFlakyServer(t, 2)
+	a := newAlerter(t, Config{Attempts: 3})
+	start := time.Now()
+	require.NoError(t, a.deliver(context.Background(), srv.URL, []byte(`{}`)))
+	// 500ms before the second try, 1s before the third.
+	require.GreaterOrEqual(t, time.Since(start), 1500*time.Millisecond)
+}
+
+func TestDeliverStopsWhenCanceled(t *testing.T) {
+	t.Parallel()
+	srv := newFlakyServer(t, 100)
+	a := newAlerter(t, Config{Attempts: 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := a.deliver(ctx, srv.URL, []byte(`{}`))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 3*time.Second)
+	require.LessOrEqual(t, srv.requests.Load(), int32(3))
+}
+
+func TestDeliverUnreachable(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	a := newAlerter(t, Config{Attempts: 1})
+	require.Error(t, a.deliver(context.Background(), url, []byte(`{}`)))
+}
