@@ -26,7 +26,7 @@ func requireEngines(t *testing.T, bins ...string) {
 }
 
 // example reads every file of examples/<name> as attachments.
-func example(t *testing.T, name string) (files map[string]string, params string) {
+func example(t testing.TB, name string) (files map[string]string, params string) {
 	t.Helper()
 	dir := filepath.Join("..", "examples", name)
 	files = map[string]string{}
@@ -65,7 +65,7 @@ func (e *env) submitExample(name string, fields map[string]string) string {
 	return out.RunID
 }
 
-func fetch(t *testing.T, url string) string {
+func fetch(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)

@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 
 // databaseURL returns a fresh database: PostgreSQL when one is available,
 // else a SQLite file (logged loudly).
-func databaseURL(t *testing.T) string {
+func databaseURL(t testing.TB) string {
 	t.Helper()
 	if base := os.Getenv(modelstest.EnvDatabaseURL); base != "" {
 		return modelstest.NewPostgresDatabase(t, base)
@@ -71,7 +71,7 @@ func databaseURL(t *testing.T) string {
 
 // natsURL returns a NATS JetStream server for the test and a namespace of
 // its own on it (streams and buckets are removed when the test ends).
-func natsURL(t *testing.T) (url, namespace string) {
+func natsURL(t testing.TB) (url, namespace string) {
 	t.Helper()
 	namespace = "T" + randomHex(5)
 	url = os.Getenv(EnvNATSURL)
@@ -97,7 +97,7 @@ var containers struct {
 
 // tryContainer starts (once per test binary) a PostgreSQL or NATS container
 // when a Docker engine answers.
-func tryContainer(t *testing.T, kind string) (string, bool) {
+func tryContainer(t testing.TB, kind string) (string, bool) {
 	containers.Lock()
 	defer containers.Unlock()
 	if containers.urls == nil {
@@ -160,7 +160,7 @@ func startContainer(kind string) (url string, err error) {
 	return fmt.Sprintf("nats://%s:%s", host, port.Port()), nil
 }
 
-func deleteNamespace(t *testing.T, url, namespace string) {
+func deleteNamespace(t testing.TB, url, namespace string) {
 	nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
 	if err != nil {
 		return
@@ -179,7 +179,7 @@ func deleteNamespace(t *testing.T, url, namespace string) {
 	}
 }
 
-func startNATS(t *testing.T, port int, dir string) *events.Embedded {
+func startNATS(t testing.TB, port int, dir string) *events.Embedded {
 	t.Helper()
 	ns, err := events.StartEmbedded("127.0.0.1", port, dir)
 	require.NoError(t, err)
@@ -193,7 +193,7 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -203,14 +203,14 @@ func freePort(t *testing.T) int {
 
 // env is the configuration shared by the processes of one test.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	vars    map[string]string
 	apiBase string
 }
 
 // newEnv prepares a database, a NATS namespace and the variables every
 // process of the test gets; it migrates the database.
-func newEnv(t *testing.T, natsURL, namespace string) *env {
+func newEnv(t testing.TB, natsURL, namespace string) *env {
 	t.Helper()
 	port := freePort(t)
 	e := &env{t: t, vars: map[string]string{
@@ -296,7 +296,7 @@ func (p *proc) output() string {
 }
 
 // stop sends SIGTERM and waits for the exit; it returns the exit error.
-func (p *proc) stop(t *testing.T) error {
+func (p *proc) stop(t testing.TB) error {
 	if p.cmd.ProcessState != nil {
 		return nil
 	}
