@@ -176,7 +176,7 @@ func decodeMultipart(ctx context.Context, mr *multipart.Reader, lim Limits, sink
 		}
 		value, err := io.ReadAll(io.LimitReader(part, lim.MaxFieldBytes+1))
 		if err != nil {
-			return raw, atts, err
+			return raw, atts, bodyError(fmt.Sprintf("form field %q", name), err)
 		}
 		if int64(len(value)) > lim.MaxFieldBytes {
 			return raw, atts, withStatus(http.StatusRequestEntityTooLarge, nil, "form field %q is larger than the limit of %d bytes (WES_MAX_FIELD_BYTES)", name, lim.MaxFieldBytes)
@@ -210,10 +210,23 @@ func receiveAttachment(ctx context.Context, part *multipart.Part, have []models.
 		return models.Attachment{}, badRequest("attachment %q given more than once", name)
 	}
 	key, size, err := sink.put(ctx, name, part)
-	if err != nil {
+	if errors.Is(err, errBrokerUnavailable) {
 		return models.Attachment{}, fmt.Errorf("store attachment %q: %w", name, err)
 	}
+	if err != nil {
+		return models.Attachment{}, bodyError(fmt.Sprintf("attachment %q", name), err)
+	}
 	return models.Attachment{Name: name, Key: key, Size: size}, nil
+}
+
+// bodyError turns a failure to read the client's body into its answer: 413
+// past the size limit, 400 for a body that ends early or is malformed.
+func bodyError(what string, err error) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return err
+	}
+	return badRequest("%s: the request body ended early or is malformed: %v", what, err)
 }
 
 // cleanAttachmentName accepts a relative, slash-separated path with no
