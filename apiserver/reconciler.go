@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wes-dev/wes/events"
@@ -34,16 +33,11 @@ type Reconciler struct {
 	store    HeldRunsStore
 	catalog  *Catalog
 	pub      eventPublisher
-	leases   jetstream.KeyValue
-	holder   string
+	lease    *events.Lease
 	interval time.Duration
 	log      *slog.Logger
 	repairs  *prometheus.CounterVec
-
-	leaseRev uint64
 }
-
-const reconcilerLease = "reconciler"
 
 // NewReconciler returns a reconciler that looks every interval; holder
 // names this replica in the lease.
@@ -53,8 +47,8 @@ func NewReconciler(store HeldRunsStore, catalog *Catalog, bus *events.Bus, holde
 	}, []string{"kind"})
 	reg.MustRegister(repairs)
 	return &Reconciler{
-		store: store, catalog: catalog, pub: events.NewPublisher(bus.JS, bus.Names), leases: bus.Leases,
-		holder: holder, interval: interval, log: log.With("component", "reconciler"), repairs: repairs,
+		store: store, catalog: catalog, pub: events.NewPublisher(bus.JS, bus.Names), lease: events.NewLease(bus, "reconciler", holder),
+		interval: interval, log: log.With("component", "reconciler"), repairs: repairs,
 	}
 }
 
@@ -65,40 +59,17 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			if rc.leaseRev != 0 {
-				dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_ = rc.leases.Delete(dctx, reconcilerLease, jetstream.LastRevision(rc.leaseRev))
-				cancel()
-			}
+			rc.lease.Release()
 			return nil
 		case <-t.C:
 		}
-		if !rc.catalog.settled() || !rc.hold(ctx) {
+		if !rc.catalog.settled() || !rc.lease.Hold(ctx) {
 			continue
 		}
 		if err := rc.reconcile(ctx); err != nil {
 			rc.log.Warn("reconcile failed", "err", err)
 		}
 	}
-}
-
-// hold takes or renews the lease; it reports whether this replica holds it.
-func (rc *Reconciler) hold(ctx context.Context) bool {
-	var (
-		rev uint64
-		err error
-	)
-	if rc.leaseRev == 0 {
-		rev, err = rc.leases.Create(ctx, reconcilerLease, []byte(rc.holder))
-	} else {
-		rev, err = rc.leases.Update(ctx, reconcilerLease, []byte(rc.holder), rc.leaseRev)
-	}
-	if err != nil {
-		rc.leaseRev = 0
-		return false
-	}
-	rc.leaseRev = rev
-	return true
 }
 
 func (rc *Reconciler) reconcile(ctx context.Context) error {

@@ -277,6 +277,43 @@ func (s *Store) UpdateRun(ctx context.Context, id string, fn func(*Run) ([]TaskL
 	return classify(err)
 }
 
+// RunUpdate is one change of UpdateRuns: fn changes the run with that id,
+// as in UpdateRun.
+type RunUpdate struct {
+	ID string
+	Fn func(*Run) ([]TaskLog, error)
+}
+
+// UpdateRuns applies updates in order, in one transaction: each in a
+// savepoint of its own, so that an update whose fn fails (ErrSkip, a refused
+// transition) or whose run does not exist is left out while the others
+// stand. It returns the error of each update, or an error for the whole
+// batch (then nothing was written).
+func (s *Store) UpdateRuns(ctx context.Context, updates []RunUpdate) ([]error, error) {
+	errs := make([]error, len(updates))
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		in := &Store{db: tx, sqlDB: s.sqlDB, dialect: s.dialect}
+		for i, u := range updates {
+			errs[i] = in.UpdateRun(ctx, u.ID, u.Fn)
+			if errs[i] != nil && !errors.Is(errs[i], ErrSkip) && !errors.Is(errs[i], ErrNotFound) && !isRefusal(errs[i]) {
+				return errs[i]
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	return errs, nil
+}
+
+// isRefusal reports whether err is a refused transition or a stale event:
+// the update's own business, not the batch's.
+func isRefusal(err error) bool {
+	var te *TransitionError
+	return errors.As(err, &te) || errors.Is(err, ErrStaleAttempt)
+}
+
 // HeldRuns returns up to limit runs that an executor should be holding:
 // INITIALIZING, RUNNING, PAUSED or CANCELING, oldest first.
 func (s *Store) HeldRuns(ctx context.Context, limit int) ([]Run, error) {
