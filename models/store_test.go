@@ -27,6 +27,7 @@ func TestStore(t *testing.T) {
 				"UpdateRun":     testUpdateRun,
 				"RequestCancel": testRequestCancel,
 				"Outbox":        testOutbox,
+				"UpdateRuns":    testUpdateRuns,
 			} {
 				t.Run(name, func(t *testing.T) {
 					// Subtests share one database: each works on its own runs.
@@ -272,4 +273,52 @@ func TestCheckSchemaOnEmptyDatabase(t *testing.T) {
 			require.False(t, status[0].Applied)
 		})
 	}
+}
+
+func testUpdateRuns(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	require.NoError(t, s.CreateRun(ctx, newRun("ur-1", nil)))
+	require.NoError(t, s.CreateRun(ctx, newRun("ur-2", nil)))
+	to := func(st models.State) func(*models.Run) ([]models.TaskLog, error) {
+		return func(r *models.Run) ([]models.TaskLog, error) {
+			if err := models.ValidateTransition(r.State, st); err != nil {
+				return nil, fmt.Errorf("%w: %w", models.ErrSkip, err)
+			}
+			r.State = st
+			return []models.TaskLog{{ID: string(st)}}, nil
+		}
+	}
+	errs, err := s.UpdateRuns(ctx, []models.RunUpdate{
+		{ID: "ur-1", Fn: to(models.Initializing)},
+		{ID: "ur-1", Fn: to(models.Complete)}, // refused: left out, the others stand
+		{ID: "missing", Fn: to(models.Running)},
+		{ID: "ur-1", Fn: to(models.Running)},
+		{ID: "ur-2", Fn: to(models.Canceled)},
+	})
+	require.NoError(t, err)
+	require.NoError(t, errs[0])
+	require.ErrorIs(t, errs[1], models.ErrSkip)
+	require.ErrorIs(t, errs[2], models.ErrNotFound)
+	require.NoError(t, errs[3])
+	require.NoError(t, errs[4])
+	r1, err := s.GetRun(ctx, "ur-1")
+	require.NoError(t, err)
+	require.Equal(t, models.Running, r1.State)
+	tasks, _, err := s.ListTasks(ctx, "ur-1", 0, 10)
+	require.NoError(t, err)
+	require.Len(t, tasks, 2, "the refused update's task was rolled back with it")
+	r2, err := s.GetRun(ctx, "ur-2")
+	require.NoError(t, err)
+	require.Equal(t, models.Canceled, r2.State)
+
+	// A failure of the batch itself writes nothing.
+	boom := errors.New("boom")
+	_, err = s.UpdateRuns(ctx, []models.RunUpdate{
+		{ID: "ur-1", Fn: to(models.Complete)},
+		{ID: "ur-1", Fn: func(*models.Run) ([]models.TaskLog, error) { return nil, boom }},
+	})
+	require.ErrorIs(t, err, boom)
+	r1, err = s.GetRun(ctx, "ur-1")
+	require.NoError(t, err)
+	require.Equal(t, models.Running, r1.State)
 }

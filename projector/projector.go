@@ -16,15 +16,16 @@ import (
 
 // Store is what the projector needs of the run store.
 type Store interface {
-	UpdateRun(ctx context.Context, id string, fn func(*models.Run) ([]models.TaskLog, error)) error
+	UpdateRuns(ctx context.Context, updates []models.RunUpdate) ([]error, error)
 }
 
 // Projector applies run events to the store.
 type Projector struct {
-	store Store
-	bus   *events.Bus
-	log   *slog.Logger
-	m     metrics
+	holder string
+	store  Store
+	bus    *events.Bus
+	log    *slog.Logger
+	m      metrics
 }
 
 type metrics struct {
@@ -34,8 +35,9 @@ type metrics struct {
 	lag         prometheus.Gauge
 }
 
-// New returns a projector; call Run to start it. Its metrics go to reg.
-func New(store Store, bus *events.Bus, reg prometheus.Registerer, log *slog.Logger) *Projector {
+// New returns a projector; call Run to start it. holder names this process
+// in the projector lease. Its metrics go to reg.
+func New(store Store, bus *events.Bus, holder string, reg prometheus.Registerer, log *slog.Logger) *Projector {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -56,73 +58,161 @@ func New(store Store, bus *events.Bus, reg prometheus.Registerer, log *slog.Logg
 		}),
 	}
 	reg.MustRegister(m.events, m.transitions, m.durations, m.lag)
-	return &Projector{store: store, bus: bus, log: log.With("component", "projector"), m: m}
+	return &Projector{holder: holder, store: store, bus: bus, log: log.With("component", "projector"), m: m}
 }
 
-// Run consumes events until ctx ends. Its durable consumer allows one
-// unacknowledged event at a time, so events are applied in stream order
-// even when several projectors (API replicas) share it.
+// Run applies events until ctx ends. One projector at a time (across API
+// replicas) holds the projector lease and consumes; the others stand by
+// and take over when its lease lapses. The holder takes the events waiting
+// in batches and applies each batch in stream order in one transaction.
 func (p *Projector) Run(ctx context.Context) error {
-	return events.Consume(ctx, p.bus.JS, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
+	lease := events.NewLease(p.bus, "projector", p.holder)
+	defer lease.Release()
+	for {
+		if lease.Hold(ctx) {
+			if err := p.project(ctx, lease); err != nil && ctx.Err() == nil {
+				p.log.Warn("projector paused", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// batchSize bounds the events applied in one transaction.
+const batchSize = 256
+
+// project consumes while this process holds the lease.
+func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
+	cons, err := p.bus.JS.CreateOrUpdateConsumer(ctx, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
 		Durable:       p.bus.Names.ProjectorConsumer(),
 		Description:   "writes run events into the database",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
-		MaxAckPending: 1,
+		MaxAckPending: 4 * batchSize,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}, func(msg jetstream.Msg) { p.handle(ctx, msg) })
+	})
+	if err != nil {
+		return fmt.Errorf("create projector consumer: %w", err)
+	}
+	renewed := time.Now()
+	for ctx.Err() == nil {
+		if time.Since(renewed) > 5*time.Second {
+			if !lease.Hold(ctx) {
+				return errors.New("lost the projector lease")
+			}
+			renewed = time.Now()
+		}
+		// Wait for one event, then take every event already waiting.
+		wait, cancel := context.WithTimeout(ctx, 2*time.Second)
+		first, err := cons.Fetch(1, jetstream.FetchContext(wait))
+		var msgs []jetstream.Msg
+		if err == nil {
+			for m := range first.Messages() {
+				msgs = append(msgs, m)
+			}
+		}
+		cancel()
+		if len(msgs) == 0 {
+			continue
+		}
+		if more, err := cons.FetchNoWait(batchSize - 1); err == nil {
+			for m := range more.Messages() {
+				msgs = append(msgs, m)
+			}
+		}
+		p.applyBatch(ctx, msgs)
+	}
+	return nil
 }
 
-func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		p.m.events.WithLabelValues("poison").Inc()
-		_ = msg.Term()
-		return
+// entry is one fetched event on its way through applyBatch.
+type entry struct {
+	msg   jetstream.Msg
+	ev    events.RunEvent
+	seq   uint64
+	after models.Run
+}
+
+// applyBatch applies the decodable events of msgs in one transaction and
+// settles every message: Ack (applied, duplicate, dropped), dead letter
+// (poison), or Nak for all when the transaction failed.
+func (p *Projector) applyBatch(ctx context.Context, msgs []jetstream.Msg) {
+	var batch []*entry
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			p.m.events.WithLabelValues("poison").Inc()
+			_ = msg.Term()
+			continue
+		}
+		ev, err := events.DecodeRunEvent(msg.Data())
+		if err != nil {
+			p.m.events.WithLabelValues("poison").Inc()
+			p.log.Error("undecodable run event, dead-lettering it", "err", err, "stream_seq", meta.Sequence.Stream, "subject", msg.Subject())
+			if err := events.DeadLetter(ctx, p.bus, msg, "undecodable: "+err.Error()); err != nil {
+				p.log.Error("cannot dead-letter event", "err", err)
+			}
+			continue
+		}
+		batch = append(batch, &entry{msg: msg, ev: ev, seq: meta.Sequence.Stream})
 	}
-	ev, err := events.DecodeRunEvent(msg.Data())
+	updates := make([]models.RunUpdate, len(batch))
+	for i, e := range batch {
+		updates[i] = models.RunUpdate{ID: e.ev.RunID, Fn: func(r *models.Run) ([]models.TaskLog, error) {
+			tasks, err := Apply(r, e.ev, e.seq)
+			e.after = *r
+			return tasks, err
+		}}
+	}
+	results, err := p.store.UpdateRuns(ctx, updates)
 	if err != nil {
-		p.m.events.WithLabelValues("poison").Inc()
-		p.log.Error("undecodable run event, dropping it", "err", err, "stream_seq", meta.Sequence.Stream, "subject", msg.Subject())
-		if err := events.DeadLetter(ctx, p.bus, msg, "undecodable: "+err.Error()); err != nil {
-			p.log.Error("cannot dead-letter event", "err", err)
+		p.log.Warn("cannot apply events, will retry", "events", len(batch), "err", err)
+		for _, e := range batch {
+			_ = e.msg.NakWithDelay(time.Second)
 		}
 		return
 	}
-	log := p.log.With("run_id", ev.RunID, "state", ev.State, "attempt", ev.Attempt, "stream_seq", meta.Sequence.Stream)
-	var after models.Run
-	err = p.store.UpdateRun(ctx, ev.RunID, func(r *models.Run) ([]models.TaskLog, error) {
-		tasks, err := Apply(r, ev, meta.Sequence.Stream)
-		after = *r
-		return tasks, err
-	})
+	for i, e := range batch {
+		p.settle(ctx, e, results[i])
+	}
+}
+
+func (p *Projector) settle(ctx context.Context, e *entry, err error) {
+	ev := e.ev
+	log := p.log.With("run_id", ev.RunID, "state", ev.State, "attempt", ev.Attempt, "stream_seq", e.seq)
 	switch {
 	case err == nil:
 		p.m.events.WithLabelValues("applied").Inc()
 		p.m.lag.Set(time.Since(ev.Time).Seconds())
 		if ev.State != "" {
-			p.m.transitions.WithLabelValues(string(ev.State), after.Engine).Inc()
-			if ev.State.Terminal() && after.StartTime != nil && after.EndTime != nil {
-				p.m.durations.WithLabelValues(after.Engine, string(ev.State)).Observe(after.EndTime.Sub(*after.StartTime).Seconds())
+			p.m.transitions.WithLabelValues(string(ev.State), e.after.Engine).Inc()
+			if ev.State.Terminal() && e.after.StartTime != nil && e.after.EndTime != nil {
+				p.m.durations.WithLabelValues(e.after.Engine, string(ev.State)).Observe(e.after.EndTime.Sub(*e.after.StartTime).Seconds())
 			}
 		}
 		log.Debug("event applied")
-		_ = msg.Ack()
+		_ = e.msg.Ack()
 	case errors.Is(err, errDuplicate):
 		p.m.events.WithLabelValues("duplicate").Inc()
-		_ = msg.Ack()
+		_ = e.msg.Ack()
 	case errors.Is(err, models.ErrSkip):
 		p.m.events.WithLabelValues("dropped").Inc()
 		log.Info("event dropped", "reason", err)
-		_ = msg.Ack()
+		_ = e.msg.Ack()
 	case errors.Is(err, models.ErrNotFound):
 		p.m.events.WithLabelValues("poison").Inc()
-		log.Error("event for an unknown run, dropping it")
-		_ = events.DeadLetter(ctx, p.bus, msg, "event for an unknown run")
+		log.Error("event for an unknown run, dead-lettering it")
+		if err := events.DeadLetter(ctx, p.bus, e.msg, "event for an unknown run"); err != nil {
+			log.Error("cannot dead-letter event", "err", err)
+		}
 	default:
 		log.Warn("cannot apply event, will retry", "err", err)
-		_ = msg.NakWithDelay(time.Second)
+		_ = e.msg.NakWithDelay(time.Second)
 	}
 }
 

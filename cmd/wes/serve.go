@@ -135,7 +135,7 @@ func runProjector(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	return projector.New(store, bus, newRegistry(), env.log).Run(ctx)
+	return projector.New(store, bus, processName(), newRegistry(), env.log).Run(ctx)
 }
 
 func runAlerts(ctx context.Context, env *environment, _ []string) error {
@@ -296,13 +296,12 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 		},
 	}, store, bus, catalog, relay, apiserver.NewMetrics(reg), env.log)
 	reg.MustRegister(apiserver.NewBacklogCollector(store), events.NewQueueCollector(bus))
-	proj := projector.New(store, bus, reg, env.log)
+	proj := projector.New(store, bus, processName(), reg, env.log)
 	alerter, err := newAlerter(env, cfg, bus, reg)
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	reconciler := apiserver.NewReconciler(store, catalog, bus, fmt.Sprintf("%s-%d", host, os.Getpid()), cfg.PollInterval.D(), reg, env.log)
+	reconciler := apiserver.NewReconciler(store, catalog, bus, processName(), cfg.PollInterval.D(), reg, env.log)
 	return []component{
 		alerter.Run,
 		reconciler.Run,
@@ -420,4 +419,10 @@ func serveOps(ctx context.Context, env *environment, addr string, reg *prometheu
 	return apiserver.Serve(ctx, addr, mux, env.log, func(a net.Addr) {
 		env.log.Info("executor metrics and health listening", "url", "http://"+a.String()+"/metrics")
 	})
+}
+
+// processName names this process in leases: host and pid.
+func processName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
