@@ -81,7 +81,9 @@ func BenchmarkRunsEndToEnd(b *testing.B) {
 	b.StopTimer()
 
 	slices.Sort(latencies)
-	pct := func(p float64) float64 { return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000 }
+	pct := func(p float64) float64 {
+		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "runs/s")
 	b.ReportMetric(float64(b.N)/submitted.Seconds(), "submits/s")
 	b.ReportMetric(pct(0.5), "submit-p50-ms")
