@@ -94,7 +94,12 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 	fs.SetOutput(env.stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	c := newClient(env)
-	one := func(pos []string) (string, error) {
+	// runID parses the flags defined so far and returns the one run id.
+	runID := func() (string, error) {
+		pos, err := parseFlags(fs, args)
+		if err != nil {
+			return "", err
+		}
 		if len(pos) != 1 {
 			return "", fmt.Errorf("wes runs %s takes one run id", sub)
 		}
@@ -106,11 +111,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 	case "list":
 		return runsList(ctx, env, c, fs, asJSON, args)
 	case "get", "status", "cancel":
-		pos, err := parseFlags(fs, args)
-		if err != nil {
-			return err
-		}
-		id, err := one(pos)
+		id, err := runID()
 		if err != nil {
 			return err
 		}
@@ -141,11 +142,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 	case "logs":
 		stderr := fs.Bool("stderr", false, "show stderr instead of stdout")
 		follow := fs.Bool("f", false, "follow until the run ends")
-		pos, err := parseFlags(fs, args)
-		if err != nil {
-			return err
-		}
-		id, err := one(pos)
+		id, err := runID()
 		if err != nil {
 			return err
 		}
@@ -160,11 +157,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 		return c.Stream(ctx, u, *follow, env.stdout)
 	case "outputs":
 		dir := fs.String("dir", "", "download the files into this directory")
-		pos, err := parseFlags(fs, args)
-		if err != nil {
-			return err
-		}
-		id, err := one(pos)
+		id, err := runID()
 		if err != nil {
 			return err
 		}
@@ -189,11 +182,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 		}
 		return nil
 	case "watch", "wait":
-		pos, err := parseFlags(fs, args)
-		if err != nil {
-			return err
-		}
-		id, err := one(pos)
+		id, err := runID()
 		if err != nil {
 			return err
 		}
