@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -29,6 +30,8 @@ type Limits struct {
 	MaxAttachments int
 	// MaxTags bounds the number of tags of a run.
 	MaxTags int
+	// MaxJSONDepth bounds how deeply JSON may nest.
+	MaxJSONDepth int
 }
 
 // attachmentSink keeps attachment content (the object store, in production).
@@ -100,6 +103,9 @@ func decodeJSONBody(body io.Reader, lim Limits) (rawRequest, error) {
 	}
 	if int64(len(data)) > lim.MaxFieldBytes {
 		return raw, withStatus(http.StatusRequestEntityTooLarge, nil, "JSON body is larger than the limit of %d bytes (WES_MAX_FIELD_BYTES); attach large inputs with multipart/form-data", lim.MaxFieldBytes)
+	}
+	if err := checkDepth("request body", data, lim.MaxJSONDepth); err != nil {
+		return raw, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -188,6 +194,9 @@ func decodeMultipart(ctx context.Context, mr *multipart.Reader, lim Limits, sink
 			if !json.Valid(value) {
 				return raw, atts, badRequest("form field %q is not valid JSON", name)
 			}
+			if err := checkDepth("form field "+strconv.Quote(name), value, lim.MaxJSONDepth); err != nil {
+				return raw, atts, err
+			}
 			*dst = value
 		} else {
 			*dst, _ = json.Marshal(string(value))
@@ -217,6 +226,33 @@ func receiveAttachment(ctx context.Context, part *multipart.Part, have []models.
 		return models.Attachment{}, bodyError(fmt.Sprintf("attachment %q", name), err)
 	}
 	return models.Attachment{Name: name, Key: key, Size: size}, nil
+}
+
+// checkDepth refuses JSON nested deeper than max (0: no limit), counting
+// brackets outside strings; it does not validate.
+func checkDepth(what string, data []byte, max int) error {
+	if max <= 0 {
+		return nil
+	}
+	depth, inString, escaped := 0, false, false
+	for _, c := range data {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			if depth++; depth > max {
+				return badRequest("%s nests JSON deeper than %d levels (WES_MAX_JSON_DEPTH)", what, max)
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return nil
 }
 
 // bodyError turns a failure to read the client's body into its answer: 413

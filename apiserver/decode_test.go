@@ -539,3 +539,34 @@ func TestDecodeSubmissionRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckDepth(t *testing.T) {
+	t.Parallel()
+	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	for _, tc := range []struct {
+		data string
+		max  int
+		ok   bool
+	}{
+		{deep(3), 3, true},
+		{deep(4), 3, false},
+		{`{"a":{"b":[1,2,{"c":3}]}}`, 4, true},
+		{`{"a":{"b":[1,2,{"c":3}]}}`, 3, false},
+		{`{"s":"[[[[[[[[[[\"{{{{"}`, 2, true}, // brackets inside strings do not count
+		{deep(1000), 0, true},                   // 0: no limit
+	} {
+		err := checkDepth("x", []byte(tc.data), tc.max)
+		require.Equal(t, tc.ok, err == nil, "%s max %d: %v", tc.data, tc.max, err)
+		if err != nil {
+			status, msg := statusOf(err)
+			require.Equal(t, 400, status)
+			require.Contains(t, msg, "WES_MAX_JSON_DEPTH")
+		}
+	}
+	lim := Limits{MaxRequestBytes: 1 << 20, MaxFieldBytes: 1 << 20, MaxAttachments: 4, MaxTags: 4, MaxJSONDepth: 8}
+	body := `{"workflow_type":"CWL","workflow_type_version":"v1.0","workflow_url":"https://x/wf.cwl","workflow_params":{"a":` + deep(20) + `}}`
+	r := httptest.NewRequest(http.MethodPost, "/runs", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	_, err := decodeSubmission(r, lim, false, nil)
+	require.ErrorContains(t, err, "deeper than 8")
+}

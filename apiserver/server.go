@@ -197,9 +197,20 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
+// TLSFiles, when both are set, make Serve answer HTTPS.
+type TLSFiles struct{ Cert, Key string }
+
 // Serve runs an HTTP server for h on addr until ctx ends, then shuts it
 // down gracefully. ready, if not nil, hears the address once listening.
 func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, ready func(net.Addr)) error {
+	return ServeTLS(ctx, addr, TLSFiles{}, h, log, ready)
+}
+
+// ServeTLS is Serve with HTTPS when tlsFiles names a certificate and key.
+func ServeTLS(ctx context.Context, addr string, tlsFiles TLSFiles, h http.Handler, log *slog.Logger, ready func(net.Addr)) error {
+	if (tlsFiles.Cert == "") != (tlsFiles.Key == "") {
+		return errors.New("TLS needs both a certificate and a key (WES_TLS_CERT, WES_TLS_KEY)")
+	}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -216,7 +227,13 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, r
 		ready(ln.Addr())
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsFiles.Cert != "" {
+			errc <- srv.ServeTLS(ln, tlsFiles.Cert, tlsFiles.Key)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err

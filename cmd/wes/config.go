@@ -44,8 +44,20 @@ type Config struct {
 	MaxPageSize         int   `envconfig:"WES_MAX_PAGE_SIZE" default:"1000" desc:"largest page size honoured"`
 	AllowLocalWorkflows bool  `envconfig:"WES_ALLOW_LOCAL_WORKFLOWS" default:"false" desc:"accept file:// and absolute-path workflow URLs"`
 
-	AuthMode       string `envconfig:"WES_AUTH_MODE" default:"none" desc:"none (everyone is admin; for a laptop) or token (bearer tokens from WES_AUTH_TOKENS_FILE)"`
-	AuthTokensFile string `envconfig:"WES_AUTH_TOKENS_FILE" desc:"token mode: file of 'TOKEN USER [admin]' lines, re-read when it changes"`
+	TLSCert        string  `envconfig:"WES_TLS_CERT" desc:"API: PEM certificate file; with WES_TLS_KEY the API answers HTTPS"`
+	TLSKey         string  `envconfig:"WES_TLS_KEY" desc:"API: PEM private key file"`
+	NATSCreds      string  `envconfig:"WES_NATS_CREDS" desc:"NATS user credentials file (.creds); a user and password may also be given in WES_NATS_URL"`
+	NATSCA         string  `envconfig:"WES_NATS_CA" desc:"PEM CA file to verify the NATS servers' TLS certificates"`
+	NATSCert       string  `envconfig:"WES_NATS_CERT" desc:"PEM client certificate for NATS mutual TLS (with WES_NATS_KEY)"`
+	NATSKey        string  `envconfig:"WES_NATS_KEY" desc:"PEM client key for NATS mutual TLS"`
+	AuthMode       string  `envconfig:"WES_AUTH_MODE" default:"none" desc:"none (everyone is admin; for a laptop), token (bearer tokens from WES_AUTH_TOKENS_FILE) or oidc (JWTs of WES_OIDC_ISSUER)"`
+	AuthTokensFile string  `envconfig:"WES_AUTH_TOKENS_FILE" desc:"token mode: file of 'TOKEN USER [admin]' lines, re-read when it changes"`
+	OIDCIssuer     string  `envconfig:"WES_OIDC_ISSUER" desc:"oidc mode: the OpenID provider's issuer URL"`
+	OIDCAudience   string  `envconfig:"WES_OIDC_AUDIENCE" desc:"oidc mode: the aud the tokens must carry"`
+	OIDCUserClaim  string  `envconfig:"WES_OIDC_USER_CLAIM" default:"sub" desc:"oidc mode: the claim that names the user"`
+	OIDCRolesClaim string  `envconfig:"WES_OIDC_ROLES_CLAIM" default:"roles" desc:"oidc mode: the claim that lists roles"`
+	OIDCAdminRole  string  `envconfig:"WES_OIDC_ADMIN_ROLE" default:"admin" desc:"oidc mode: the role that sees every run"`
+	OIDCClockSkew  Seconds `envconfig:"WES_OIDC_CLOCK_SKEW" default:"60s" desc:"oidc mode: tolerated clock skew on expiry"`
 
 	ServiceID           string `envconfig:"WES_SERVICE_ID" default:"org.ga4gh.wes" desc:"service-info id"`
 	ServiceName         string `envconfig:"WES_SERVICE_NAME" default:"wes" desc:"service-info name"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -231,8 +232,17 @@ func openCurrentStore(ctx context.Context, cfg Config) (*models.Store, error) {
 // before NATS does) and provisions the streams and buckets.
 func connect(ctx context.Context, env *environment, cfg Config, name string) (*events.Bus, *nats.Conn, error) {
 	log := env.log
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name(name),
+	opts := []nats.Option{nats.Name(name)}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.NATSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSCA))
+	}
+	if cfg.NATSCert != "" || cfg.NATSKey != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATSCert, cfg.NATSKey))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(opts,
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(time.Second),
@@ -242,9 +252,9 @@ func connect(ctx context.Context, env *environment, cfg Config, name string) (*e
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -258,7 +268,7 @@ func connect(ctx context.Context, env *environment, cfg Config, name string) (*e
 	}
 	bus, err := events.ProvisionWithRetry(ctx, js, names, events.Config{
 		Replicas: cfg.NATSReplicas, ExecutorTTL: cfg.ExecutorTTL.D(),
-	}, func(err error) { log.Warn("waiting for NATS JetStream", "url", cfg.NATSURL, "err", err) })
+	}, func(err error) { log.Warn("waiting for NATS JetStream", "url", redactURLs(cfg.NATSURL), "err", err) })
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -271,7 +281,7 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	if err != nil {
 		return nil, err
 	}
-	auth, err := newAuthenticator(env, cfg)
+	auth, err := newAuthenticator(ctx, env, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +291,7 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 		PublicURL: cfg.PublicURL,
 		Limits: apiserver.Limits{
 			MaxRequestBytes: cfg.MaxRequestBytes, MaxFieldBytes: cfg.MaxFieldBytes,
-			MaxAttachments: cfg.MaxAttachments, MaxTags: cfg.MaxTags,
+			MaxAttachments: cfg.MaxAttachments, MaxTags: cfg.MaxTags, MaxJSONDepth: cfg.MaxJSONDepth,
 		},
 		DefaultPageSize: cfg.DefaultPageSize, MaxPageSize: cfg.MaxPageSize,
 		AllowLocalWorkflows: cfg.AllowLocalWorkflows,
@@ -306,8 +316,12 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 		alerter.Run,
 		reconciler.Run,
 		func(ctx context.Context) error {
-			return apiserver.Serve(ctx, cfg.ListenAddr, srv.Handler(), env.log, func(a net.Addr) {
-				env.log.Info("WES API listening", "url", "http://"+a.String()+apiserver.BasePaths[0], "also", apiserver.BasePaths[1])
+			scheme := "http"
+			if cfg.TLSCert != "" {
+				scheme = "https"
+			}
+			return apiserver.ServeTLS(ctx, cfg.ListenAddr, apiserver.TLSFiles{Cert: cfg.TLSCert, Key: cfg.TLSKey}, srv.Handler(), env.log, func(a net.Addr) {
+				env.log.Info("WES API listening", "url", scheme+"://"+a.String()+apiserver.BasePaths[0], "also", apiserver.BasePaths[1])
 			})
 		},
 		relay.Run,
@@ -346,7 +360,7 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 }
 
 // newAuthenticator picks the authenticator WES_AUTH_MODE names.
-func newAuthenticator(env *environment, cfg Config) (apiserver.Authenticator, error) {
+func newAuthenticator(ctx context.Context, env *environment, cfg Config) (apiserver.Authenticator, error) {
 	switch cfg.AuthMode {
 	case "none":
 		if host, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil || !isLoopback(host) {
@@ -359,8 +373,13 @@ func newAuthenticator(env *environment, cfg Config) (apiserver.Authenticator, er
 			return nil, errors.New("WES_AUTH_MODE=token needs WES_AUTH_TOKENS_FILE")
 		}
 		return apiserver.NewTokenFile(cfg.AuthTokensFile)
+	case "oidc":
+		return apiserver.NewOIDC(ctx, apiserver.OIDCConfig{
+			Issuer: cfg.OIDCIssuer, Audience: cfg.OIDCAudience, UserClaim: cfg.OIDCUserClaim,
+			RolesClaim: cfg.OIDCRolesClaim, AdminRole: cfg.OIDCAdminRole, ClockSkew: cfg.OIDCClockSkew.D(),
+		})
 	}
-	return nil, fmt.Errorf("WES_AUTH_MODE %q: want none or token", cfg.AuthMode)
+	return nil, fmt.Errorf("WES_AUTH_MODE %q: want none, token or oidc", cfg.AuthMode)
 }
 
 func isLoopback(host string) bool {
@@ -425,4 +444,15 @@ func serveOps(ctx context.Context, env *environment, addr string, reg *prometheu
 func processName() string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// redactURLs hides the passwords of a comma-separated list of URLs, for logs.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
