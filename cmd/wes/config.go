@@ -39,6 +39,7 @@ type Config struct {
 	MaxRequestBytes     int64 `envconfig:"WES_MAX_REQUEST_BYTES" default:"268435456" desc:"largest POST /runs body, attachments included"`
 	MaxFieldBytes       int64 `envconfig:"WES_MAX_FIELD_BYTES" default:"1048576" desc:"largest form field or JSON body"`
 	MaxAttachments      int   `envconfig:"WES_MAX_ATTACHMENTS" default:"1000" desc:"most workflow_attachment parts in one submission"`
+	MaxJSONDepth        int   `envconfig:"WES_MAX_JSON_DEPTH" default:"64" desc:"deepest JSON nesting accepted in a request"`
 	MaxTags             int   `envconfig:"WES_MAX_TAGS" default:"64" desc:"most tags on one run"`
 	DefaultPageSize     int   `envconfig:"WES_DEFAULT_PAGE_SIZE" default:"50" desc:"page size when a list request gives none"`
 	MaxPageSize         int   `envconfig:"WES_MAX_PAGE_SIZE" default:"1000" desc:"largest page size honoured"`
