@@ -78,3 +78,45 @@ func TestClientCLI(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, out, `"bogus" is not accepted`, "the server's msg is shown")
 }
+
+// wes cwl-runner runs a CWL workflow through the server like a local
+// cwl-runner: the output object on stdout, files in --outdir, the run's
+// exit code as its own.
+func TestCWLRunner(t *testing.T) {
+	t.Parallel()
+	requireEngines(t, "cwltool")
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.vars["DEFAULT_WES_PROVIDER"] = "local"
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("cwltool")
+	client := map[string]string{"WES_API_URL": e.apiBase}
+
+	outdir := t.TempDir()
+	cmd := e.command(client, "cwl-runner", "--outdir", outdir, "--quiet",
+		filepath.Join("..", "examples", "cwl-workflow", "count-lines.cwl"), filepath.Join("..", "examples", "cwl-workflow", "params.json"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "stderr: %s", stderr.String())
+	var outputs struct {
+		Total struct {
+			Location, Path string
+		} `json:"total"`
+		Counts []map[string]any `json:"counts"`
+	}
+	require.NoError(t, json.Unmarshal(out, &outputs), "stdout is the output object: %s", out)
+	require.Equal(t, "file://"+filepath.Join(outdir, "total.txt"), outputs.Total.Location)
+	data, err := os.ReadFile(outputs.Total.Path)
+	require.NoError(t, err)
+	require.Equal(t, "5\n", string(data))
+	require.Len(t, outputs.Counts, 2)
+
+	fail := filepath.Join(t.TempDir(), "fail.cwl")
+	require.NoError(t, os.WriteFile(fail, []byte("cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: [sh, -c, 'exit 3']\ninputs: []\noutputs: []\n"), 0o644))
+	err = e.command(client, "cwl-runner", "--quiet", fail).Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.NotZero(t, exit.ExitCode(), "the engine's failure is the runner's")
+}

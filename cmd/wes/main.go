@@ -48,6 +48,7 @@ var commands = []command{
 	{"migrate", "up|status", "apply or show database migrations (WES_DATABASE_URL)", runMigrate},
 	{"runs", "submit|list|get|status|cancel|logs|outputs|watch|wait", "the client: talk to the API at $WES_API_URL (wes runs --help)", runRuns},
 	{"service-info", "", "print the service-info of $WES_API_URL", runServiceInfo},
+	{"cwl-runner", "[--outdir DIR] [--quiet] tool.cwl [job.yml]", "a drop-in cwl-runner that runs the tool through $WES_API_URL", runCWLRunner},
 	{"version", "", "print the version", func(_ context.Context, env *environment, _ []string) error {
 		fmt.Fprintln(env.stdout, version())
 		return nil
