@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # wes as a small cluster on one machine, without Docker: a 3-node NATS
-# JetStream cluster (deployments/nats/cluster), `wes migrate up`, one
-# `wes api` and two `wes executor` processes. Ctrl-C stops everything:
-# executors first (they hand unfinished runs back), then the API, then NATS.
+# JetStream cluster (deployments/nats/cluster), `wes migrate up`, two
+# `wes api` replicas and three `wes executor` processes. Ctrl-C (or
+# `local-cluster.sh down` from another shell) stops everything: executors
+# first (they hand unfinished runs back), then the APIs, then NATS.
 #
-#   WES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bash deployments/local-cluster.sh
+#   WES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bash deployments/local-cluster.sh [up]
+#   bash deployments/local-cluster.sh down
+#   WES_DATABASE_URL=… bash deployments/local-cluster.sh smoke
+#
+# smoke brings the cluster up with the mock provider, submits runs through
+# both APIs, checks that every run completes and that the runs were spread
+# over the executors, and stops the cluster again (CI runs it).
 #
 # Needs: go, curl, PostgreSQL at $WES_DATABASE_URL, and nats-server
 # (/usr/sbin/nats-server or on PATH). Ports: NATS 4231-4233 (clients),
@@ -19,10 +26,31 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${DIR:-./.wes-cluster}
-: "${WES_DATABASE_URL:?is required, e.g. WES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres}"
+MODE=${1:-up}
 mkdir -p "$DIR/logs"
 DIR=$(cd "$DIR" && pwd)
 LOGS=$DIR/logs
+
+case $MODE in
+  down)
+    if [[ -f $DIR/cluster.pid ]] && kill -TERM "$(cat "$DIR/cluster.pid")" 2>/dev/null; then
+      while kill -0 "$(cat "$DIR/cluster.pid")" 2>/dev/null; do sleep 0.2; done
+      echo "local-cluster: stopped"
+    else
+      echo "local-cluster: not running"
+    fi
+    exit 0 ;;
+  up) ;;
+  smoke)
+    export DEFAULT_WES_PROVIDER=mock
+    # Few slots, so that the runs must spread over the executors.
+    export WES_EXECUTOR_SLOTS=1
+    # Streams of its own, so that nothing left in the NATS data dirs interferes.
+    export WES_NATS_NAMESPACE=SMOKE$$ ;;
+  *) echo "usage: local-cluster.sh [up|down|smoke]" >&2; exit 2 ;;
+esac
+: "${WES_DATABASE_URL:?is required, e.g. WES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres}"
+echo $$ >"$DIR/cluster.pid"
 
 if [[ -x /usr/sbin/nats-server ]]; then
   NATS_SERVER=/usr/sbin/nats-server
@@ -38,6 +66,7 @@ export WES_NATS_URL=nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1
 export WES_NATS_REPLICAS=3
 export WES_DATABASE_URL
 API_ADDR=${WES_LISTEN_ADDR:-127.0.0.1:5000}
+API2_ADDR=${WES_LISTEN_ADDR_2:-127.0.0.1:5001}
 
 # Every background process gets its own process group (job control on), so
 # that Ctrl-C reaches this script only and the stop below keeps its order.
@@ -56,6 +85,7 @@ cleanup() {
   stop ${exec_pids[@]+"${exec_pids[@]}"}
   stop ${api_pids[@]+"${api_pids[@]}"}
   stop ${nats_pids[@]+"${nats_pids[@]}"}
+  rm -f "$DIR/cluster.pid"
   echo "local-cluster: stopped; logs in $LOGS" >&2
 }
 trap cleanup EXIT
@@ -92,7 +122,7 @@ nats_ready() {
   curl -fsS http://127.0.0.1:8231/jsz 2>/dev/null | grep -q '"leader"'
 }
 
-api_ready() { curl -fsS "http://$API_ADDR/readyz" >/dev/null 2>&1; }
+api_ready() { curl -fsS "http://$1/readyz" >/dev/null 2>&1; }
 
 echo "local-cluster: building $DIR/wes"
 (cd "$ROOT" && go build -o "$DIR/wes" ./cmd/wes)
@@ -110,19 +140,54 @@ echo "local-cluster: migrating the database"
 # The API first: it creates the streams and buckets, so that three processes
 # do not race to create the same replicated stream (with which nats-server
 # 2.9 may leave requests unanswered, and each process then retries after 10s).
-echo "local-cluster: starting wes api"
-"$DIR/wes" api >"$LOGS/api.log" 2>&1 &
+echo "local-cluster: starting wes api on $API_ADDR and $API2_ADDR"
+WES_LISTEN_ADDR=$API_ADDR "$DIR/wes" api >"$LOGS/api-1.log" 2>&1 &
 api_pids+=($!)
-wait_until 60 "the API" api_ready
+wait_until 60 "the first API" api_ready "$API_ADDR"
+WES_LISTEN_ADDR=$API2_ADDR "$DIR/wes" api >"$LOGS/api-2.log" 2>&1 &
+api_pids+=($!)
+wait_until 60 "the second API" api_ready "$API2_ADDR"
 
-echo "local-cluster: starting executors exec-1 and exec-2"
-for n in 1 2; do
+echo "local-cluster: starting executors exec-1, exec-2 and exec-3"
+for n in 1 2 3; do
   WES_EXECUTOR_ID=exec-$n WES_DATA_DIR="$DIR/exec-$n" WES_EXECUTOR_METRICS_ADDR="127.0.0.1:946$n" \
     "$DIR/wes" executor >"$LOGS/exec-$n.log" 2>&1 &
   exec_pids+=($!)
 done
 
-echo "local-cluster: ready: http://$API_ADDR/ga4gh/wes/v1/service-info (logs in $LOGS; Ctrl-C stops)"
+if [[ $MODE == smoke ]]; then
+  smoke() {
+    local wf=$DIR/smoke.cwl ids=() id n=0 api
+    printf 'cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: echo\ninputs: []\noutputs: []\n' >"$wf"
+    for api in $API_ADDR $API2_ADDR; do
+      until WES_API_URL=http://$api/ga4gh/wes/v1 "$DIR/wes" service-info 2>/dev/null | grep -q '"mock"'; do sleep 0.5; done
+    done
+    local e
+    for e in 1 2 3; do
+      until curl -fsS "http://127.0.0.1:946$e/readyz" >/dev/null 2>&1; do sleep 0.5; done
+    done
+    for i in $(seq 1 12); do
+      api=$API_ADDR; ((i % 2)) || api=$API2_ADDR
+      ids+=("$(WES_API_URL=http://$api/ga4gh/wes/v1 "$DIR/wes" runs submit "$wf" --engine-param duration=1s)")
+    done
+    for id in "${ids[@]}"; do
+      if WES_API_URL=http://$API2_ADDR/ga4gh/wes/v1 timeout 120 "$DIR/wes" runs wait "$id" >/dev/null; then
+        n=$((n + 1))
+      fi
+    done
+    local used
+    used=$(for id in "${ids[@]}"; do WES_API_URL=http://$API_ADDR/ga4gh/wes/v1 "$DIR/wes" runs get "$id"; done |
+      grep -o 'on executor exec-[0-9]' | sort -u | wc -l)
+    echo "local-cluster smoke: $n of ${#ids[@]} runs submitted through two APIs completed, on $used executors"
+    [[ $n -eq ${#ids[@]} && $used -ge 2 ]]
+  }
+  if smoke; then echo "local-cluster smoke: passed"; exit 0; fi
+  echo "local-cluster smoke: FAILED; see $LOGS" >&2
+  tail -n 20 "$LOGS"/*.log >&2
+  exit 1
+fi
+
+echo "local-cluster: ready: http://$API_ADDR/ga4gh/wes/v1 and http://$API2_ADDR/ga4gh/wes/v1 (logs in $LOGS; Ctrl-C or 'local-cluster.sh down' stops)"
 # Wait until Ctrl-C or until one process exits, which stops the others.
 set +e
 wait -n
