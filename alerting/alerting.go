@@ -40,6 +40,9 @@ type Config struct {
 	Tags map[string]string
 	// RunURL turns a run id into a link for people.
 	RunURL func(runID string) string
+	// CallbackAllow lists the URL prefixes a run may ask its state changes
+	// to be posted to (tag wes.callback_url); empty: no callbacks.
+	CallbackAllow []string
 	// Attempts per delivery before the event is handed back to JetStream
 	// for a later try.
 	Attempts int
@@ -94,7 +97,7 @@ func New(cfg Config, bus *events.Bus, reg prometheus.Registerer, log *slog.Logge
 
 // Run delivers alerts until ctx ends.
 func (a *Alerter) Run(ctx context.Context) error {
-	if a.cfg.WebhookURL == "" && a.cfg.SlackURL == "" {
+	if a.cfg.WebhookURL == "" && a.cfg.SlackURL == "" && len(a.cfg.CallbackAllow) == 0 {
 		return nil
 	}
 	return events.Consume(ctx, a.bus.JS, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
@@ -116,17 +119,25 @@ func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = events.DeadLetter(ctx, a.bus, msg, "undecodable: "+err.Error())
 		return
 	}
-	if !a.wanted(ev) {
-		_ = msg.Ack()
-		return
-	}
 	alert := Alert{RunID: ev.RunID, State: string(ev.State), Time: ev.Time, Error: ev.Error, ExitCode: ev.ExitCode, URL: a.cfg.RunURL(ev.RunID)}
 	if w := ev.Workflow; w != nil {
 		alert.Workflow, alert.Type, alert.Engine, alert.Tags = w.URL, w.Type+" "+w.Version, w.Engine, w.Tags
 	}
+	var sinks []sink
+	if a.wanted(ev) {
+		sinks = a.sinks(alert)
+	}
+	if cb := a.callback(ev); cb != "" {
+		body, _ := json.Marshal(alert)
+		sinks = append(sinks, sink{"callback", cb, body})
+	}
+	if len(sinks) == 0 {
+		_ = msg.Ack()
+		return
+	}
 	log := a.log.With("run_id", ev.RunID, "state", ev.State)
 	var failed error
-	for _, sink := range a.sinks(alert) {
+	for _, sink := range sinks {
 		if err := a.deliver(ctx, sink.url, sink.body); err != nil {
 			a.sent.WithLabelValues(sink.name, "failed").Inc()
 			failed = errors.Join(failed, fmt.Errorf("%s: %w", sink.name, err))
@@ -144,8 +155,21 @@ func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(delay)
 		return
 	}
-	log.Info("alert sent")
+	log.Info("alert sent", "sinks", len(sinks))
 	_ = msg.Ack()
+}
+
+// callback returns the URL the run asked its state changes to be posted
+// to, if the operator allows it.
+func (a *Alerter) callback(ev events.RunEvent) string {
+	if ev.State == "" || ev.Workflow == nil {
+		return ""
+	}
+	cb := ev.Workflow.Tags[events.CallbackTag]
+	if cb == "" || !events.CallbackAllowed(cb, a.cfg.CallbackAllow) {
+		return ""
+	}
+	return cb
 }
 
 // wanted reports whether ev is a final state that raises an alert.

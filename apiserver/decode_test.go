@@ -553,7 +553,7 @@ func TestCheckDepth(t *testing.T) {
 		{`{"a":{"b":[1,2,{"c":3}]}}`, 4, true},
 		{`{"a":{"b":[1,2,{"c":3}]}}`, 3, false},
 		{`{"s":"[[[[[[[[[[\"{{{{"}`, 2, true}, // brackets inside strings do not count
-		{deep(1000), 0, true},                   // 0: no limit
+		{deep(1000), 0, true},                 // 0: no limit
 	} {
 		err := checkDepth("x", []byte(tc.data), tc.max)
 		require.Equal(t, tc.ok, err == nil, "%s max %d: %v", tc.data, tc.max, err)

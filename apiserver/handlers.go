@@ -150,6 +150,9 @@ func (h *handlers) prepare(r *http.Request, id string, sink attachmentSink) (*mo
 	if err != nil {
 		return nil, err
 	}
+	if cb, ok := req.Tags[events.CallbackTag]; ok && !events.CallbackAllowed(cb, h.s.cfg.CallbackAllow) {
+		return nil, badRequest("tag %s %q is not allowed on this server (WES_CALLBACK_ALLOW lists the URL prefixes it allows)", events.CallbackTag, cb)
+	}
 	for k := range req.WorkflowEngineParameters {
 		if !slices.ContainsFunc(eng.Parameters, func(p events.EngineParameter) bool { return p.Name == k }) {
 			accepted := make([]string, 0, len(eng.Parameters))
@@ -333,7 +336,7 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 			state = models.Canceled
 		}
 		ev := events.RunEvent{RunID: run.ID, State: state, Source: events.SourceAPI, SystemLog: "cancel requested"}
-		if state.Terminal() {
+		{
 			ev.Workflow = &events.WorkflowRef{URL: run.Request.WorkflowURL, Type: run.Request.WorkflowType,
 				Version: run.Request.WorkflowTypeVersion, Engine: run.Engine, Tags: run.Request.Tags}
 		}

@@ -34,6 +34,8 @@ type Config struct {
 	PageTokenKey []byte
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// CallbackAllow lists the URL prefixes a run's callback tag may use.
+	CallbackAllow []string
 	// Auth tells who calls (nil: Anyone, WES_AUTH_MODE=none).
 	Auth    Authenticator
 	Service ServiceConfig

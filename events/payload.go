@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wes-dev/wes/models"
@@ -26,6 +27,22 @@ type RunSubmitted struct {
 	Request       models.RunRequest   `json:"request"`
 	Attachments   []models.Attachment `json:"attachments,omitempty"`
 	SubmittedAt   time.Time           `json:"submitted_at"`
+}
+
+// CallbackTag is the run tag by which a run asks for its state changes to
+// be posted to a URL of its own (an extension; the operator allows URL
+// prefixes with WES_CALLBACK_ALLOW).
+const CallbackTag = "wes.callback_url"
+
+// CallbackAllowed reports whether url starts with one of the allowed
+// prefixes.
+func CallbackAllowed(url string, allow []string) bool {
+	for _, p := range allow {
+		if p != "" && strings.HasPrefix(url, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // SourceAPI is the Source of events the API (or its reconciler) emits.

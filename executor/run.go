@@ -306,7 +306,7 @@ func (a *attempt) ack(err error) {
 // or ctx ends (the message id makes a repeat harmless). It reports success.
 func (a *attempt) emit(ctx context.Context, ev events.RunEvent) bool {
 	ev.RunID, ev.Attempt, ev.Source = a.sub.RunID, a.n, a.e.cfg.ID
-	if ev.State.Terminal() {
+	if ev.State != "" {
 		req := a.sub.Request
 		ev.Workflow = &events.WorkflowRef{URL: req.WorkflowURL, Type: req.WorkflowType,
 			Version: req.WorkflowTypeVersion, Engine: a.sub.Engine, Tags: req.Tags}

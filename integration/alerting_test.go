@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -43,20 +44,22 @@ func (rc *receiver) received() [][]byte {
 // retried when the receiver fails; successful runs raise none.
 func TestAlerting(t *testing.T) {
 	t.Parallel()
-	hook, slack := &receiver{failFirst: 1}, &receiver{}
-	hookSrv, slackSrv := httptest.NewServer(hook), httptest.NewServer(slack)
+	hook, slack, callback := &receiver{failFirst: 1}, &receiver{}, &receiver{}
+	hookSrv, slackSrv, callbackSrv := httptest.NewServer(hook), httptest.NewServer(slack), httptest.NewServer(callback)
 	t.Cleanup(hookSrv.Close)
 	t.Cleanup(slackSrv.Close)
+	t.Cleanup(callbackSrv.Close)
 
 	url, ns := natsURL(t)
 	e := newEnv(t, url, ns)
 	e.vars["WES_ALERT_WEBHOOK_URL"] = hookSrv.URL
 	e.vars["WES_ALERT_SLACK_URL"] = slackSrv.URL
+	e.vars["WES_CALLBACK_ALLOW"] = callbackSrv.URL + "/hooks/"
 	e.startAPI()
 	e.start("executor", nil, "executor")
 	e.waitEngine("mock")
 
-	ok := e.submit(map[string]string{"duration": "10ms"}, nil)
+	ok := e.submit(map[string]string{"duration": "10ms"}, map[string]string{"wes.callback_url": callbackSrv.URL + "/hooks/run"})
 	failed := e.submit(map[string]string{"duration": "10ms", "outcome": "EXECUTOR_ERROR", "exit_code": "2"}, map[string]string{"team": "genomics"})
 	broken := e.submit(map[string]string{"duration": "10ms", "outcome": "SYSTEM_ERROR"}, nil)
 	for _, id := range []string{ok, failed, broken} {
@@ -91,4 +94,22 @@ func TestAlerting(t *testing.T) {
 	}
 	require.Contains(t, texts[0]+texts[1], failed)
 	require.GreaterOrEqual(t, hook.calls, 3, "the first, failed delivery was retried")
+
+	// The run that asked for a callback hears each of its state changes.
+	require.Eventually(t, func() bool { return len(callback.received()) >= 3 }, 20*time.Second, 100*time.Millisecond)
+	var states []string
+	for _, b := range callback.received() {
+		var a map[string]any
+		require.NoError(t, json.Unmarshal(b, &a))
+		require.Equal(t, ok, a["run_id"])
+		states = append(states, a["state"].(string))
+	}
+	require.Equal(t, []string{"INITIALIZING", "RUNNING", "COMPLETE"}, states)
+
+	// A callback outside the operator's allow-list is refused at submit.
+	var er errorResponse
+	status := e.post("/runs", "application/json", bytes.NewBufferString(
+		`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"https://x/wf.cwl","tags":{"wes.callback_url":"http://169.254.169.254/latest"}}`), &er)
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, er.Msg, "WES_CALLBACK_ALLOW")
 }

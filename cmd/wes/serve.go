@@ -140,8 +140,8 @@ func runProjector(ctx context.Context, env *environment, _ []string) error {
 }
 
 func runAlerts(ctx context.Context, env *environment, _ []string) error {
-	if env.cfg.AlertWebhookURL == "" && env.cfg.AlertSlackURL == "" {
-		return errors.New("set WES_ALERT_WEBHOOK_URL and/or WES_ALERT_SLACK_URL")
+	if env.cfg.AlertWebhookURL == "" && env.cfg.AlertSlackURL == "" && len(env.cfg.CallbackAllow) == 0 {
+		return errors.New("set WES_ALERT_WEBHOOK_URL, WES_ALERT_SLACK_URL and/or WES_CALLBACK_ALLOW")
 	}
 	bus, nc, err := connect(ctx, env, env.cfg, "wes-alerts")
 	if err != nil {
@@ -169,7 +169,7 @@ func newAlerter(env *environment, cfg Config, bus *events.Bus, reg prometheus.Re
 		origin = "http://" + cfg.ListenAddr
 	}
 	return alerting.New(alerting.Config{
-		WebhookURL: cfg.AlertWebhookURL, SlackURL: cfg.AlertSlackURL, States: states,
+		WebhookURL: cfg.AlertWebhookURL, SlackURL: cfg.AlertSlackURL, States: states, CallbackAllow: cfg.CallbackAllow,
 		RunURL: func(id string) string {
 			return strings.TrimSuffix(origin, "/") + apiserver.BasePaths[0] + "/runs/" + id
 		},
@@ -295,6 +295,7 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 		},
 		DefaultPageSize: cfg.DefaultPageSize, MaxPageSize: cfg.MaxPageSize,
 		AllowLocalWorkflows: cfg.AllowLocalWorkflows,
+		CallbackAllow:       cfg.CallbackAllow,
 		PageTokenKey:        []byte(key),
 		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Auth:                auth,
