@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/wes-dev/wes/models"
@@ -80,7 +81,7 @@ func (r *Relay) flush(ctx context.Context) {
 			err := r.pub.Publish(pctx, m.Subject, m.MsgID, m.Payload)
 			cancel()
 			if err != nil {
-				r.log.Warn("cannot publish outbox message, will retry", "msg_id", m.MsgID, "subject", m.Subject, "err", err)
+				r.log.Warn("cannot publish outbox message, will retry", "run_id", runIDOf(m), "msg_id", m.MsgID, "subject", m.Subject, "err", err)
 				break
 			}
 			done = append(done, m.Seq)
@@ -93,4 +94,13 @@ func (r *Relay) flush(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// runIDOf names the run an outbox message is about: a run.submitted
+// message's id is the run id; a run event's subject ends with it.
+func runIDOf(m models.OutboxMessage) string {
+	if i := strings.LastIndex(m.Subject, ".events."); i >= 0 {
+		return m.Subject[i+len(".events."):]
+	}
+	return m.MsgID
 }
