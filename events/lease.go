@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +37,13 @@ func (l *Lease) Hold(ctx context.Context) bool {
 		rev, err = l.kv.Update(ctx, l.key, []byte(l.holder), l.rev)
 	}
 	if err != nil {
-		l.rev = 0
+		// The server said no (taken, or renewed by another): forget it. A
+		// lost connection keeps the revision, so that the lease is renewed
+		// as soon as NATS is back rather than after it expires.
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrKeyExists) {
+			l.rev = 0
+		}
 		return false
 	}
 	l.rev = rev
