@@ -162,19 +162,24 @@ func TestQueueCollectorReportsPending(t *testing.T) {
 	c := events.NewQueueCollector(f.bus)
 	reg := prometheus.NewRegistry()
 	require.NoError(t, reg.Register(c))
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	found := map[string]float64{}
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
+	// The consumer's pending count follows the stream a moment later.
+	var found map[string]float64
+	require.Eventually(t, func() bool {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		found = map[string]float64{}
+		for _, mf := range families {
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				require.NotEqual(t, "somebody_else", labels["consumer"])
+				found[mf.GetName()+"/"+labels["stream"]+"/"+labels["consumer"]] = m.GetGauge().GetValue()
 			}
-			require.NotEqual(t, "somebody_else", labels["consumer"])
-			found[mf.GetName()+"/"+labels["stream"]+"/"+labels["consumer"]] = m.GetGauge().GetValue()
 		}
-	}
+		return found["wes_queue_pending/TEST_RUNS/executor_mock"] == 3
+	}, 5*time.Second, 20*time.Millisecond, "pending never reached 3")
 	pendingSeries := 0
 	for k := range found {
 		if strings.HasPrefix(k, "wes_queue_pending/") {
