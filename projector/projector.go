@@ -88,10 +88,13 @@ const batchSize = 256
 // project consumes while this process holds the lease.
 func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 	cons, err := p.bus.JS.CreateOrUpdateConsumer(ctx, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
-		Durable:       p.bus.Names.ProjectorConsumer(),
-		Description:   "writes run events into the database",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		Durable:     p.bus.Names.ProjectorConsumer(),
+		Description: "writes run events into the database",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		// Shorter than the lease's TTL: what a crashed holder fetched is
+		// redeliverable, and delivered first, by the time another holder
+		// takes over.
+		AckWait:       10 * time.Second,
 		MaxAckPending: 4 * batchSize,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -169,13 +172,26 @@ func (p *Projector) applyBatch(ctx context.Context, msgs []jetstream.Msg) {
 			return tasks, err
 		}}
 	}
-	results, err := p.store.UpdateRuns(ctx, updates)
-	if err != nil {
-		p.log.Warn("cannot apply events, will retry", "events", len(batch), "err", err)
-		for _, e := range batch {
-			_ = e.msg.NakWithDelay(time.Second)
+	// Retry the same batch until it is applied: handing it back would let
+	// newer events overtake it, and order is what keeps the state exact.
+	var results []error
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
+		var err error
+		if results, err = p.store.UpdateRuns(ctx, updates); err == nil {
+			break
 		}
-		return
+		p.log.Warn("cannot apply events, retrying", "events", len(batch), "err", err, "retry_in", delay)
+		for _, e := range batch {
+			_ = e.msg.InProgress()
+		}
+		select {
+		case <-ctx.Done():
+			for _, e := range batch {
+				_ = e.msg.Nak()
+			}
+			return
+		case <-time.After(delay):
+		}
 	}
 	for i, e := range batch {
 		p.settle(ctx, e, results[i])
