@@ -570,3 +570,18 @@ func TestCheckDepth(t *testing.T) {
 	_, err := decodeSubmission(r, lim, false, nil)
 	require.ErrorContains(t, err, "deeper than 8")
 }
+
+func TestPageSize(t *testing.T) {
+	t.Parallel()
+	h := &handlers{s: &Server{cfg: Config{DefaultPageSize: 50, MaxPageSize: 100}}}
+	for v, want := range map[string]int{"": 50, "1": 1, "100": 100} {
+		n, err := h.pageSize(v)
+		require.NoError(t, err, v)
+		require.Equal(t, want, n, v)
+	}
+	for _, v := range []string{"0", "-1", "x", "101", "99999999999999999999"} {
+		_, err := h.pageSize(v)
+		status, _ := statusOf(err)
+		require.Equal(t, 400, status, v)
+	}
+}
