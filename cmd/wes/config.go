@@ -70,6 +70,7 @@ type Config struct {
 	AlertWebhookURL string   `envconfig:"WES_ALERT_WEBHOOK_URL" desc:"alerting: POST a JSON alert here when a run fails"`
 	AlertSlackURL   string   `envconfig:"WES_ALERT_SLACK_URL" desc:"alerting: Slack-compatible incoming webhook (a JSON text payload)"`
 	CallbackAllow   []string `envconfig:"WES_CALLBACK_ALLOW" desc:"URL prefixes (comma-separated) a run may name in its wes.callback_url tag to receive its state changes; empty: none"`
+	AlertTags       []string `envconfig:"WES_ALERT_TAGS" desc:"alerting: comma-separated key=value tags a run must carry to raise an alert (default: any run)"`
 	AlertStates     []string `envconfig:"WES_ALERT_STATES" default:"EXECUTOR_ERROR,SYSTEM_ERROR" desc:"alerting: comma-separated final states that raise an alert"`
 
 	APIURL    string `envconfig:"WES_API_URL" default:"http://localhost:5000/api/ga4gh/wes/v1" desc:"client: the WES API to talk to"`

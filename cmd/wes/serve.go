@@ -164,12 +164,20 @@ func newAlerter(env *environment, cfg Config, bus *events.Bus, reg prometheus.Re
 		}
 		states = append(states, st)
 	}
+	tags := map[string]string{}
+	for _, kv := range cfg.AlertTags {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("WES_ALERT_TAGS: %q is not key=value", kv)
+		}
+		tags[k] = v
+	}
 	origin := cfg.PublicURL
 	if origin == "" {
 		origin = "http://" + cfg.ListenAddr
 	}
 	return alerting.New(alerting.Config{
-		WebhookURL: cfg.AlertWebhookURL, SlackURL: cfg.AlertSlackURL, States: states, CallbackAllow: cfg.CallbackAllow,
+		WebhookURL: cfg.AlertWebhookURL, SlackURL: cfg.AlertSlackURL, States: states, Tags: tags, CallbackAllow: cfg.CallbackAllow,
 		RunURL: func(id string) string {
 			return strings.TrimSuffix(origin, "/") + apiserver.BasePaths[0] + "/runs/" + id
 		},
