@@ -45,6 +45,10 @@ func CallbackAllowed(url string, allow []string) bool {
 	return false
 }
 
+// RetryTag is the run tag ("true" or "false") that asks for workflow
+// failures (EXECUTOR_ERROR) to be retried, up to WES_MAX_ATTEMPTS attempts.
+const RetryTag = "wes.retry_failures"
+
 // SourceAPI is the Source of events the API (or its reconciler) emits.
 const SourceAPI = "api"
 

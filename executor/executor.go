@@ -36,6 +36,9 @@ type Config struct {
 	RegistryInterval time.Duration
 	// MaxAttempts bounds the attempts at a run whose failure is retryable.
 	MaxAttempts int
+	// RetryFailures retries workflow failures (EXECUTOR_ERROR) of runs that
+	// do not say otherwise with their wes.retry_failures tag.
+	RetryFailures bool
 	// LogInterval is how often growing logs are copied to the object store.
 	LogInterval time.Duration
 	// MaxOutputBytes bounds the output files of one run kept in the object

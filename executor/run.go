@@ -275,6 +275,14 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 		a.emit(ctx, events.RunEvent{State: models.SystemError, Error: err.Error(),
 			SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)})
 		a.ack(a.msg.Term())
+	case res.ExitCode != 0 && a.retryFailures() && a.n < a.e.cfg.MaxAttempts:
+		// The workflow failed and the run (or the operator) asked for
+		// failures to be tried again.
+		outcome = "retried"
+		delay := backoff(a.n)
+		a.emit(ctx, events.RunEvent{State: models.Queued,
+			SystemLog: fmt.Sprintf("attempt %d: the workflow failed with exit code %d; retrying in %s (%s)", a.n, res.ExitCode, delay, events.RetryTag)})
+		a.ack(a.msg.NakWithDelay(delay))
 	default:
 		code := res.ExitCode
 		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}
@@ -325,6 +333,15 @@ func (a *attempt) emit(ctx context.Context, ev events.RunEvent) bool {
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
+}
+
+// retryFailures reports whether a workflow failure of this run is retried:
+// its wes.retry_failures tag says so, or else the operator's default.
+func (a *attempt) retryFailures() bool {
+	if v, ok := a.sub.Request.Tags[events.RetryTag]; ok {
+		return v == "true"
+	}
+	return a.e.cfg.RetryFailures
 }
 
 // backoff is the delay before retry n+1: 2s, 4s, 8s, … capped at 5 minutes.

@@ -451,3 +451,30 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 	metrics := fetch(t, strings.TrimSuffix(e.apiBase, "/ga4gh/wes/v1")+"/metrics")
 	require.Contains(t, metrics, `wes_projector_events_total{result="poison"} 2`)
 }
+
+// A run tagged wes.retry_failures=true has its workflow failure retried, up
+// to WES_MAX_ATTEMPTS attempts, each shown in its system logs.
+func TestRetryFailuresOnRequest(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.vars["WES_MAX_ATTEMPTS"] = "2"
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+
+	params := map[string]string{"duration": "10ms", "outcome": "EXECUTOR_ERROR", "exit_code": "5"}
+	retried := e.submit(params, map[string]string{"wes.retry_failures": "true"})
+	once := e.submit(params, nil)
+
+	st, seen := e.waitState(retried, 30*time.Second, "EXECUTOR_ERROR", "COMPLETE", "SYSTEM_ERROR")
+	require.Equal(t, "EXECUTOR_ERROR", st, "states %v", seen)
+	logs := strings.Join(e.run(retried).RunLog.SystemLogs, "\n")
+	require.Contains(t, logs, "attempt 1: the workflow failed with exit code 5; retrying")
+	require.Contains(t, logs, "attempt 2 on executor")
+	require.Equal(t, 5, *e.run(retried).RunLog.ExitCode)
+
+	st, _ = e.waitState(once, 30*time.Second, "EXECUTOR_ERROR", "COMPLETE", "SYSTEM_ERROR")
+	require.Equal(t, "EXECUTOR_ERROR", st)
+	require.NotContains(t, strings.Join(e.run(once).RunLog.SystemLogs, "\n"), "retrying", "no retry unless asked")
+}

@@ -33,6 +33,7 @@ type Config struct {
 	LogInterval         Seconds `envconfig:"WES_LOG_INTERVAL" default:"2s" desc:"executor: how often a running engine's stdout/stderr are copied to the object store"`
 	OutputLocations     string  `envconfig:"WES_OUTPUT_LOCATIONS" default:"object" desc:"object: output files are stored and served by the API; local: outputs keep the engine's file paths"`
 	MaxOutputBytes      int64   `envconfig:"WES_MAX_OUTPUT_BYTES" default:"1073741824" desc:"executor: most bytes of output files one run stores"`
+	RetryFailures       bool    `envconfig:"WES_RETRY_FAILURES" default:"false" desc:"retry workflow failures (EXECUTOR_ERROR) of runs whose wes.retry_failures tag does not say otherwise"`
 	MaxAttempts         int     `envconfig:"WES_MAX_ATTEMPTS" default:"3" desc:"attempts at a run whose failure is ours and retryable"`
 	PollInterval        Seconds `envconfig:"WORKFLOW_POLL_INTERVAL" default:"10" desc:"outbox sweep interval (seconds, or a duration such as 500ms)"`
 

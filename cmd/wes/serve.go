@@ -361,7 +361,7 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 	}
 	ex := executor.New(executor.Config{
 		ID: cfg.ExecutorID, Slots: cfg.ExecutorSlots, WorkDir: workDir,
-		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts,
+		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts, RetryFailures: cfg.RetryFailures,
 		RegistryInterval: cfg.ExecutorTTL.D() / 3, LogInterval: cfg.LogInterval.D(),
 		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs,
 	}, bus, prov, reg, env.log)
