@@ -116,21 +116,19 @@ func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) submit(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	lim := h.s.cfg.Limits
 	r.Body = http.MaxBytesReader(w, r.Body, lim.MaxRequestBytes)
 	id := uuid.Must(uuid.NewV7()).String()
 	sink := &objectSink{objects: h.s.bus.Objects, runID: id}
 	run, err := h.prepare(r, id, sink)
 	if err == nil {
-		err = h.s.enqueue(ctx, run)
+		err = h.s.enqueue(run)
 	}
 	if err != nil {
 		sink.discard(h.s.log)
 		h.fail(w, r, err)
 		return
 	}
-	h.s.relay.Kick()
 	if h.s.metrics != nil {
 		h.s.metrics.submitted.WithLabelValues(run.Engine).Inc()
 	}
@@ -168,8 +166,9 @@ func (h *handlers) prepare(r *http.Request, id string, sink attachmentSink) (*mo
 	}, nil
 }
 
-// enqueue records the run and its run.submitted message in one transaction.
-func (s *Server) enqueue(ctx context.Context, run *models.Run) error {
+// enqueue records the run and its run.submitted message in one transaction
+// (shared with concurrent submissions) and hands the message to the relay.
+func (s *Server) enqueue(run *models.Run) error {
 	subject, msgID, data, err := s.enc.EncodeSubmitted(events.RunSubmitted{
 		RunID: run.ID, Engine: run.Engine, Request: run.Request,
 		Attachments: run.Attachments, SubmittedAt: run.CreatedAt,
@@ -177,7 +176,11 @@ func (s *Server) enqueue(ctx context.Context, run *models.Run) error {
 	if err != nil {
 		return err
 	}
-	return s.store.CreateRun(ctx, run, &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data})
+	if max := s.bus.JS.Conn().MaxPayload(); max > 0 && int64(len(data)) > max {
+		return withStatus(http.StatusRequestEntityTooLarge, nil,
+			"the run request is %d bytes as a queue message, more than the broker takes (%d); send large inputs as workflow_attachment files", len(data), max)
+	}
+	return s.commits.create(run, &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data})
 }
 
 func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
@@ -330,6 +333,7 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("set cancel flag: %w: %w", errBrokerUnavailable, err))
 		return
 	}
+	var msg *models.OutboxMessage
 	_, changed, err := h.s.store.RequestCancel(ctx, id, func(run *models.Run) (*models.OutboxMessage, error) {
 		// A run no executor holds is canceled at once; a held one is
 		// CANCELING until its executor has stopped the engine.
@@ -338,23 +342,22 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 		case models.Queued, models.Preempted, models.Unknown:
 			state = models.Canceled
 		}
-		ev := events.RunEvent{RunID: run.ID, State: state, Source: events.SourceAPI, SystemLog: "cancel requested"}
-		{
-			ev.Workflow = &events.WorkflowRef{URL: run.Request.WorkflowURL, Type: run.Request.WorkflowType,
-				Version: run.Request.WorkflowTypeVersion, Engine: run.Engine, Tags: run.Request.Tags}
-		}
+		ev := events.RunEvent{RunID: run.ID, State: state, Source: events.SourceAPI, SystemLog: "cancel requested",
+			Workflow: &events.WorkflowRef{URL: run.Request.WorkflowURL, Type: run.Request.WorkflowType,
+				Version: run.Request.WorkflowTypeVersion, Engine: run.Engine, Tags: run.Request.Tags}}
 		subject, msgID, data, err := h.s.enc.EncodeEvent(ev)
 		if err != nil {
 			return nil, err
 		}
-		return &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data}, nil
+		msg = &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data}
+		return msg, nil
 	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	if changed {
-		h.s.relay.Kick()
+		h.s.relay.Deliver(*msg)
 		h.s.log.Info("cancel requested", "run_id", id, "state", run.State)
 	}
 	writeJSON(w, http.StatusOK, runID{RunID: id})

@@ -11,39 +11,53 @@ import (
 
 // OutboxStore is what the relay needs of the run store.
 type OutboxStore interface {
-	PendingOutbox(ctx context.Context, limit int) ([]models.OutboxMessage, error)
+	PendingOutbox(ctx context.Context, limit int, before time.Time) ([]models.OutboxMessage, error)
 	DeleteOutbox(ctx context.Context, seqs ...int64) error
 }
 
-// Publisher publishes one message with its message id.
+// Publisher publishes outbox messages, each with its message id, and
+// reports per message whether the stream stored it.
 type Publisher interface {
-	Publish(ctx context.Context, subject, msgID string, data []byte) error
+	PublishOutbox(ctx context.Context, msgs []models.OutboxMessage) []error
 }
 
-// Relay publishes committed outbox messages: at once when kicked after a
-// commit, and every interval for whatever an earlier attempt left (NATS was
-// down, or the process died between commit and publish). A message is
-// deleted only after JetStream acknowledged it; its Nats-Msg-Id makes a
-// second publish by another replica harmless.
+// Relay publishes committed outbox messages. What this process commits is
+// handed over in memory (Deliver) and published at once, many messages per
+// round trip; a sweep of the outbox table, every interval and when kicked,
+// publishes whatever an earlier attempt left (NATS was down, the relay was
+// behind, or a process died between commit and publish). A row is deleted
+// only after JetStream acknowledged it; its Nats-Msg-Id makes a second
+// publish, by this replica's sweep or another's, harmless.
 type Relay struct {
 	store    OutboxStore
 	pub      Publisher
 	interval time.Duration
 	log      *slog.Logger
 	kick     chan struct{}
+	fresh    chan []models.OutboxMessage
 }
 
-const relayBatch = 256
+const (
+	relayBatch = 256
+	// relayMinAge keeps the periodic sweep off rows that were committed a
+	// moment ago and are being published from memory.
+	relayMinAge = 2 * time.Second
+	// relayPublishTimeout bounds one batch's wait for acks.
+	relayPublishTimeout = 5 * time.Second
+)
 
 // NewRelay returns a relay that sweeps every interval.
 func NewRelay(store OutboxStore, pub Publisher, interval time.Duration, log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Relay{store: store, pub: pub, interval: interval, log: log.With("component", "relay"), kick: make(chan struct{}, 1)}
+	return &Relay{
+		store: store, pub: pub, interval: interval, log: log.With("component", "relay"),
+		kick: make(chan struct{}, 1), fresh: make(chan []models.OutboxMessage, 1024),
+	}
 }
 
-// Kick asks for a publish pass now; it never blocks.
+// Kick asks for a sweep of the whole outbox now; it never blocks.
 func (r *Relay) Kick() {
 	select {
 	case r.kick <- struct{}{}:
@@ -51,49 +65,93 @@ func (r *Relay) Kick() {
 	}
 }
 
+// Deliver hands over messages that were just committed to the outbox (with
+// their Seq), to be published at once. It never blocks: when the relay is
+// behind, the messages are left to a sweep.
+func (r *Relay) Deliver(msgs ...models.OutboxMessage) {
+	if len(msgs) == 0 {
+		return
+	}
+	select {
+	case r.fresh <- msgs:
+	default:
+		r.Kick()
+	}
+}
+
 // Run relays until ctx ends.
 func (r *Relay) Run(ctx context.Context) error {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
+	r.sweep(ctx, time.Now()) // what an earlier process left
 	for {
-		r.flush(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
+		case msgs := <-r.fresh:
+			batch := append([]models.OutboxMessage(nil), msgs...)
+		gather:
+			for len(batch) < relayBatch {
+				select {
+				case more := <-r.fresh:
+					batch = append(batch, more...)
+				default:
+					break gather
+				}
+			}
+			r.publish(ctx, batch)
 		case <-r.kick:
+			r.sweep(ctx, time.Now())
 		case <-t.C:
+			r.sweep(ctx, time.Now().Add(-relayMinAge))
 		}
 	}
 }
 
-// flush publishes pending messages in order until none is left or one
-// fails; what failed stays for the next pass.
-func (r *Relay) flush(ctx context.Context) {
+// sweep publishes outbox rows created before cutoff, oldest first, until
+// none is left or a batch had failures (NATS is likely down; the next
+// sweep tries again).
+func (r *Relay) sweep(ctx context.Context, cutoff time.Time) {
 	for ctx.Err() == nil {
-		msgs, err := r.store.PendingOutbox(ctx, relayBatch)
+		msgs, err := r.store.PendingOutbox(ctx, relayBatch, cutoff)
 		if err != nil {
 			r.log.Warn("cannot read outbox", "err", err)
 			return
 		}
-		var done []int64
-		for _, m := range msgs {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := r.pub.Publish(pctx, m.Subject, m.MsgID, m.Payload)
-			cancel()
-			if err != nil {
-				r.log.Warn("cannot publish outbox message, will retry", "run_id", runIDOf(m), "msg_id", m.MsgID, "subject", m.Subject, "err", err)
-				break
-			}
-			done = append(done, m.Seq)
-		}
-		if err := r.store.DeleteOutbox(ctx, done...); err != nil {
-			r.log.Warn("cannot delete published outbox messages", "err", err)
+		if len(msgs) == 0 {
 			return
 		}
-		if len(done) < relayBatch {
+		if failed := r.publish(ctx, msgs); failed > 0 || len(msgs) < relayBatch {
 			return
 		}
 	}
+}
+
+// publish publishes msgs, deletes the rows of those JetStream stored and
+// returns how many failed; those stay in the outbox.
+func (r *Relay) publish(ctx context.Context, msgs []models.OutboxMessage) (failed int) {
+	pctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
+	errs := r.pub.PublishOutbox(pctx, msgs)
+	cancel()
+	done := make([]int64, 0, len(msgs))
+	for i, err := range errs {
+		if err == nil {
+			done = append(done, msgs[i].Seq)
+			continue
+		}
+		failed++
+		if failed <= 3 { // enough to see why, without a line per message while NATS is down
+			r.log.Warn("cannot publish outbox message, will retry", "run_id", runIDOf(msgs[i]),
+				"msg_id", msgs[i].MsgID, "subject", msgs[i].Subject, "err", err)
+		}
+	}
+	if failed > 3 {
+		r.log.Warn("outbox messages left for the next sweep", "failed", failed, "of", len(msgs))
+	}
+	if err := r.store.DeleteOutbox(ctx, done...); err != nil {
+		r.log.Warn("cannot delete published outbox messages; they will be published again (deduplicated)", "err", err)
+	}
+	return failed
 }
 
 // runIDOf names the run an outbox message is about: a run.submitted

@@ -57,7 +57,7 @@ type ServiceConfig struct {
 
 // Store is what the API needs of the run store.
 type Store interface {
-	CreateRun(ctx context.Context, run *models.Run, outbox ...*models.OutboxMessage) error
+	CreateRuns(ctx context.Context, runs []*models.Run, outbox []*models.OutboxMessage) error
 	GetRun(ctx context.Context, id string) (*models.Run, error)
 	ListRuns(ctx context.Context, q models.ListQuery) ([]models.Run, int64, error)
 	StateCounts(ctx context.Context, owner string) (map[models.State]int64, error)
@@ -68,8 +68,10 @@ type Store interface {
 	CheckSchema(ctx context.Context) error
 }
 
-// kicker wakes the outbox relay.
-type kicker interface{ Kick() }
+// outboxRelay publishes messages the API has just committed to the outbox.
+type outboxRelay interface {
+	Deliver(msgs ...models.OutboxMessage)
+}
 
 // Server is the WES API.
 type Server struct {
@@ -78,7 +80,8 @@ type Server struct {
 	bus     *events.Bus
 	enc     *events.Publisher
 	catalog *Catalog
-	relay   kicker
+	relay   outboxRelay
+	commits *groupCommit
 	tokens  pageTokens
 	metrics *Metrics
 	auth    Authenticator
@@ -87,7 +90,7 @@ type Server struct {
 }
 
 // New returns the API server.
-func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicker, metrics *Metrics, log *slog.Logger) *Server {
+func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay outboxRelay, metrics *Metrics, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -102,7 +105,9 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay kicke
 	}
 	return &Server{
 		cfg: cfg, store: store, bus: bus, enc: events.NewPublisher(bus.JS, bus.Names),
-		catalog: catalog, relay: relay, tokens: pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
+		catalog: catalog, relay: relay,
+		commits: &groupCommit{store: store, deliver: relay.Deliver, maxBatch: 128, maxFlushers: 4, timeout: 10 * time.Second},
+		tokens: pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
 		log: log.With("component", "api"), started: time.Now().UTC(),
 	}
 }

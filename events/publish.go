@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/models"
 )
 
 // Publisher publishes payloads, each with a Nats-Msg-Id so that a repeat
@@ -27,6 +30,35 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []b
 		return fmt.Errorf("publish %s (%s): %w", subject, msgID, err)
 	}
 	return nil
+}
+
+// PublishOutbox publishes msgs without waiting between them, then waits
+// for every ack (or ctx). The i-th error is msgs[i]'s; nil means the stream
+// stored it. Errors do not stop the others: each message stands alone.
+func (p *Publisher) PublishOutbox(ctx context.Context, msgs []models.OutboxMessage) []error {
+	errs := make([]error, len(msgs))
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Data: m.Payload}, jetstream.WithMsgID(m.MsgID))
+		if err != nil {
+			errs[i] = fmt.Errorf("publish %s (%s): %w", m.Subject, m.MsgID, err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("publish %s (%s): %w", msgs[i].Subject, msgs[i].MsgID, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("publish %s (%s): %w", msgs[i].Subject, msgs[i].MsgID, ctx.Err())
+		}
+	}
+	return errs
 }
 
 // PublishEvent publishes a run event on the run's subject.

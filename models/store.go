@@ -122,15 +122,31 @@ func classify(err error) error {
 // CreateRun inserts a new run, its tag index and the outbox messages that
 // announce it, in one transaction.
 func (s *Store) CreateRun(ctx context.Context, run *Run, outbox ...*OutboxMessage) error {
+	return s.CreateRuns(ctx, []*Run{run}, outbox)
+}
+
+// CreateRuns inserts runs, their tag indexes and outbox messages in one
+// transaction with one multi-row INSERT per table: the API groups
+// concurrent submissions this way, so that one commit serves many. Either
+// every run is stored or none is. Seq of every run and outbox message is
+// set on return.
+func (s *Store) CreateRuns(ctx context.Context, runs []*Run, outbox []*OutboxMessage) error {
+	if len(runs) == 0 && len(outbox) == 0 {
+		return nil
+	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(run).Error; err != nil {
-			return fmt.Errorf("insert run: %w", err)
+		if len(runs) > 0 {
+			if err := tx.Create(runs).Error; err != nil {
+				return fmt.Errorf("insert runs: %w", err)
+			}
 		}
-		if len(run.Request.Tags) > 0 {
-			tags := make([]RunTag, 0, len(run.Request.Tags))
+		var tags []RunTag
+		for _, run := range runs {
 			for k, v := range run.Request.Tags {
 				tags = append(tags, RunTag{RunSeq: run.Seq, Key: k, Value: v})
 			}
+		}
+		if len(tags) > 0 {
 			if err := tx.Create(&tags).Error; err != nil {
 				return fmt.Errorf("insert tags: %w", err)
 			}
@@ -141,13 +157,17 @@ func (s *Store) CreateRun(ctx context.Context, run *Run, outbox ...*OutboxMessag
 }
 
 func insertOutbox(tx *gorm.DB, msgs []*OutboxMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
 	for _, m := range msgs {
 		if m.CreatedAt.IsZero() {
-			m.CreatedAt = time.Now().UTC()
+			m.CreatedAt = now
 		}
-		if err := tx.Create(m).Error; err != nil {
-			return fmt.Errorf("insert outbox message: %w", err)
-		}
+	}
+	if err := tx.Create(msgs).Error; err != nil {
+		return fmt.Errorf("insert outbox messages: %w", err)
 	}
 	return nil
 }
@@ -179,13 +199,16 @@ type ListQuery struct {
 	Owner string
 }
 
-// ListRuns returns one page of runs and the cursor of the next page (0 when
-// this is the last one). It walks an index on seq: no OFFSET.
+// ListRuns returns one page of run summaries (Seq, ID, State, tags, start
+// and end time; the other fields are zero) and the cursor of the next page
+// (0 when this is the last one). It walks an index on seq: no OFFSET.
 func (s *Store) ListRuns(ctx context.Context, q ListQuery) ([]Run, int64, error) {
 	if q.Limit <= 0 {
 		return nil, 0, fmt.Errorf("%w: page size must be positive", ErrInvalid)
 	}
-	db := s.db.WithContext(ctx).Model(&Run{})
+	// A page lists summaries: reading only their columns keeps a page of
+	// 1000 runs with large params and outputs cheap.
+	db := s.db.WithContext(ctx).Model(&Run{}).Select("seq", "id", "state", "tags", "start_time", "end_time")
 	if q.Before > 0 {
 		db = db.Where("seq < ?", q.Before)
 	}
@@ -394,10 +417,11 @@ func (s *Store) GetTask(ctx context.Context, runID, taskID string) (*TaskLog, er
 	return &t, nil
 }
 
-// PendingOutbox returns up to limit unpublished outbox messages, oldest first.
-func (s *Store) PendingOutbox(ctx context.Context, limit int) ([]OutboxMessage, error) {
+// PendingOutbox returns up to limit unpublished outbox messages created
+// before the given time, oldest first.
+func (s *Store) PendingOutbox(ctx context.Context, limit int, before time.Time) ([]OutboxMessage, error) {
 	var msgs []OutboxMessage
-	if err := s.db.WithContext(ctx).Order("seq").Limit(limit).Find(&msgs).Error; err != nil {
+	if err := s.db.WithContext(ctx).Where("created_at < ?", before.UTC()).Order("seq").Limit(limit).Find(&msgs).Error; err != nil {
 		return nil, fmt.Errorf("read outbox: %w", classify(err))
 	}
 	return msgs, nil

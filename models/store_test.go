@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/wes-dev/wes/models"
@@ -27,6 +29,7 @@ func TestStore(t *testing.T) {
 				"UpdateRun":     testUpdateRun,
 				"RequestCancel": testRequestCancel,
 				"Outbox":        testOutbox,
+				"CreateRuns":    testCreateRuns,
 				"UpdateRuns":    testUpdateRuns,
 			} {
 				t.Run(name, func(t *testing.T) {
@@ -221,9 +224,17 @@ func testRequestCancel(t *testing.T, s *models.Store) {
 
 func testOutbox(t *testing.T, s *models.Store) {
 	ctx := context.Background()
-	require.NoError(t, s.CreateRun(ctx, newRun("ob-1", nil),
-		&models.OutboxMessage{Subject: "a", MsgID: "ob-1", Payload: []byte(`{"n":1}`)}))
-	msgs, err := s.PendingOutbox(ctx, 1000)
+	msg := &models.OutboxMessage{Subject: "a", MsgID: "ob-1", Payload: []byte(`{"n":1}`)}
+	require.NoError(t, s.CreateRun(ctx, newRun("ob-1", nil), msg))
+	require.NotZero(t, msg.Seq, "the caller learns the seq of what it inserted")
+
+	// A sweep leaves messages younger than its cut-off to whoever wrote them.
+	msgs, err := s.PendingOutbox(ctx, 1000, msg.CreatedAt.Add(-time.Second))
+	require.NoError(t, err)
+	for _, m := range msgs {
+		require.NotEqual(t, "ob-1", m.MsgID)
+	}
+	msgs, err = s.PendingOutbox(ctx, 1000, time.Now().Add(time.Second))
 	require.NoError(t, err)
 	var found *models.OutboxMessage
 	for i := range msgs {
@@ -232,13 +243,43 @@ func testOutbox(t *testing.T, s *models.Store) {
 		}
 	}
 	require.NotNil(t, found)
+	require.Equal(t, msg.Seq, found.Seq)
 	require.Equal(t, `{"n":1}`, string(found.Payload))
 	require.NoError(t, s.DeleteOutbox(ctx, found.Seq))
-	msgs, err = s.PendingOutbox(ctx, 1000)
+	msgs, err = s.PendingOutbox(ctx, 1000, time.Now().Add(time.Second))
 	require.NoError(t, err)
 	for _, m := range msgs {
 		require.NotEqual(t, "ob-1", m.MsgID)
 	}
+}
+
+func testCreateRuns(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	var runs []*models.Run
+	var msgs []*models.OutboxMessage
+	for i := range 50 {
+		id := fmt.Sprintf("batch-%d", i)
+		runs = append(runs, newRun(id, map[string]string{"batch": "yes", "i": strconv.Itoa(i)}))
+		msgs = append(msgs, &models.OutboxMessage{Subject: "s", MsgID: id, Payload: []byte("{}")})
+	}
+	require.NoError(t, s.CreateRuns(ctx, runs, msgs))
+	seen := map[int64]bool{}
+	for i, r := range runs {
+		require.NotZero(t, r.Seq)
+		require.NotZero(t, msgs[i].Seq)
+		require.False(t, seen[r.Seq], "distinct seqs")
+		seen[r.Seq] = true
+	}
+	list, _, err := s.ListRuns(ctx, models.ListQuery{Limit: 100, Tags: map[string]string{"batch": "yes", "i": "7"}})
+	require.NoError(t, err)
+	require.Len(t, list, 1, "the tag index covers every run of the batch")
+	require.Equal(t, "batch-7", list[0].ID)
+
+	// All or nothing: one bad run (a duplicate id) stores none of the batch.
+	bad := []*models.Run{newRun("batch-new", nil), newRun("batch-3", nil)}
+	require.Error(t, s.CreateRuns(ctx, bad, []*models.OutboxMessage{{Subject: "s", MsgID: "batch-new", Payload: []byte("{}")}}))
+	_, err = s.GetRun(ctx, "batch-new")
+	require.ErrorIs(t, err, models.ErrNotFound)
 }
 
 func testSchema(t *testing.T, url string) {
