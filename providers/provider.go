@@ -65,6 +65,9 @@ type Result struct {
 	Outputs json.RawMessage
 	// OutputDir, when set, holds the files the workflow produced.
 	OutputDir string
+	// SystemLogs are notes for the run's system_logs about how the attempt
+	// went on this backend (processes left behind, output cut short).
+	SystemLogs []string
 }
 
 // Provider runs jobs on one kind of backend.

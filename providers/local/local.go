@@ -44,6 +44,11 @@ type Config struct {
 	AllowLocalWorkflows bool
 	// PATH is the search path for engines and their environment.
 	PATH string
+	// WaitDelay bounds how long the engine's output is still read after
+	// the engine exited: a process it left behind that no longer carries
+	// the run's marker (one that cleared its environment and left the
+	// process tree) may hold the pipes open for ever.
+	WaitDelay time.Duration
 }
 
 // Provider runs engines found on this host.
@@ -72,6 +77,9 @@ func New(cfg Config, log *slog.Logger) *Provider {
 	}
 	if cfg.Cores <= 0 {
 		cfg.Cores = 1
+	}
+	if cfg.WaitDelay <= 0 {
+		cfg.WaitDelay = 5 * time.Second
 	}
 	if cfg.PATH == "" {
 		cfg.PATH = os.Getenv("PATH")
@@ -179,6 +187,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		markerVar + "=" + marker,
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = p.cfg.WaitDelay
 	var stdout bytes.Buffer
 	cmd.Stdout = io.MultiWriter(job.Stdout, &limitedBuffer{buf: &stdout, max: 64 << 20})
 	stderr := &lineWriter{dst: job.Stderr}
@@ -215,8 +224,16 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 
 	var exitErr *exec.ExitError
 	code := 0
+	var notes []string
 	switch {
 	case werr == nil:
+	case errors.Is(werr, exec.ErrWaitDelay):
+		// The engine exited 0, but a process it left behind, out of
+		// terminate's reach, held its output open: the run is not the
+		// worse for it.
+		p.log.Warn("the engine exited but a process it left behind held its output open; stopped reading it",
+			"run_id", job.RunID, "engine", d.name, "wait_delay", p.cfg.WaitDelay)
+		notes = append(notes, fmt.Sprintf("%s exited, but a process it left behind kept its output open; output after the exit was not read (waited %s)", d.name, p.cfg.WaitDelay))
 	case errors.As(werr, &exitErr):
 		code = exitErr.ExitCode()
 		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -234,7 +251,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 			rep.Task(t)
 		}
 	}
-	res := providers.Result{ExitCode: code, Outputs: json.RawMessage(`{}`), OutputDir: r.outputs}
+	res := providers.Result{ExitCode: code, Outputs: json.RawMessage(`{}`), OutputDir: r.outputs, SystemLogs: notes}
 	if code == 0 {
 		out, err := d.outputs(r, stdout.Bytes())
 		if err != nil {
