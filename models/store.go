@@ -262,42 +262,11 @@ func (s *Store) StateCounts(ctx context.Context, owner string) (map[State]int64,
 // fn returns an error (ErrSkip to mean "nothing to do") nothing is written
 // and the error is returned.
 func (s *Store) UpdateRun(ctx context.Context, id string, fn func(*Run) ([]TaskLog, error)) error {
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var r Run
-		q := tx
-		if s.dialect == dialectPostgres {
-			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
-		}
-		if err := q.Where("id = ?", id).Take(&r).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return fmt.Errorf("run %q: %w", id, ErrNotFound)
-			}
-			return err
-		}
-		tasks, err := fn(&r)
-		if err != nil {
-			return err
-		}
-		r.UpdatedAt = time.Now().UTC()
-		if err := tx.Save(&r).Error; err != nil {
-			return fmt.Errorf("save run: %w", err)
-		}
-		for i := range tasks {
-			t := tasks[i]
-			t.Seq, t.RunID = 0, r.ID
-			err := tx.Clauses(clause.OnConflict{
-				Columns: []clause.Column{{Name: "run_id"}, {Name: "task_id"}},
-				DoUpdates: clause.AssignmentColumns([]string{
-					"name", "cmd", "start_time", "end_time", "stdout", "stderr", "exit_code", "system_logs", "tes_uri",
-				}),
-			}).Create(&t).Error
-			if err != nil {
-				return fmt.Errorf("upsert task %q: %w", t.ID, err)
-			}
-		}
-		return nil
-	})
-	return classify(err)
+	errs, err := s.UpdateRuns(ctx, []RunUpdate{{ID: id, Fn: fn}})
+	if err != nil {
+		return err
+	}
+	return errs[0]
 }
 
 // RunUpdate is one change of UpdateRuns: fn changes the run with that id,
@@ -307,27 +276,140 @@ type RunUpdate struct {
 	Fn func(*Run) ([]TaskLog, error)
 }
 
-// UpdateRuns applies updates in order, in one transaction: each in a
-// savepoint of its own, so that an update whose fn fails (ErrSkip, a refused
-// transition) or whose run does not exist is left out while the others
+// UpdateRuns applies updates in order, in one transaction, with a constant
+// number of statements: it reads (and on PostgreSQL locks) every run the
+// batch names at once, applies each fn in memory to a copy of its run,
+// then writes the changed runs in one upsert and the task logs in another.
+// An update whose fn fails with ErrSkip or a refused transition, or whose
+// run does not exist, is left out (its copy is dropped) while the others
 // stand. It returns the error of each update, or an error for the whole
-// batch (then nothing was written).
+// batch (then nothing was written): a fn's other errors, or the database's.
 func (s *Store) UpdateRuns(ctx context.Context, updates []RunUpdate) ([]error, error) {
 	errs := make([]error, len(updates))
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		in := &Store{db: tx, sqlDB: s.sqlDB, dialect: s.dialect}
-		for i, u := range updates {
-			errs[i] = in.UpdateRun(ctx, u.ID, u.Fn)
-			if errs[i] != nil && !errors.Is(errs[i], ErrSkip) && !errors.Is(errs[i], ErrNotFound) && !isRefusal(errs[i]) {
-				return errs[i]
+		ids := make([]string, 0, len(updates))
+		seen := make(map[string]bool, len(updates))
+		for _, u := range updates {
+			if !seen[u.ID] {
+				seen[u.ID] = true
+				ids = append(ids, u.ID)
 			}
 		}
-		return nil
+		var rows []*Run
+		q := tx
+		if s.dialect == dialectPostgres {
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		// In seq order, so that concurrent writers lock rows in one order.
+		if err := q.Where("id IN ?", ids).Order("seq").Find(&rows).Error; err != nil {
+			return fmt.Errorf("load runs: %w", err)
+		}
+		byID := make(map[string]*Run, len(rows))
+		for _, r := range rows {
+			byID[r.ID] = r
+		}
+		var (
+			changed []*Run
+			dirty   = map[string]bool{}
+			tasks   []TaskLog
+		)
+		now := time.Now().UTC()
+		for i, u := range updates {
+			r := byID[u.ID]
+			if r == nil {
+				errs[i] = fmt.Errorf("run %q: %w", u.ID, ErrNotFound)
+				continue
+			}
+			next := *r
+			ts, err := u.Fn(&next)
+			if err != nil {
+				if !errors.Is(err, ErrSkip) && !isRefusal(err) {
+					return err
+				}
+				errs[i] = err
+				continue
+			}
+			next.UpdatedAt = now
+			*r = next
+			if !dirty[r.ID] {
+				dirty[r.ID] = true
+				changed = append(changed, r)
+			}
+			for _, t := range ts {
+				t.Seq, t.RunID = 0, r.ID
+				tasks = append(tasks, t)
+			}
+		}
+		if len(changed) > 0 {
+			for _, r := range changed {
+				s.sanitize(r)
+			}
+			if err := tx.Clauses(clause.OnConflict{
+				Columns: []clause.Column{{Name: "seq"}}, UpdateAll: true,
+			}).Create(&changed).Error; err != nil {
+				return fmt.Errorf("save runs: %w", err)
+			}
+		}
+		return s.upsertTasks(tx, tasks)
 	})
 	if err != nil {
 		return nil, classify(err)
 	}
 	return errs, nil
+}
+
+// upsertTasks writes task logs, the last one of each (run, task) winning,
+// in one statement.
+func (s *Store) upsertTasks(tx *gorm.DB, tasks []TaskLog) error {
+	if len(tasks) == 0 {
+		return nil
+	}
+	type key struct{ run, task string }
+	last := make(map[key]int, len(tasks))
+	for i, t := range tasks {
+		last[key{t.RunID, t.ID}] = i
+	}
+	out := make([]TaskLog, 0, len(last))
+	for i, t := range tasks {
+		if last[key{t.RunID, t.ID}] == i {
+			s.sanitizeTask(&t)
+			out = append(out, t)
+		}
+	}
+	err := tx.Clauses(clause.OnConflict{
+		Columns: []clause.Column{{Name: "run_id"}, {Name: "task_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{
+			"name", "cmd", "start_time", "end_time", "stdout", "stderr", "exit_code", "system_logs", "tes_uri",
+		}),
+	}).Create(&out).Error
+	if err != nil {
+		return fmt.Errorf("upsert tasks: %w", err)
+	}
+	return nil
+}
+
+// sanitize makes r's plain text columns storable: PostgreSQL's TEXT takes
+// neither NUL nor invalid UTF-8, which an event may carry (the JSON columns
+// escape them).
+func (s *Store) sanitize(r *Run) {
+	if s.dialect != dialectPostgres {
+		return
+	}
+	r.ErrorMessage = storableText(r.ErrorMessage)
+	r.Executor = storableText(r.Executor)
+}
+
+func (s *Store) sanitizeTask(t *TaskLog) {
+	if s.dialect != dialectPostgres {
+		return
+	}
+	for _, f := range []*string{&t.ID, &t.Name, &t.Stdout, &t.Stderr, &t.TESURI} {
+		*f = storableText(*f)
+	}
+}
+
+func storableText(v string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(v, "\uFFFD"), "\x00", "")
 }
 
 // isRefusal reports whether err is a refused transition or a stale event:

@@ -352,6 +352,27 @@ func testUpdateRuns(t *testing.T, s *models.Store) {
 	require.NoError(t, err)
 	require.Equal(t, models.Canceled, r2.State)
 
+	// Text the events carry is stored even where PostgreSQL's TEXT would
+	// refuse it (NUL, invalid UTF-8); the same task twice in a batch keeps
+	// the last report.
+	errs, err = s.UpdateRuns(ctx, []models.RunUpdate{
+		{ID: "ur-1", Fn: func(r *models.Run) ([]models.TaskLog, error) {
+			r.ErrorMessage = "bad\x00byte \xff"
+			return []models.TaskLog{{ID: "t", Name: "first"}}, nil
+		}},
+		{ID: "ur-1", Fn: func(r *models.Run) ([]models.TaskLog, error) {
+			return []models.TaskLog{{ID: "t", Name: "sec\x00ond"}}, nil
+		}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, errs[0])
+	r1, err = s.GetRun(ctx, "ur-1")
+	require.NoError(t, err)
+	require.Contains(t, r1.ErrorMessage, "bad")
+	task, err := s.GetTask(ctx, "ur-1", "t")
+	require.NoError(t, err)
+	require.Contains(t, []string{"second", "sec\x00ond"}, task.Name)
+
 	// A failure of the batch itself writes nothing.
 	boom := errors.New("boom")
 	_, err = s.UpdateRuns(ctx, []models.RunUpdate{

@@ -128,7 +128,7 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 				msgs = append(msgs, m)
 			}
 		}
-		p.applyBatch(ctx, msgs)
+		p.applyBatch(ctx, lease, msgs)
 	}
 	return nil
 }
@@ -143,8 +143,9 @@ type entry struct {
 
 // applyBatch applies the decodable events of msgs in one transaction and
 // settles every message: Ack (applied, duplicate, dropped), dead letter
-// (poison), or Nak for all when the transaction failed.
-func (p *Projector) applyBatch(ctx context.Context, msgs []jetstream.Msg) {
+// (poison, or refused by the database), or Nak for all when the database
+// stayed unreachable until ctx ended or the lease was lost.
+func (p *Projector) applyBatch(ctx context.Context, lease *events.Lease, msgs []jetstream.Msg) {
 	var batch []*entry
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
@@ -172,30 +173,91 @@ func (p *Projector) applyBatch(ctx context.Context, msgs []jetstream.Msg) {
 			return tasks, err
 		}}
 	}
-	// Retry the same batch until it is applied: handing it back would let
-	// newer events overtake it, and order is what keeps the state exact.
-	var results []error
-	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
-		var err error
-		if results, err = p.store.UpdateRuns(ctx, updates); err == nil {
-			break
+	if len(updates) == 0 {
+		return
+	}
+	results, err := p.store.UpdateRuns(ctx, updates)
+	if err != nil && !errors.Is(err, models.ErrUnavailable) && len(updates) > 1 {
+		// The database refused something in the batch: apply the events
+		// one by one, so that the one it refuses is set aside alone.
+		p.log.Warn("batch refused, applying its events one by one", "events", len(batch), "err", err)
+		results = make([]error, len(updates))
+		for i := range updates {
+			if results[i], err = p.applyOne(ctx, lease, updates[i]); err != nil {
+				break
+			}
 		}
-		p.log.Warn("cannot apply events, retrying", "events", len(batch), "err", err, "retry_in", delay)
-		for _, e := range batch {
-			_ = e.msg.InProgress()
-		}
-		select {
-		case <-ctx.Done():
+	} else if err != nil && !errors.Is(err, models.ErrUnavailable) {
+		results, err = []error{fmt.Errorf("%w: %w", errRefused, err)}, nil
+	}
+	if err != nil {
+		// The database is unreachable: retry the same batch until it is
+		// applied. Handing it back would let newer events overtake it, and
+		// order is what keeps the state exact.
+		if results, err = p.retry(ctx, lease, batch, updates, err); err != nil {
+			p.log.Warn("batch handed back", "events", len(batch), "err", err)
 			for _, e := range batch {
 				_ = e.msg.Nak()
 			}
 			return
-		case <-time.After(delay):
 		}
 	}
 	for i, e := range batch {
 		p.settle(ctx, e, results[i])
 	}
+}
+
+// errRefused marks an event the database refuses to store.
+var errRefused = errors.New("refused by the database")
+
+// applyOne applies one update alone, waiting out an unreachable database.
+// An update the database refuses gets errRefused.
+func (p *Projector) applyOne(ctx context.Context, lease *events.Lease, u models.RunUpdate) (result, err error) {
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
+		res, err := p.store.UpdateRuns(ctx, []models.RunUpdate{u})
+		switch {
+		case err == nil:
+			return res[0], nil
+		case !errors.Is(err, models.ErrUnavailable):
+			return fmt.Errorf("%w: %w", errRefused, err), nil
+		}
+		if err := p.pause(ctx, lease, delay, nil); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// retry applies updates until the database takes them, keeping batch's
+// messages in progress meanwhile. It gives up when ctx ends or this process
+// loses the lease (another projector may be applying newer events).
+func (p *Projector) retry(ctx context.Context, lease *events.Lease, batch []*entry, updates []models.RunUpdate, err error) ([]error, error) {
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
+		p.log.Warn("cannot apply events, retrying", "events", len(batch), "err", err, "retry_in", delay)
+		if err := p.pause(ctx, lease, delay, batch); err != nil {
+			return nil, err
+		}
+		var results []error
+		if results, err = p.store.UpdateRuns(ctx, updates); err == nil {
+			return results, nil
+		}
+	}
+}
+
+// pause waits delay, keeping batch in progress, and checks that this
+// process still holds the lease.
+func (p *Projector) pause(ctx context.Context, lease *events.Lease, delay time.Duration, batch []*entry) error {
+	for _, e := range batch {
+		_ = e.msg.InProgress()
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(delay):
+	}
+	if !lease.Hold(ctx) {
+		return errors.New("lost the projector lease")
+	}
+	return nil
 }
 
 func (p *Projector) settle(ctx context.Context, e *entry, err error) {
@@ -220,6 +282,12 @@ func (p *Projector) settle(ctx context.Context, e *entry, err error) {
 		p.m.events.WithLabelValues("dropped").Inc()
 		log.Info("event dropped", "reason", err)
 		_ = e.msg.Ack()
+	case errors.Is(err, errRefused):
+		p.m.events.WithLabelValues("poison").Inc()
+		log.Error("the database refuses this event, dead-lettering it", "err", err)
+		if err := events.DeadLetter(ctx, p.bus, e.msg, err.Error()); err != nil {
+			log.Error("cannot dead-letter event", "err", err)
+		}
 	case errors.Is(err, models.ErrNotFound):
 		p.m.events.WithLabelValues("poison").Inc()
 		log.Error("event for an unknown run, dead-lettering it")

@@ -1,0 +1,70 @@
+package projector_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/models/modelstest"
+	"github.com/wes-dev/wes/projector"
+)
+
+// An event the database refuses (an exit code beyond INTEGER) is
+// dead-lettered alone; the events around it, in the same batch, are applied.
+func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
+	require.NoError(t, err)
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames("PROJ")
+	require.NoError(t, err)
+	bus, err := events.Provision(ctx, js, names, events.Config{})
+	require.NoError(t, err)
+	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
+	now := time.Now().UTC()
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, store.CreateRun(ctx, &models.Run{ID: id, State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
+			Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+	}
+	// Published before the projector starts, so that they form one batch.
+	pub := events.NewPublisher(js, names)
+	huge := 1 << 40
+	for _, ev := range []events.RunEvent{
+		{RunID: "a", Attempt: 1, State: models.Initializing, Source: "x"},
+		{RunID: "b", Attempt: 1, State: models.Initializing, Source: "x"},
+		{RunID: "a", Attempt: 1, State: models.Running, Source: "x", ExitCode: &huge},
+		{RunID: "b", Attempt: 1, State: models.Running, Source: "x"},
+		{RunID: "b", Attempt: 1, State: models.Complete, Source: "x"},
+	} {
+		require.NoError(t, pub.PublishEvent(ctx, ev))
+	}
+	go func() { _ = projector.New(store, bus, "test", prometheus.NewRegistry(), nil).Run(ctx) }()
+
+	require.Eventually(t, func() bool {
+		b, err := store.GetRun(ctx, "b")
+		return err == nil && b.State == models.Complete
+	}, 20*time.Second, 50*time.Millisecond)
+	a, err := store.GetRun(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, models.Initializing, a.State, "the refused event is not applied; the one before it is")
+
+	dl, err := js.Stream(ctx, names.DeadLetterStream())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := dl.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	}, 5*time.Second, 50*time.Millisecond, "the refused event is dead-lettered, once")
+}
