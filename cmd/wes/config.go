@@ -75,6 +75,7 @@ type Config struct {
 	AlertStates     []string `envconfig:"WES_ALERT_STATES" default:"EXECUTOR_ERROR,SYSTEM_ERROR" desc:"alerting: comma-separated final states that raise an alert"`
 
 	APIURL    string `envconfig:"WES_API_URL" default:"http://localhost:5000/api/ga4gh/wes/v1" desc:"client: the WES API to talk to"`
+	PprofAddr string `envconfig:"WES_PPROF_ADDR" desc:"api, executor: serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (empty: off; never expose it)"`
 	LogFormat string `envconfig:"WES_LOG_FORMAT" default:"text" desc:"text or json"`
 	LogLevel  string `envconfig:"WES_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }

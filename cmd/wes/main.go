@@ -48,6 +48,7 @@ var commands = []command{
 	{"migrate", "up|status", "apply or show database migrations (WES_DATABASE_URL)", runMigrate},
 	{"runs", "submit|list|get|status|cancel|logs|outputs|watch|wait", "the client: talk to the API at $WES_API_URL (wes runs --help)", runRuns},
 	{"service-info", "", "print the service-info of $WES_API_URL", runServiceInfo},
+	{"bench", "[ceilings|fill|list] [flags]", "load generator and benchmarks against $WES_API_URL (wes bench --help)", runBench},
 	{"cwl-runner", "[--outdir DIR] [--quiet] tool.cwl [job.yml]", "a drop-in cwl-runner that runs the tool through $WES_API_URL", runCWLRunner},
 	{"version", "", "print the version", func(_ context.Context, env *environment, _ []string) error {
 		fmt.Fprintln(env.stdout, version())
@@ -83,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		usage(stderr)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-	if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") && cmd.name != "runs" {
+	if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") && cmd.name != "runs" && cmd.name != "bench" {
 		fmt.Fprintf(stdout, "Usage: wes %s %s\n\n%s\n\n", cmd.name, cmd.args, cmd.summary)
 		configUsage(stdout)
 		return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -101,7 +102,7 @@ func runAPI(ctx context.Context, env *environment, _ []string) error {
 	if err != nil {
 		return err
 	}
-	return runAll(ctx, comps...)
+	return runAll(ctx, append(comps, func(ctx context.Context) error { return servePprof(ctx, env) })...)
 }
 
 func runExecutor(ctx context.Context, env *environment, _ []string) error {
@@ -115,7 +116,7 @@ func runExecutor(ctx context.Context, env *environment, _ []string) error {
 	if err != nil {
 		return err
 	}
-	return runAll(ctx, exec, func(ctx context.Context) error {
+	return runAll(ctx, exec, func(ctx context.Context) error { return servePprof(ctx, env) }, func(ctx context.Context) error {
 		return serveOps(ctx, env, env.cfg.ExecutorMetricsAddr, reg, func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS unreachable")
@@ -446,6 +447,22 @@ func serveOps(ctx context.Context, env *environment, addr string, reg *prometheu
 	})
 	return apiserver.Serve(ctx, addr, mux, env.log, func(a net.Addr) {
 		env.log.Info("executor metrics and health listening", "url", "http://"+a.String()+"/metrics")
+	})
+}
+
+// servePprof serves the runtime profiles on WES_PPROF_ADDR, when set.
+func servePprof(ctx context.Context, env *environment) error {
+	if env.cfg.PprofAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return apiserver.Serve(ctx, env.cfg.PprofAddr, mux, env.log, func(a net.Addr) {
+		env.log.Info("pprof listening", "url", "http://"+a.String()+"/debug/pprof/")
 	})
 }
 

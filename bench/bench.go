@@ -1,0 +1,415 @@
+// Package bench is the load generator behind `wes bench`: it submits mock
+// runs to a running server from many concurrent clients, follows the runs'
+// state events as they are published, and reports submit, dispatch and
+// end-to-end throughput and latency.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config says what load to generate.
+type Config struct {
+	// APIURL ends with the API's base path.
+	APIURL string
+	// Token, if set, is sent as a bearer token.
+	Token string
+	// Concurrency is the number of clients, each submitting one run after
+	// another.
+	Concurrency int
+	// Runs stops submitting after this many submissions (0: no limit).
+	Runs int
+	// Duration stops submitting after this long (0: no limit).
+	Duration time.Duration
+	// MockDuration is how long each mock run runs.
+	MockDuration time.Duration
+	// Multipart submits multipart/form-data, as the WES spec describes,
+	// instead of the seed's JSON body.
+	Multipart bool
+	// Wait bounds how long to wait, after the last submission, for the runs
+	// to complete and be recorded.
+	Wait time.Duration
+}
+
+// StateFunc is called for every run state change published, as it arrives.
+type StateFunc func(runID, state string)
+
+// Subscribe starts delivering run state changes to fn until stop is
+// called. The bench measures dispatch and completion from these events, not
+// by polling.
+type Subscribe func(fn StateFunc) (stop func(), err error)
+
+// Result is what one benchmark measured. Latencies are in milliseconds.
+type Result struct {
+	Concurrency   int     `json:"concurrency"`
+	Format        string  `json:"format"`
+	MockDurationS float64 `json:"mock_duration_s"`
+	Submitted     int     `json:"submitted"`
+	Completed     int     `json:"completed"`
+	SubmitSeconds float64 `json:"submit_seconds"`
+
+	SubmitPerSec float64 `json:"submit_per_sec"`
+	SubmitP50    float64 `json:"submit_p50_ms"`
+	SubmitP95    float64 `json:"submit_p95_ms"`
+	SubmitP99    float64 `json:"submit_p99_ms"`
+	SubmitMax    float64 `json:"submit_max_ms"`
+
+	// Dispatch is from the 200 of the submission to the INITIALIZING event.
+	DispatchP50 float64 `json:"dispatch_p50_ms"`
+	DispatchP95 float64 `json:"dispatch_p95_ms"`
+	DispatchP99 float64 `json:"dispatch_p99_ms"`
+	DispatchMax float64 `json:"dispatch_max_ms"`
+
+	// E2E latency is from sending the submission to the COMPLETE event;
+	// E2EPerSec counts runs until the database records all of them COMPLETE.
+	E2EPerSec float64 `json:"e2e_per_sec"`
+	E2EP50    float64 `json:"e2e_p50_ms"`
+	E2EP95    float64 `json:"e2e_p95_ms"`
+	E2EP99    float64 `json:"e2e_p99_ms"`
+	E2EMax    float64 `json:"e2e_max_ms"`
+	E2ESecond float64 `json:"e2e_seconds"`
+
+	Errors      map[string]int `json:"errors"`
+	ErrorsTotal int            `json:"errors_total"`
+}
+
+type sample struct {
+	id       string
+	sent     time.Time
+	accepted time.Time
+}
+
+// tracker keeps the first time each state of each run was seen.
+type tracker struct {
+	mu      sync.Mutex
+	seen    map[string]map[string]time.Time
+	changed chan struct{}
+}
+
+func (t *tracker) observe(runID, state string) {
+	now := time.Now()
+	t.mu.Lock()
+	m := t.seen[runID]
+	if m == nil {
+		m = make(map[string]time.Time, 4)
+		t.seen[runID] = m
+	}
+	if _, ok := m[state]; !ok {
+		m[state] = now
+	}
+	t.mu.Unlock()
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (t *tracker) at(runID, state string) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.seen[runID][state]
+	return at, ok
+}
+
+var finalStates = []string{"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+func (t *tracker) final(runID string) (string, time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range finalStates {
+		if at, ok := t.seen[runID][s]; ok {
+			return s, at, true
+		}
+	}
+	return "", time.Time{}, false
+}
+
+// Run generates the load cfg describes and measures it.
+func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) {
+	if cfg.Concurrency < 1 {
+		return nil, errors.New("concurrency must be at least 1")
+	}
+	if cfg.Runs <= 0 && cfg.Duration <= 0 {
+		return nil, errors.New("give a number of runs or a duration")
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = 5 * time.Minute
+	}
+	body, contentType, err := submission(cfg)
+	if err != nil {
+		return nil, err
+	}
+	httpc := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2},
+	}
+	api := &apiClient{base: strings.TrimSuffix(cfg.APIURL, "/"), token: cfg.Token, http: httpc}
+	completeBefore, err := api.completeCount(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("service-info of %s: %w", cfg.APIURL, err)
+	}
+
+	tr := &tracker{seen: map[string]map[string]time.Time{}, changed: make(chan struct{}, 1)}
+	stop, err := subscribe(tr.observe)
+	if err != nil {
+		return nil, fmt.Errorf("follow run events: %w", err)
+	}
+	defer stop()
+
+	var (
+		mu      sync.Mutex
+		samples []sample
+		errs    = map[string]int{}
+		issued  int
+		wg      sync.WaitGroup
+	)
+	submitCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		submitCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	for range cfg.Concurrency {
+		wg.Go(func() {
+			for submitCtx.Err() == nil {
+				mu.Lock()
+				if cfg.Runs > 0 && issued >= cfg.Runs {
+					mu.Unlock()
+					return
+				}
+				issued++
+				mu.Unlock()
+				sent := time.Now()
+				id, kind := api.submit(ctx, body, contentType)
+				accepted := time.Now()
+				mu.Lock()
+				if kind != "" {
+					errs[kind]++
+				} else {
+					samples = append(samples, sample{id: id, sent: sent, accepted: accepted})
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	submitted := time.Since(start)
+
+	// Wait for every accepted run's final event, then for the database to
+	// record them all.
+	deadline := time.NewTimer(cfg.Wait)
+	defer deadline.Stop()
+	pending := func() int {
+		n := 0
+		for _, s := range samples {
+			if _, _, ok := tr.final(s.id); !ok {
+				n++
+			}
+		}
+		return n
+	}
+	timedOut := false
+wait:
+	for pending() > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			timedOut = true
+			break wait
+		case <-tr.changed:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	want := completeBefore
+	for _, s := range samples {
+		if st, _, ok := tr.final(s.id); ok && st == "COMPLETE" {
+			want++
+		}
+	}
+	var recorded time.Time
+	for !timedOut {
+		n, err := api.completeCount(ctx)
+		if err == nil && n >= want {
+			recorded = time.Now()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			timedOut = true
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	res := &Result{
+		Concurrency: cfg.Concurrency, Format: "json", MockDurationS: cfg.MockDuration.Seconds(),
+		Submitted: len(samples), SubmitSeconds: submitted.Seconds(), Errors: errs,
+	}
+	if cfg.Multipart {
+		res.Format = "multipart"
+	}
+	var submitLat, dispatchLat, e2eLat []time.Duration
+	for _, s := range samples {
+		submitLat = append(submitLat, s.accepted.Sub(s.sent))
+		if at, ok := tr.at(s.id, "INITIALIZING"); ok {
+			dispatchLat = append(dispatchLat, max(0, at.Sub(s.accepted)))
+		}
+		st, at, ok := tr.final(s.id)
+		switch {
+		case !ok:
+			errs["not_finished"]++
+		case st != "COMPLETE":
+			errs["run_"+strings.ToLower(st)]++
+		default:
+			res.Completed++
+			e2eLat = append(e2eLat, at.Sub(s.sent))
+		}
+	}
+	if timedOut {
+		errs["not_recorded_in_time"]++
+	}
+	res.SubmitPerSec = float64(len(samples)) / submitted.Seconds()
+	res.SubmitP50, res.SubmitP95, res.SubmitP99, res.SubmitMax = percentiles(submitLat)
+	res.DispatchP50, res.DispatchP95, res.DispatchP99, res.DispatchMax = percentiles(dispatchLat)
+	res.E2EP50, res.E2EP95, res.E2EP99, res.E2EMax = percentiles(e2eLat)
+	if !recorded.IsZero() {
+		res.E2ESecond = recorded.Sub(start).Seconds()
+		res.E2EPerSec = float64(res.Completed) / res.E2ESecond
+	}
+	for _, n := range errs {
+		res.ErrorsTotal += n
+	}
+	return res, nil
+}
+
+// percentiles returns p50, p95, p99 and max in milliseconds.
+func percentiles(d []time.Duration) (p50, p95, p99, maxMS float64) {
+	if len(d) == 0 {
+		return 0, 0, 0, 0
+	}
+	slices.Sort(d)
+	at := func(p float64) float64 {
+		return ms(d[int(p*float64(len(d)-1)+0.5)])
+	}
+	return at(0.50), at(0.95), at(0.99), ms(d[len(d)-1])
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// submission encodes the one request every client sends.
+func submission(cfg Config) (body []byte, contentType string, err error) {
+	fields := map[string]string{
+		"workflow_type":              "CWL",
+		"workflow_type_version":      "v1.0",
+		"workflow_url":               "https://example.com/bench.cwl",
+		"workflow_engine":            "mock",
+		"workflow_params":            `{}`,
+		"tags":                       `{"wes.bench":"true"}`,
+		"workflow_engine_parameters": fmt.Sprintf(`{"duration":%q}`, cfg.MockDuration.String()),
+	}
+	if !cfg.Multipart {
+		obj := map[string]json.RawMessage{}
+		for k, v := range fields {
+			if strings.HasPrefix(v, "{") {
+				obj[k] = json.RawMessage(v)
+			} else {
+				obj[k], _ = json.Marshal(v)
+			}
+		}
+		body, err = json.Marshal(obj)
+		return body, "application/json", err
+	}
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		if err := mw.WriteField(k, v); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), mw.FormDataContentType(), nil
+}
+
+// apiClient is the little of the WES API the bench needs, kept lean so
+// that the load generator spends as little of the machine as it can.
+type apiClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func (c *apiClient) request(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.http.Do(req)
+}
+
+// submit posts one run; it returns the run id, or the kind of error.
+func (c *apiClient) submit(ctx context.Context, body []byte, contentType string) (id, errKind string) {
+	resp, err := c.request(ctx, http.MethodPost, "/runs", bytes.NewReader(body), contentType)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "", "timeout"
+		}
+		return "", "transport"
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", "transport"
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Sprintf("http_%d", resp.StatusCode)
+	}
+	var out struct {
+		RunID string `json:"run_id"`
+	}
+	if json.Unmarshal(data, &out) != nil || out.RunID == "" {
+		return "", "bad_response"
+	}
+	return out.RunID, ""
+}
+
+// completeCount is the number of COMPLETE runs the database holds, from
+// service-info's system_state_counts.
+func (c *apiClient) completeCount(ctx context.Context) (int64, error) {
+	resp, err := c.request(ctx, http.MethodGet, "/service-info", nil, "")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	var info struct {
+		Counts map[string]int64 `json:"system_state_counts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		return 0, err
+	}
+	return info.Counts["COMPLETE"], nil
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The whole benchmark from nothing, on this machine (task bench):
+#   a fresh PostgreSQL database, a NATS JetStream server with file storage,
+#   `wes api` and two `wes executor` processes (mock provider), then
+#   1. the ceilings: PostgreSQL single-row inserts/s and JetStream publishes/s;
+#   2. a sweep of `wes bench` over client concurrency (table, JSON lines, SVG chart);
+#   3. memory: an idle executor's RSS, the API's peak RSS under load;
+#   4. scaling: slot-bound runs on one executor, then on two;
+#   5. GET /runs latency over BENCH_FILL (1,000,000) runs.
+#
+#   bash deployments/bench.sh            # or: task bench
+#
+# Environment: BENCH_PG (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
+# BENCH_LEVELS (default 1,4,16,64), BENCH_DURATION (per level, default 20s),
+# BENCH_FILL (default 1000000; 0 skips the list benchmark), BENCH_OUT (default
+# ./.wes-bench: results.jsonl, bench.svg, logs).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${BENCH_OUT:-$ROOT/.wes-bench}
+PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+LEVELS=${BENCH_LEVELS:-1,4,16,64}
+DURATION=${BENCH_DURATION:-20s}
+FILL=${BENCH_FILL:-1000000}
+NATS_PORT=${BENCH_NATS_PORT:-4251}
+API_ADDR=127.0.0.1:${BENCH_API_PORT:-5091}
+DB=wes_bench_$$
+mkdir -p "$OUT/logs"
+rm -rf "$OUT/nats" "$OUT/runs"
+
+NATS_SERVER=/usr/sbin/nats-server
+[[ -x $NATS_SERVER ]] || NATS_SERVER=$(command -v nats-server) || { echo "bench: nats-server not found" >&2; exit 1; }
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  psql "$PG" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$OUT/nats" "$OUT/runs"
+}
+trap cleanup EXIT
+
+echo "== building wes"
+(cd "$ROOT" && go build -o "$OUT/wes" ./cmd/wes)
+WES=$OUT/wes
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(psql "$PG" -Atc 'SHOW server_version' | cut -d' ' -f1 | sed 's/^/PostgreSQL /'), $($NATS_SERVER --version)"
+psql "$PG" -qc "CREATE DATABASE $DB"
+"$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/nats" >"$OUT/logs/nats.log" 2>&1 &
+pids+=($!)
+
+export WES_DATABASE_URL=${PG%/*}/$DB
+export WES_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export WES_NATS_NAMESPACE=BENCH
+export WES_API_URL=http://$API_ADDR/ga4gh/wes/v1
+export WES_LOG_LEVEL=warn
+export DEFAULT_WES_PROVIDER=mock
+export WES_WORK_DIR=$OUT/runs
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
+
+"$WES" migrate up >/dev/null
+WES_LISTEN_ADDR=$API_ADDR "$WES" api >"$OUT/logs/api.log" 2>&1 &
+api=$!; pids+=($api)
+start_executor() {
+  WES_EXECUTOR_ID=bench-$1 WES_EXECUTOR_SLOTS=${2:-32} WES_EXECUTOR_METRICS_ADDR=127.0.0.1:$((9470 + $1)) \
+    "$WES" executor >"$OUT/logs/executor-$1.log" 2>&1 &
+  echo $!
+}
+ex1=$(start_executor 1); pids+=($ex1)
+ex2=$(start_executor 2); pids+=($ex2)
+for _ in $(seq 1 100); do
+  curl -sf "$WES_API_URL/service-info" | grep -q '"mock"' && break
+  sleep 0.2
+done
+curl -sf "$WES_API_URL/service-info" | grep -q '"mock"' || { echo "bench: the API did not list the mock engine"; tail "$OUT"/logs/*.log; exit 1; }
+
+rss() { awk -v k="$2:" '$1 == k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+sleep 3
+echo "== memory: idle executor RSS $(rss "$ex1" VmRSS) MB, idle API RSS $(rss "$api" VmRSS) MB"
+
+echo
+echo "== ceilings (64 clients, 5 s each)"
+"$WES" bench ceilings --concurrency 64 --duration 5s --json >"$OUT/ceilings.json"
+"$WES" bench ceilings --concurrency 4 --duration 5s --json >>"$OUT/ceilings.json"
+cat "$OUT/ceilings.json"
+
+echo
+echo "== sweep: zero-duration mock runs, $DURATION per level, concurrency $LEVELS"
+"$WES" bench --concurrency "$LEVELS" --duration "$DURATION" --json --svg "$OUT/bench.svg" | tee "$OUT/results.jsonl"
+python3 - "$OUT/results.jsonl" "$OUT/ceilings.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ceil = [json.loads(l) for l in open(sys.argv[2]) if l.strip()][0]
+print()
+print(f"{'clients':>7} {'submit/s':>9} {'p50':>6} {'p99':>6} {'disp p50':>8} {'disp p99':>8} {'e2e/s':>7} {'e2e p99':>8} {'errors':>6} {'of PG inserts':>13}")
+for r in rows:
+    print(f"{r['concurrency']:>7} {r['submit_per_sec']:>9.0f} {r['submit_p50_ms']:>6.1f} {r['submit_p99_ms']:>6.1f} "
+          f"{r['dispatch_p50_ms']:>8.1f} {r['dispatch_p99_ms']:>8.1f} {r['e2e_per_sec']:>7.0f} {r['e2e_p99_ms']:>8.0f} "
+          f"{r['errors_total']:>6} {100*r['submit_per_sec']/ceil['pg_insert_per_sec']:>12.0f}%")
+print(f"(PostgreSQL alone: {ceil['pg_insert_per_sec']:.0f} single-row insert tx/s; JetStream alone: "
+      f"{ceil['js_publish_per_sec']:.0f} publishes/s waiting for acks, {ceil['js_async_publish_per_sec']:.0f} async, with {ceil['concurrency']} clients)")
+PY
+echo "== memory: API peak RSS $(rss "$api" VmHWM) MB, executor peak RSS $(rss "$ex1" VmHWM) MB"
+
+echo
+echo "== scaling: 400 mock runs of 250 ms, 16 slots per executor"
+kill -TERM "$ex1" "$ex2"; wait "$ex1" "$ex2" 2>/dev/null || true
+ex1=$(start_executor 1 16); pids+=($ex1)
+sleep 2
+one=$("$WES" bench --concurrency 32 --runs 400 --mock-duration 250ms --json)
+ex2=$(start_executor 2 16); pids+=($ex2)
+sleep 2
+two=$("$WES" bench --concurrency 32 --runs 400 --mock-duration 250ms --json)
+python3 -c "
+import json,sys
+a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2])
+print(f\"one executor: {a['e2e_per_sec']:.1f} runs/s; two executors: {b['e2e_per_sec']:.1f} runs/s; speed-up {b['e2e_per_sec']/a['e2e_per_sec']:.2f}x (ideal 2x: 64 slot-seconds/s)\")
+" "$one" "$two"
+
+if [[ $FILL -gt 0 ]]; then
+  echo
+  echo "== list: GET /runs over $FILL more runs"
+  "$WES" bench fill --runs "$FILL"
+  "$WES" bench list --page-size 100 | tee "$OUT/list.txt"
+fi
+echo
+echo "bench: results in $OUT (results.jsonl, ceilings.json, bench.svg, list.txt, logs/)"
