@@ -37,6 +37,9 @@ type Config struct {
 	// Multipart submits multipart/form-data, as the WES spec describes,
 	// instead of the seed's JSON body.
 	Multipart bool
+	// Rate, when positive, caps submissions per second across all clients
+	// (an open-loop load below capacity, for latencies without queueing).
+	Rate float64
 	// Wait bounds how long to wait, after the last submission, for the runs
 	// to complete and be recorded.
 	Wait time.Duration
@@ -53,6 +56,7 @@ type Subscribe func(fn StateFunc) (stop func(), err error)
 // Result is what one benchmark measured. Latencies are in milliseconds.
 type Result struct {
 	Concurrency   int     `json:"concurrency"`
+	Rate          float64 `json:"rate,omitempty"`
 	Format        string  `json:"format"`
 	MockDurationS float64 `json:"mock_duration_s"`
 	Submitted     int     `json:"submitted"`
@@ -180,10 +184,23 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 		submitCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	var tokens <-chan time.Time
+	if cfg.Rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
+		defer t.Stop()
+		tokens = t.C
+	}
 	start := time.Now()
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for submitCtx.Err() == nil {
+				if tokens != nil {
+					select {
+					case <-tokens:
+					case <-submitCtx.Done():
+						return
+					}
+				}
 				mu.Lock()
 				if cfg.Runs > 0 && issued >= cfg.Runs {
 					mu.Unlock()
@@ -256,7 +273,7 @@ wait:
 	}
 
 	res := &Result{
-		Concurrency: cfg.Concurrency, Format: "json", MockDurationS: cfg.MockDuration.Seconds(),
+		Concurrency: cfg.Concurrency, Rate: cfg.Rate, Format: "json", MockDurationS: cfg.MockDuration.Seconds(),
 		Submitted: len(samples), SubmitSeconds: submitted.Seconds(), Errors: errs,
 	}
 	if cfg.Multipart {

@@ -20,7 +20,7 @@ import (
 )
 
 const benchUsage = `Usage:
-  wes bench [--concurrency N[,N…]] [--runs N | --duration D] [--mock-duration D] [--json] [--svg FILE]
+  wes bench [--concurrency N[,N…]] [--runs N | --duration D] [--rate R] [--mock-duration D] [--json] [--svg FILE]
       submit mock runs to $WES_API_URL and report submit, dispatch and end-to-end
       throughput and latency; follows the runs' events on $WES_NATS_URL.
       A list of concurrencies runs one benchmark after another (a sweep);
@@ -57,6 +57,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	duration := fs.Duration("duration", 0, "submit for this long instead of a number of runs")
 	mockDuration := fs.Duration("mock-duration", 0, "how long each mock run runs")
 	multipart := fs.Bool("multipart", false, "submit multipart/form-data (the WES spec's format) instead of JSON")
+	rate := fs.Float64("rate", 0, "cap on submissions per second across all clients (0: as fast as they go)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the runs to complete after the last submission")
 	asJSON := fs.Bool("json", false, "print one JSON object per benchmark")
 	svg := fs.String("svg", "", "write a chart of the sweep to this SVG file")
@@ -93,7 +94,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 		}
 		res, err := bench.Run(ctx, bench.Config{
 			APIURL: env.cfg.APIURL, Token: env.getenv("WES_TOKEN"), Concurrency: c, Runs: *runs, Duration: *duration,
-			MockDuration: *mockDuration, Multipart: *multipart, Wait: *wait,
+			MockDuration: *mockDuration, Multipart: *multipart, Wait: *wait, Rate: *rate,
 		}, subscribe)
 		if err != nil {
 			return err
@@ -148,8 +149,12 @@ func benchNATS(env *environment) (*nats.Conn, events.Names, error) {
 
 func printBench(w io.Writer, r *bench.Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "%d clients, %s submissions, mock runs of %gs: %d submitted in %.1fs, %d completed\n",
-		r.Concurrency, r.Format, r.MockDurationS, r.Submitted, r.SubmitSeconds, r.Completed)
+	rate := ""
+	if r.Rate > 0 {
+		rate = fmt.Sprintf(" at most %.0f/s", r.Rate)
+	}
+	fmt.Fprintf(w, "%d clients, %s submissions%s, mock runs of %gs: %d submitted in %.1fs, %d completed\n",
+		r.Concurrency, r.Format, rate, r.MockDurationS, r.Submitted, r.SubmitSeconds, r.Completed)
 	fmt.Fprintln(tw, "\tper second\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
 	fmt.Fprintf(tw, "submit\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.SubmitPerSec, r.SubmitP50, r.SubmitP95, r.SubmitP99, r.SubmitMax)
 	fmt.Fprintf(tw, "dispatch (200 → INITIALIZING)\t\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.DispatchP50, r.DispatchP95, r.DispatchP99, r.DispatchMax)

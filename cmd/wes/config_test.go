@@ -1,6 +1,11 @@
 package main
 
 import (
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,4 +47,39 @@ func TestSecondsDecode(t *testing.T) {
 			require.Equal(t, tt.want, s.D())
 		})
 	}
+}
+
+var updateReadme = flag.Bool("update-readme", false, "rewrite the README's configuration table from Config")
+
+// The README's configuration table is Config's tags, row for row:
+// go test ./cmd/wes -run READMEConfig -update-readme rewrites it.
+func TestREADMEConfigTable(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		def := f.Tag.Get("default")
+		if def != "" {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.Tag.Get("envconfig"), def, strings.ReplaceAll(f.Tag.Get("desc"), "|", `\|`))
+	}
+	want := b.String()
+	data, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	readme := string(data)
+	start := strings.Index(readme, "| variable | default | meaning |")
+	require.GreaterOrEqual(t, start, 0, "README has a configuration table")
+	end := start + strings.Index(readme[start:], "\n\n")
+	if end < start {
+		end = len(readme)
+	} else {
+		end++
+	}
+	if *updateReadme {
+		require.NoError(t, os.WriteFile("../../README.md", []byte(readme[:start]+want+readme[end:]), 0o644))
+		return
+	}
+	require.Equal(t, want, readme[start:end], "README's configuration table is stale: go test ./cmd/wes -run READMEConfig -update-readme")
 }
