@@ -113,7 +113,8 @@ func jsPublishes(ctx context.Context, nc *nats.Conn, n int, d time.Duration) (sy
 		return 0, 0, fmt.Errorf("create scratch stream: %w", err)
 	}
 	defer js.DeleteStream(context.WithoutCancel(ctx), stream) //nolint:errcheck // scratch stream
-	payload := make([]byte, 600)                              // about a run.submitted message
+	// About the size of a run.submitted message.
+	payload := make([]byte, 600)
 	syncRate, err = loop(ctx, n, d, func(ctx context.Context) error {
 		_, err := js.Publish(ctx, subject, payload)
 		return err
