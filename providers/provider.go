@@ -84,3 +84,9 @@ type Provider interface {
 // (a lost connection, a full disk that may be freed): wrap it with
 // fmt.Errorf("…: %w", providers.ErrRetryable) or join it.
 var ErrRetryable = errors.New("retryable")
+
+// ErrSurvivors marks a failure to stop every process of a job: some
+// survived SIGKILL (a process in uninterruptible sleep, say) and may still
+// be running. A provider returns it, joined with ctx.Err(), from a Run whose
+// context was canceled, so that the run is not reported as stopped cleanly.
+var ErrSurvivors = errors.New("processes of the job survived SIGKILL")

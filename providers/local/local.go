@@ -203,36 +203,54 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if err := cmd.Start(); err != nil {
 		return providers.Result{}, fmt.Errorf("start %s: %w", d.name, err)
 	}
+	root := newLeader(cmd.Process.Pid)
 	rep.Started(argv)
+	log := p.log.With("run_id", job.RunID, "engine", d.name)
 
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	var werr error
+	// The engine is waited for without being reaped until terminate is
+	// done with it: meanwhile its pid and process group cannot be given to
+	// a process of someone else.
+	exited := make(chan struct{})
+	go func() { waitExited(root); close(exited) }()
+	var notes []string
 	select {
-	case werr = <-waited:
+	case <-exited:
 	case <-ctx.Done():
-		if err := terminate(cmd.Process.Pid, marker, d.stop, p.cfg.CancelGrace); err != nil {
-			p.log.Error("engine processes survived", "run_id", job.RunID, "err", err)
+		terr := terminate(root, marker, d.stop, p.cfg.CancelGrace)
+		if terr != nil {
+			log.Error("engine processes survived", "err", terr)
 		}
-		<-waited
+		// Reap the engine; a survivor may be the engine itself, so do not
+		// wait for ever.
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		select {
+		case <-waited:
+		case <-time.After(2 * p.cfg.WaitDelay):
+		}
 		stderr.flush()
+		if terr != nil {
+			return providers.Result{}, errors.Join(ctx.Err(), terr)
+		}
 		return providers.Result{}, ctx.Err()
 	}
+	// Whatever the engine left behind (daemonized workers) goes too.
+	if err := terminate(root, marker, syscall.SIGKILL, 0); err != nil {
+		log.Error("engine processes survived", "err", err)
+		notes = append(notes, err.Error())
+	}
+	werr := cmd.Wait()
 	stderr.flush()
-	// Whatever the leader left behind (daemonized workers) goes too.
-	_ = terminate(cmd.Process.Pid, marker, syscall.SIGKILL, 0)
 
 	var exitErr *exec.ExitError
 	code := 0
-	var notes []string
 	switch {
 	case werr == nil:
 	case errors.Is(werr, exec.ErrWaitDelay):
 		// The engine exited 0, but a process it left behind, out of
 		// terminate's reach, held its output open: the run is not the
 		// worse for it.
-		p.log.Warn("the engine exited but a process it left behind held its output open; stopped reading it",
-			"run_id", job.RunID, "engine", d.name, "wait_delay", p.cfg.WaitDelay)
+		log.Warn("the engine exited but a process it left behind held its output open; stopped reading it", "wait_delay", p.cfg.WaitDelay)
 		notes = append(notes, fmt.Sprintf("%s exited, but a process it left behind kept its output open; output after the exit was not read (waited %s)", d.name, p.cfg.WaitDelay))
 	case errors.As(werr, &exitErr):
 		code = exitErr.ExitCode()
@@ -245,7 +263,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if d.finish != nil {
 		tasks, err := d.finish(r)
 		if err != nil {
-			p.log.Warn("cannot read the engine's task report", "run_id", job.RunID, "engine", d.name, "err", err)
+			log.Warn("cannot read the engine's task report", "err", err)
 		}
 		for _, t := range tasks {
 			rep.Task(t)

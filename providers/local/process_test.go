@@ -62,12 +62,11 @@ func isSleep300(pid int) bool {
 	return len(c) == 2 && filepath.Base(c[0]) == "sleep" && c[1] == "300"
 }
 
-// marked returns the pids of the live processes carrying marker, and of
-// their descendants. runProcesses with a root no process has as parent: with
-// root 0 it would return every process, init's parent being 0.
+// marked returns the pids of the live processes carrying marker, of their
+// descendants and of their process groups' members.
 func marked(marker string) []int {
 	var live []int
-	for _, pid := range runProcesses(marker, -1) {
+	for _, pid := range runProcesses(marker, leader{}) {
 		if state, _, ok := procStat(pid); ok && state != "Z" {
 			live = append(live, pid)
 		}
@@ -133,7 +132,7 @@ func TestRunProcessesFindsMarkedProcessesAndTheirChildren(t *testing.T) {
 
 	// With a root, the root and its descendants are found whatever their
 	// environment.
-	pids = runProcesses("no-such-marker", cmd.Process.Pid)
+	pids = runProcesses("no-such-marker", newLeader(cmd.Process.Pid))
 	require.Len(t, pids, 2, describe(pids))
 	require.Contains(t, pids, cmd.Process.Pid)
 }
@@ -158,7 +157,7 @@ func TestTerminateKillsWhatIgnoresTheStopSignal(t *testing.T) {
 	require.Eventually(t, func() bool { return len(marked(marker)) >= 4 }, 10*time.Second, 50*time.Millisecond)
 
 	start := time.Now()
-	require.NoError(t, terminate(cmd.Process.Pid, marker, syscall.SIGTERM, time.Second))
+	require.NoError(t, terminate(newLeader(cmd.Process.Pid), marker, syscall.SIGTERM, time.Second))
 	require.GreaterOrEqual(t, time.Since(start), time.Second, "SIGTERM was ignored: terminate must have waited for the grace period")
 	require.Less(t, time.Since(start), 10*time.Second)
 	<-waited
@@ -278,4 +277,104 @@ func TestRunCancelStopsEveryProcess(t *testing.T) {
 			require.False(t, slices.Contains(argv, "-c"))
 		})
 	}
+}
+
+// startWithPid starts cmd as process pid, through ns_last_pid; it skips the
+// test where that file cannot be written, and gives up after a few tries
+// when other processes take the pid first.
+func startWithPid(t *testing.T, pid int, cmd func() *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	for range 50 {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			t.Skipf("SKIPPED: cannot choose the next pid (%v); run as root to test pid reuse", err)
+		}
+		c := cmd()
+		require.NoError(t, c.Start())
+		if c.Process.Pid == pid {
+			return c
+		}
+		_ = c.Process.Kill()
+		_ = c.Wait()
+	}
+	t.Skipf("SKIPPED: pid %d kept going to other processes", pid)
+	return nil
+}
+
+// TestTerminateSparesWhoReusedTheLeadersPid: once a run's engine has been
+// reaped, its pid may name someone else's process, even the leader of a
+// process group of its own. terminate must not signal that process, its
+// group or its children.
+func TestTerminateSparesWhoReusedTheLeadersPid(t *testing.T) {
+	marker := randomID(t) + ".1"
+	engine := exec.Command("sh", "-c", "exit 0")
+	engine.Env = []string{"PATH=" + os.Getenv("PATH"), markerVar + "=" + marker}
+	engine.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, engine.Start())
+	root := newLeader(engine.Process.Pid)
+	require.NotEmpty(t, root.start)
+	require.NoError(t, engine.Wait()) // reaped: the pid is free
+
+	// A stranger takes the pid, leads a process group of its own and has a
+	// child in it; none of them carries the marker.
+	stranger := startWithPid(t, root.pid, func() *exec.Cmd {
+		c := exec.Command("sh", "-c", "sleep 300 & wait")
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		return c
+	})
+	waited := make(chan struct{})
+	go func() { _ = stranger.Wait(); close(waited) }()
+	t.Cleanup(func() { _ = syscall.Kill(-root.pid, syscall.SIGKILL); <-waited })
+	var child int
+	require.Eventually(t, func() bool {
+		for _, pid := range runProcesses("no-such-marker", newLeader(root.pid)) {
+			if isSleep300(pid) {
+				child = pid
+			}
+		}
+		return child != 0
+	}, 10*time.Second, 50*time.Millisecond)
+
+	require.Empty(t, runProcesses(marker, root))
+	require.NoError(t, terminate(root, marker, syscall.SIGKILL, 0))
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-waited:
+		t.Fatal("terminate killed the process that reused the engine's pid")
+	default:
+	}
+	state, _, ok := procStat(child)
+	require.True(t, ok && state != "Z", "terminate killed the child of the process that reused the engine's pid")
+}
+
+// TestRunProcessesFindsGroupMatesOfMarkedProcesses: a process with a clean
+// environment whose parent is gone is still the run's while it shares a
+// process group with a process that carries the marker.
+func TestRunProcessesFindsGroupMatesOfMarkedProcesses(t *testing.T) {
+	t.Parallel()
+	marker := randomID(t) + ".1"
+	// The marked leader starts a subshell that starts a clean sleep and
+	// exits at once: the sleep is re-parented, in the leader's group.
+	cmd := exec.Command("sh", "-c", "(env -i sleep 300 &) ; sleep 300")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), markerVar + "=" + marker}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, cmd.Start())
+	waited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(waited) }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-waited })
+
+	// Found without the leader's identity, only through the marker.
+	var pids []int
+	require.Eventually(t, func() bool {
+		pids = runProcesses(marker, leader{})
+		n := 0
+		for _, pid := range pids {
+			if isSleep300(pid) {
+				n++
+			}
+		}
+		return n == 2
+	}, 10*time.Second, 50*time.Millisecond, "found %s", describe(pids))
+	require.NoError(t, terminate(leader{}, marker, syscall.SIGKILL, 0))
+	left := runProcesses(marker, leader{})
+	require.Empty(t, left, describe(left))
 }
