@@ -48,3 +48,23 @@ func TestBackoffGrowsToItsCap(t *testing.T) {
 	}
 	require.Equal(t, 5*time.Minute, prev)
 }
+
+func TestWatchBackoff(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		n    int
+		want time.Duration
+	}{
+		{n: 1, want: 500 * time.Millisecond},
+		{n: 2, want: time.Second},
+		{n: 5, want: 8 * time.Second},
+		{n: 6, want: 10 * time.Second},
+		{n: 1 << 30, want: 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.n), func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, watchBackoff(tt.n))
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,11 @@ type attempt struct {
 	sub events.RunSubmitted
 	n   int
 	log *slog.Logger
+
+	// mu orders heartbeats and settling: no InProgress once the message is
+	// acknowledged one way or the other.
+	mu      sync.Mutex
+	settled bool
 }
 
 // handle executes one delivery. It never panics: a panic in a provider is
@@ -55,11 +61,14 @@ func (a *attempt) run() {
 	ctx, cancel := context.WithCancelCause(a.e.hard)
 	defer cancel(nil)
 
-	// Heartbeat and cancel watch, in one loop, for as long as the attempt runs.
-	stopWatch := a.watch(ctx, cancel)
+	// The heartbeat and the cancel watch go on, whatever becomes of ctx,
+	// until the message is settled: stopping the engine and reporting the
+	// outcome may take longer than AckWait, and JetStream must not give
+	// the run to another executor meanwhile.
+	stopWatch := a.watch(cancel)
 	defer stopWatch()
 	// A run canceled while it waited in the queue is not started at all.
-	if _, err := a.e.bus.Cancel.Get(ctx, a.sub.RunID); err == nil {
+	if a.cancelRequested(ctx) {
 		cancel(errCanceled)
 	}
 
@@ -67,20 +76,70 @@ func (a *attempt) run() {
 	a.settle(res, err, context.Cause(ctx))
 }
 
-// watch keeps the message alive with InProgress and cancels ctx with
-// errCanceled when the run's cancel flag appears.
-func (a *attempt) watch(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
-	wctx, wcancel := context.WithCancel(ctx)
+// cancelRequested reports whether the run's cancel flag is set. It tries a
+// few times; if the flag cannot be read the run goes on, and the cancel
+// watch, which retries for as long as the attempt lasts, catches the flag.
+func (a *attempt) cancelRequested(ctx context.Context) bool {
+	delay := 200 * time.Millisecond
+	for try := 1; ; try++ {
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := a.e.bus.Cancel.Get(gctx, a.sub.RunID)
+		cancel()
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return false
+		case try == 3 || ctx.Err() != nil:
+			a.log.Warn("cannot read the cancel flag; starting the run, the cancel watch will stop it if need be", "err", err)
+			return false
+		}
+		a.log.Warn("cannot read the cancel flag, retrying", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// watch keeps the message alive with InProgress and cancels the attempt
+// with errCanceled when the run's cancel flag appears, until stop is
+// called. A watch of the flag that fails or ends is started again, with
+// backoff.
+func (a *attempt) watch(cancel context.CancelCauseFunc) (stop func()) {
+	wctx, wcancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var updates <-chan jetstream.KeyValueEntry
-		if w, err := a.e.bus.Cancel.Watch(wctx, a.sub.RunID); err != nil {
-			a.log.Warn("cannot watch cancel flag; cancel will not reach this run until the watch is back", "err", err)
-		} else {
-			defer w.Stop()
+		var (
+			w       jetstream.KeyWatcher
+			updates <-chan jetstream.KeyValueEntry
+			again   <-chan time.Time
+			fails   int
+		)
+		rewatch := func(err error) {
+			fails++
+			d := watchBackoff(fails)
+			a.log.Warn("cannot watch the cancel flag; a cancel will not reach this run until the watch is back", "err", err, "retry_in", d)
+			again = time.After(d)
+		}
+		start := func() {
+			var err error
+			if w, err = a.e.bus.Cancel.Watch(wctx, a.sub.RunID); err != nil {
+				w = nil
+				rewatch(err)
+				return
+			}
 			updates = w.Updates()
 		}
+		defer func() {
+			if w != nil {
+				_ = w.Stop()
+			}
+		}()
+		start()
 		t := time.NewTicker(a.e.cfg.AckWait / 3)
 		defer t.Stop()
 		for {
@@ -88,15 +147,22 @@ func (a *attempt) watch(ctx context.Context, cancel context.CancelCauseFunc) (st
 			case <-wctx.Done():
 				return
 			case <-t.C:
-				if err := a.msg.InProgress(); err != nil {
-					a.log.Warn("heartbeat failed", "err", err)
-				}
+				a.heartbeat()
+			case <-again:
+				again = nil
+				start()
 			case entry, ok := <-updates:
-				if !ok {
+				switch {
+				case !ok:
 					updates = nil
-					continue
-				}
-				if entry != nil && entry.Operation() == jetstream.KeyValuePut {
+					_ = w.Stop()
+					w = nil
+					if wctx.Err() == nil {
+						rewatch(errors.New("the watch ended"))
+					}
+				case entry == nil: // the flag's current value has been delivered
+					fails = 0
+				case entry.Operation() == jetstream.KeyValuePut:
 					a.log.Info("cancel requested")
 					cancel(errCanceled)
 				}
@@ -104,6 +170,24 @@ func (a *attempt) watch(ctx context.Context, cancel context.CancelCauseFunc) (st
 		}
 	}()
 	return func() { wcancel(); <-done }
+}
+
+// watchBackoff is the delay before watch try n+1: 0.5s, 1s, 2s, … 10s.
+func watchBackoff(n int) time.Duration {
+	return min(250*time.Millisecond<<min(n, 10), 10*time.Second)
+}
+
+// heartbeat tells JetStream the run is still in progress, unless the
+// message is settled.
+func (a *attempt) heartbeat() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.settled {
+		return
+	}
+	if err := a.msg.InProgress(); err != nil {
+		a.log.Warn("heartbeat failed", "err", err)
+	}
 }
 
 // execute stages the run and hands it to the provider. It returns the
@@ -257,24 +341,24 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 	case errors.Is(cause, errCanceled):
 		outcome = "canceled"
 		a.emit(ctx, events.RunEvent{State: models.Canceled, SystemLog: "canceled by the user"})
-		a.ack(a.msg.Ack())
+		a.ack(a.msg.Ack)
 	case errors.Is(cause, errShutdown):
 		outcome = "handed_back"
 		a.emit(ctx, events.RunEvent{State: models.Preempted, SystemLog: fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)})
-		a.ack(a.msg.Nak())
+		a.ack(a.msg.Nak)
 	case err != nil && errors.Is(err, providers.ErrRetryable) && a.n < a.e.cfg.MaxAttempts:
 		outcome = "retried"
 		delay := backoff(a.n)
 		a.log.Warn("attempt failed, will retry", "err", err, "delay", delay)
 		a.emit(ctx, events.RunEvent{State: models.Queued,
 			SystemLog: fmt.Sprintf("attempt %d failed: %v; retrying in %s", a.n, err, delay)})
-		a.ack(a.msg.NakWithDelay(delay))
+		a.ack(func() error { return a.msg.NakWithDelay(delay) })
 	case err != nil:
 		outcome = "system_error"
 		a.log.Error("run failed", "err", err)
 		a.emit(ctx, events.RunEvent{State: models.SystemError, Error: err.Error(),
 			SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)})
-		a.ack(a.msg.Term())
+		a.ack(a.msg.Term)
 	case res.ExitCode != 0 && a.retryFailures() && a.n < a.e.cfg.MaxAttempts:
 		// The workflow failed and the run (or the operator) asked for
 		// failures to be tried again.
@@ -282,7 +366,7 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 		delay := backoff(a.n)
 		a.emit(ctx, events.RunEvent{State: models.Queued,
 			SystemLog: fmt.Sprintf("attempt %d: the workflow failed with exit code %d; retrying in %s (%s)", a.n, res.ExitCode, delay, events.RetryTag)})
-		a.ack(a.msg.NakWithDelay(delay))
+		a.ack(func() error { return a.msg.NakWithDelay(delay) })
 	default:
 		code := res.ExitCode
 		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}
@@ -300,12 +384,16 @@ func (a *attempt) settle(res providers.Result, err, cause error) {
 		}
 		a.log.Info("run finished", "state", ev.State, "exit_code", code)
 		a.emit(ctx, ev)
-		a.ack(a.msg.Ack())
+		a.ack(a.msg.Ack)
 	}
 }
 
-func (a *attempt) ack(err error) {
-	if err != nil {
+// ack settles the message with verb, and stops the heartbeats.
+func (a *attempt) ack(verb func() error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.settled = true
+	if err := verb(); err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
 }

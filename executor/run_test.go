@@ -1,0 +1,79 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/providers"
+)
+
+// blockUntilCanceled is a provider run that starts, waits for its context
+// to end, then takes stopFor to stop and returns what stopping returns.
+func blockUntilCanceled(stopFor time.Duration, stopping error) func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+	return func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine", job.RunID})
+		<-ctx.Done()
+		time.Sleep(stopFor)
+		return providers.Result{}, errors.Join(ctx.Err(), stopping)
+	}
+}
+
+// TestHeartbeatsGoOnWhileTheEngineStops: an engine that takes longer than
+// AckWait to stop after a cancel must not see its run delivered again
+// meanwhile.
+func TestHeartbeatsGoOnWhileTheEngineStops(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	const ackWait = time.Second
+	p := &testProvider{run: blockUntilCanceled(4*ackWait, nil)}
+	f.start(t, Config{AckWait: ackWait, Slots: 2}, p)
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+
+	_, err := f.bus.Cancel.Put(f.ctx, runID, []byte("1"))
+	require.NoError(t, err)
+	canceled := f.waitState(t, runID, models.Canceled, 30*time.Second)
+	require.Equal(t, 1, canceled.Attempt)
+	require.Contains(t, canceled.SystemLog, "canceled by the user")
+
+	time.Sleep(2 * ackWait) // a redelivery would show by now
+	for _, ev := range f.runEvents(t, runID) {
+		require.Equal(t, 1, ev.Attempt, "the run was delivered again while its engine stopped:%s", describe(f.runEvents(t, runID)))
+	}
+	require.EqualValues(t, 1, p.calls.Load())
+	require.Zero(t, f.runsLeft(t))
+}
+
+// TestCancelReachesTheRunAfterTheWatchFailed: the cancel flags' bucket is
+// gone when the run starts, so the watch of its flag fails; once the bucket
+// is back, a cancel must still reach the run.
+func TestCancelReachesTheRunAfterTheWatchFailed(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	require.NoError(t, f.js.DeleteStream(f.ctx, "KV_"+f.names.CancelBucket()))
+	p := &testProvider{run: blockUntilCanceled(0, nil)}
+	f.start(t, Config{AckWait: 5 * time.Second}, p)
+	runID := f.submit(t)
+	// Once the executor holds the run, its first watch has failed.
+	require.Eventually(t, func() bool {
+		cons, err := f.js.Consumer(f.ctx, f.names.RunsStream(), f.names.ExecutorConsumer(testEngine))
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(f.ctx)
+		return err == nil && info.NumAckPending == 1
+	}, 30*time.Second, 50*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+
+	f.provision(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+	_, err := f.bus.Cancel.Put(f.ctx, runID, []byte("1"))
+	require.NoError(t, err)
+	f.waitState(t, runID, models.Canceled, 30*time.Second)
+	require.EqualValues(t, 1, p.calls.Load())
+}
