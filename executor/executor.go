@@ -36,6 +36,13 @@ type Config struct {
 	RegistryInterval time.Duration
 	// MaxAttempts bounds the attempts at a run whose failure is retryable.
 	MaxAttempts int
+	// ReportTimeout is how long an attempt's outcome may take to reach
+	// JetStream; after it the message is handed back to be delivered again.
+	ReportTimeout time.Duration
+	// MaxEventBytes bounds one event; 0 means the connection's max_payload
+	// (less room for headers), which also bounds any larger setting. An
+	// outputs object that does not fit is replaced by a note.
+	MaxEventBytes int
 	// RetryFailures retries workflow failures (EXECUTOR_ERROR) of runs that
 	// do not say otherwise with their wes.retry_failures tag.
 	RetryFailures bool
@@ -114,6 +121,9 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 	}
 	if cfg.MaxAttempts < 1 {
 		cfg.MaxAttempts = 3
+	}
+	if cfg.ReportTimeout <= 0 {
+		cfg.ReportTimeout = cfg.ShutdownGrace + time.Minute
 	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()

@@ -183,7 +183,7 @@ func (f *fixture) waitState(t *testing.T, runID string, state models.State, with
 func describe(evs []events.RunEvent) string {
 	var b strings.Builder
 	for _, ev := range evs {
-		fmt.Fprintf(&b, "\n  attempt %d %s: %s %s", ev.Attempt, ev.State, ev.SystemLog, ev.Error)
+		fmt.Fprintf(&b, "\n  attempt %d %s: %s %s", ev.Attempt, ev.State, truncate(ev.SystemLog, 300), truncate(ev.Error, 300))
 	}
 	return b.String()
 }

@@ -201,8 +201,12 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 	if context.Cause(ctx) != nil {
 		return res, ctx.Err()
 	}
-	if !a.emit(ctx, events.RunEvent{State: models.Initializing, SystemLog: fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)}) {
-		return res, ctx.Err()
+	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
+	if err := a.publish(ctx, events.RunEvent{State: models.Initializing, SystemLog: note}); err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, err
 	}
 	dir, err := a.stage(ctx)
 	if err != nil {
@@ -325,101 +329,149 @@ func (a *attempt) shipLogs(paths [2]string) (stop func()) {
 	}
 }
 
+// verb is what JetStream is told about a message once its outcome is
+// reported.
+type verb int
+
+const (
+	ack   verb = iota // done
+	nak               // handed back: another executor may start it at once
+	retry             // tried again after a delay (NakWithDelay)
+	term              // done, never to be delivered again
+)
+
+// verdict is the outcome of an attempt: the event that reports it and the
+// verb that settles the message.
+type verdict struct {
+	outcome string // the metric's label
+	ev      events.RunEvent
+	verb    verb
+	delay   time.Duration // of retry
+}
+
 // settle reports the attempt's outcome and tells JetStream what to do with
 // the message: the one place where outcomes become ack verbs.
 func (a *attempt) settle(res providers.Result, err, cause error) {
-	outcome := "complete"
-	defer func() {
-		if outcome != "" {
-			a.e.m.outcomes.WithLabelValues(a.sub.Engine, outcome).Inc()
-		}
-	}()
 	// Reporting must outlive the attempt's context.
-	ctx, cancel := context.WithTimeout(context.Background(), a.e.cfg.ShutdownGrace+time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), a.e.cfg.ReportTimeout)
 	defer cancel()
+	a.finish(ctx, a.judge(ctx, res, err, cause))
+}
+
+// judge maps an attempt's result to its verdict.
+func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause error) verdict {
+	notes := res.SystemLogs
+	if errors.Is(err, providers.ErrSurvivors) {
+		a.log.Error("processes of the run could not be stopped", "err", err)
+		notes = append(notes, fmt.Sprintf("not every process of the run could be stopped on executor %s: %s", a.e.cfg.ID, survivors(err)))
+	}
 	switch {
 	case errors.Is(cause, errCanceled):
-		outcome = "canceled"
-		a.emit(ctx, events.RunEvent{State: models.Canceled, SystemLog: "canceled by the user"})
-		a.ack(a.msg.Ack)
+		return verdict{outcome: "canceled", verb: ack,
+			ev: events.RunEvent{State: models.Canceled, SystemLog: joinLogs(append([]string{"canceled by the user"}, notes...)...)}}
 	case errors.Is(cause, errShutdown):
-		outcome = "handed_back"
-		a.emit(ctx, events.RunEvent{State: models.Preempted, SystemLog: fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)})
-		a.ack(a.msg.Nak)
-	case err != nil && errors.Is(err, providers.ErrRetryable) && a.n < a.e.cfg.MaxAttempts:
-		outcome = "retried"
-		delay := backoff(a.n)
-		a.log.Warn("attempt failed, will retry", "err", err, "delay", delay)
-		a.emit(ctx, events.RunEvent{State: models.Queued,
-			SystemLog: fmt.Sprintf("attempt %d failed: %v; retrying in %s", a.n, err, delay)})
-		a.ack(func() error { return a.msg.NakWithDelay(delay) })
+		return verdict{outcome: "handed_back", verb: nak,
+			ev: events.RunEvent{State: models.Preempted, SystemLog: joinLogs(append([]string{fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)}, notes...)...)}}
 	case err != nil:
-		outcome = "system_error"
-		a.log.Error("run failed", "err", err)
-		a.emit(ctx, events.RunEvent{State: models.SystemError, Error: err.Error(),
-			SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)})
-		a.ack(a.msg.Term)
+		return a.failed(err)
 	case res.ExitCode != 0 && a.retryFailures() && a.n < a.e.cfg.MaxAttempts:
 		// The workflow failed and the run (or the operator) asked for
 		// failures to be tried again.
-		outcome = "retried"
 		delay := backoff(a.n)
-		a.emit(ctx, events.RunEvent{State: models.Queued,
-			SystemLog: fmt.Sprintf("attempt %d: the workflow failed with exit code %d; retrying in %s (%s)", a.n, res.ExitCode, delay, events.RetryTag)})
-		a.ack(func() error { return a.msg.NakWithDelay(delay) })
-	default:
-		code := res.ExitCode
-		ev := events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}
-		if code != 0 {
-			ev.State, outcome = models.ExecutorError, "executor_error"
-		} else {
-			outputs, note, err := a.storeOutputs(ctx, res.Outputs, res.OutputDir)
-			if err != nil {
-				// The workflow succeeded but we lost its outputs: ours.
-				outcome = "" // the settle below counts it
-				a.settle(providers.Result{}, fmt.Errorf("%w: %w", providers.ErrRetryable, err), nil)
-				return
-			}
-			ev.Outputs, ev.SystemLog = outputs, note
-		}
-		a.log.Info("run finished", "state", ev.State, "exit_code", code)
-		a.emit(ctx, ev)
-		a.ack(a.msg.Ack)
+		return verdict{outcome: "retried", verb: retry, delay: delay, ev: events.RunEvent{State: models.Queued,
+			SystemLog: joinLogs(append([]string{fmt.Sprintf("attempt %d: the workflow failed with exit code %d; retrying in %s (%s)", a.n, res.ExitCode, delay, events.RetryTag)}, notes...)...)}}
 	}
+	code := res.ExitCode
+	v := verdict{outcome: "complete", verb: ack, ev: events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}}
+	if code != 0 {
+		v.ev.State, v.outcome = models.ExecutorError, "executor_error"
+	} else {
+		outputs, note, err := a.storeOutputs(ctx, res.Outputs, res.OutputDir)
+		if err != nil {
+			// The workflow succeeded but we lost its outputs: ours.
+			return a.failed(fmt.Errorf("%w: %w", providers.ErrRetryable, err))
+		}
+		v.ev.Outputs = outputs
+		notes = append(notes, note)
+	}
+	v.ev.SystemLog = joinLogs(notes...)
+	a.log.Info("run finished", "state", v.ev.State, "exit_code", code)
+	return v
 }
 
-// ack settles the message with verb, and stops the heartbeats.
-func (a *attempt) ack(verb func() error) {
+// failed is the verdict on a failure of ours: tried again if it may pass
+// and attempts are left, else SYSTEM_ERROR.
+func (a *attempt) failed(err error) verdict {
+	if errors.Is(err, providers.ErrRetryable) && a.n < a.e.cfg.MaxAttempts {
+		delay := backoff(a.n)
+		a.log.Warn("attempt failed, will retry", "err", err, "delay", delay)
+		return verdict{outcome: "retried", verb: retry, delay: delay, ev: events.RunEvent{State: models.Queued,
+			SystemLog: fmt.Sprintf("attempt %d failed: %v; retrying in %s", a.n, err, delay)}}
+	}
+	a.log.Error("run failed", "err", err)
+	return verdict{outcome: "system_error", verb: term, ev: events.RunEvent{State: models.SystemError, Error: err.Error(),
+		SystemLog: fmt.Sprintf("attempt %d failed: %v", a.n, err)}}
+}
+
+// survivors returns the part of err that says which processes survived.
+func survivors(err error) string {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if errors.Is(e, providers.ErrSurvivors) {
+				return e.Error()
+			}
+		}
+	}
+	return err.Error()
+}
+
+// finish reports v's event and settles the message as v says. A final
+// outcome (Ack, Term) that could not be recorded is not acknowledged, for
+// then nobody would ever know it: if JetStream refuses the event whatever
+// is tried (its size), a small SYSTEM_ERROR event says so and ends the run;
+// if NATS could not be reached in time, the message is handed back with a
+// delay, and the run is tried again.
+func (a *attempt) finish(ctx context.Context, v verdict) {
+	err := a.publish(ctx, v.ev)
+	if err != nil && (v.verb == ack || v.verb == term) {
+		if permanent(err) {
+			msg := truncate(fmt.Sprintf("the outcome of attempt %d (%s) could not be recorded: %v", a.n, v.ev.State, err), shortLogBytes)
+			a.log.Error("cannot record the run's outcome; reporting a system error instead", "state", v.ev.State, "err", err)
+			if err = a.publish(ctx, events.RunEvent{State: models.SystemError, Error: msg, SystemLog: msg}); err == nil {
+				v.outcome, v.verb = "system_error", term
+			}
+		}
+		if err != nil {
+			delay := backoff(a.n)
+			a.log.Error("cannot record the run's outcome; it will be delivered again", "state", v.ev.State, "err", err, "delay", delay)
+			v.outcome, v.verb, v.delay = "unreported", retry, delay
+		}
+	} else if err != nil {
+		a.log.Warn("cannot report the run's state; settling the message all the same", "state", v.ev.State, "err", err)
+	}
+	a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
+	a.settleMsg(v)
+}
+
+// settleMsg tells JetStream what becomes of the message, and stops the
+// heartbeats.
+func (a *attempt) settleMsg(v verdict) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.settled = true
-	if err := verb(); err != nil {
+	var err error
+	switch v.verb {
+	case ack:
+		err = a.msg.Ack()
+	case nak:
+		err = a.msg.Nak()
+	case retry:
+		err = a.msg.NakWithDelay(v.delay)
+	case term:
+		err = a.msg.Term()
+	}
+	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
-	}
-}
-
-// emit publishes an event of this attempt, retrying until JetStream has it
-// or ctx ends (the message id makes a repeat harmless). It reports success.
-func (a *attempt) emit(ctx context.Context, ev events.RunEvent) bool {
-	ev.RunID, ev.Attempt, ev.Source = a.sub.RunID, a.n, a.e.cfg.ID
-	if ev.State != "" {
-		req := a.sub.Request
-		ev.Workflow = &events.WorkflowRef{URL: req.WorkflowURL, Type: req.WorkflowType,
-			Version: req.WorkflowTypeVersion, Engine: a.sub.Engine, Tags: req.Tags}
-	}
-	delay := 100 * time.Millisecond
-	for {
-		err := a.e.pub.PublishEvent(ctx, ev)
-		if err == nil {
-			return true
-		}
-		a.log.Warn("cannot publish event, retrying", "state", ev.State, "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 
@@ -444,9 +496,9 @@ type reporter struct {
 }
 
 func (r *reporter) Started(cmd []string) {
-	r.a.emit(r.ctx, events.RunEvent{State: models.Running, Cmd: cmd})
+	_ = r.a.publish(r.ctx, events.RunEvent{State: models.Running, Cmd: cmd})
 }
 
 func (r *reporter) Task(t models.TaskLog) {
-	r.a.emit(r.ctx, events.RunEvent{Tasks: []models.TaskLog{t}, Time: time.Now().UTC()})
+	_ = r.a.publish(r.ctx, events.RunEvent{Tasks: []models.TaskLog{t}, Time: time.Now().UTC()})
 }

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -25,12 +26,13 @@ func blockUntilCanceled(stopFor time.Duration, stopping error) func(context.Cont
 
 // TestHeartbeatsGoOnWhileTheEngineStops: an engine that takes longer than
 // AckWait to stop after a cancel must not see its run delivered again
-// meanwhile.
+// meanwhile; and processes that survived the stop are reported.
 func TestHeartbeatsGoOnWhileTheEngineStops(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	const ackWait = time.Second
-	p := &testProvider{run: blockUntilCanceled(4*ackWait, nil)}
+	survived := fmt.Errorf("%w: 1 process(es) of the run survived SIGKILL (pids [4242])", providers.ErrSurvivors)
+	p := &testProvider{run: blockUntilCanceled(4*ackWait, survived)}
 	f.start(t, Config{AckWait: ackWait, Slots: 2}, p)
 	runID := f.submit(t)
 	f.waitState(t, runID, models.Running, 30*time.Second)
@@ -40,6 +42,8 @@ func TestHeartbeatsGoOnWhileTheEngineStops(t *testing.T) {
 	canceled := f.waitState(t, runID, models.Canceled, 30*time.Second)
 	require.Equal(t, 1, canceled.Attempt)
 	require.Contains(t, canceled.SystemLog, "canceled by the user")
+	require.Contains(t, canceled.SystemLog, "not every process of the run could be stopped")
+	require.Contains(t, canceled.SystemLog, "pids [4242]")
 
 	time.Sleep(2 * ackWait) // a redelivery would show by now
 	for _, ev := range f.runEvents(t, runID) {
