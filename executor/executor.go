@@ -34,8 +34,14 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// RegistryInterval is how often the executor announces itself.
 	RegistryInterval time.Duration
-	// MaxAttempts bounds the attempts at a run whose failure is retryable.
+	// MaxAttempts bounds the attempts at a run whose failure is retryable,
+	// and the attempts at a run that ended without an outcome (the executor
+	// crashed). Hand-backs by executors that shut down do not count.
 	MaxAttempts int
+	// MaxHandBacks is how many deliveries beyond MaxAttempts a run may have
+	// in all: a run handed back more often than that, or whose hand-backs
+	// cannot be told from crashes, ends in SYSTEM_ERROR (see attempts.go).
+	MaxHandBacks int
 	// ReportTimeout is how long an attempt's outcome may take to reach
 	// JetStream; after it the message is handed back to be delivered again.
 	ReportTimeout time.Duration
@@ -121,6 +127,9 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 	}
 	if cfg.MaxAttempts < 1 {
 		cfg.MaxAttempts = 3
+	}
+	if cfg.MaxHandBacks <= 0 {
+		cfg.MaxHandBacks = 10
 	}
 	if cfg.ReportTimeout <= 0 {
 		cfg.ReportTimeout = cfg.ShutdownGrace + time.Minute

@@ -23,8 +23,14 @@ type attempt struct {
 	e   *Executor
 	msg jetstream.Msg
 	sub events.RunSubmitted
-	n   int
-	log *slog.Logger
+	// n is the delivery's number (JetStream's NumDelivered). It names the
+	// attempt in events, in the job and in the engine's process marker, so
+	// it grows with every delivery, hand-backs included.
+	n int
+	// tries is the attempts at the run so far, this one included: n less
+	// the hand-backs before it (see attempts.go). MaxAttempts bounds it.
+	tries int
+	log   *slog.Logger
 
 	// mu orders heartbeats and settling: no InProgress once the message is
 	// acknowledged one way or the other.
@@ -47,7 +53,8 @@ func (e *Executor) handle(msg jetstream.Msg) {
 		_ = events.DeadLetter(context.Background(), e.bus, msg, "undecodable: "+err.Error())
 		return
 	}
-	a := &attempt{e: e, msg: msg, sub: sub, n: int(meta.NumDelivered),
+	n := int(meta.NumDelivered)
+	a := &attempt{e: e, msg: msg, sub: sub, n: n, tries: n,
 		log: e.log.With("run_id", sub.RunID, "attempt", meta.NumDelivered)}
 	if a.n > 1 {
 		e.m.redelivered.Inc()
@@ -70,6 +77,9 @@ func (a *attempt) run() {
 	// A run canceled while it waited in the queue is not started at all.
 	if a.cancelRequested(ctx) {
 		cancel(errCanceled)
+	} else if reason := a.count(ctx); reason != "" {
+		a.giveUp(reason)
+		return
 	}
 
 	res, err := a.execute(ctx)
@@ -102,6 +112,31 @@ func (a *attempt) cancelRequested(ctx context.Context) bool {
 		}
 		delay *= 2
 	}
+}
+
+// count sets a.tries from the run's history and returns why this delivery
+// must not be tried, or "" if it may.
+func (a *attempt) count(ctx context.Context) string {
+	if a.n == 1 {
+		return ""
+	}
+	handBacks, err := a.e.handBacks(ctx, a.sub.RunID, a.n)
+	if err != nil {
+		// Every earlier delivery counts as an attempt for retries, but only
+		// the bound on deliveries can end the run.
+		a.log.Warn("cannot count the run's hand-backs; counting earlier deliveries as attempts", "err", err)
+	}
+	a.tries = a.n - handBacks
+	return overLimit(a.n, handBacks, err == nil, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
+}
+
+// giveUp ends a run that must not be tried again.
+func (a *attempt) giveUp(reason string) {
+	a.log.Error("giving up on the run", "reason", reason)
+	ctx, cancel := context.WithTimeout(context.Background(), a.e.cfg.ReportTimeout)
+	defer cancel()
+	a.finish(ctx, verdict{outcome: "system_error", verb: term,
+		ev: events.RunEvent{State: models.SystemError, Error: reason, SystemLog: reason}})
 }
 
 // watch keeps the message alive with InProgress and cancels the attempt
@@ -202,6 +237,9 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 		return res, ctx.Err()
 	}
 	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
+	if a.tries != a.n {
+		note += fmt.Sprintf(" (%d of the run's deliveries were hand-backs; this is attempt %d of at most %d)", a.n-a.tries, a.tries, a.e.cfg.MaxAttempts)
+	}
 	if err := a.publish(ctx, events.RunEvent{State: models.Initializing, SystemLog: note}); err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -374,10 +412,10 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 			ev: events.RunEvent{State: models.Preempted, SystemLog: joinLogs(append([]string{fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)}, notes...)...)}}
 	case err != nil:
 		return a.failed(err)
-	case res.ExitCode != 0 && a.retryFailures() && a.n < a.e.cfg.MaxAttempts:
+	case res.ExitCode != 0 && a.retryFailures() && a.tries < a.e.cfg.MaxAttempts:
 		// The workflow failed and the run (or the operator) asked for
 		// failures to be tried again.
-		delay := backoff(a.n)
+		delay := backoff(a.tries)
 		return verdict{outcome: "retried", verb: retry, delay: delay, ev: events.RunEvent{State: models.Queued,
 			SystemLog: joinLogs(append([]string{fmt.Sprintf("attempt %d: the workflow failed with exit code %d; retrying in %s (%s)", a.n, res.ExitCode, delay, events.RetryTag)}, notes...)...)}}
 	}
@@ -402,8 +440,8 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 // failed is the verdict on a failure of ours: tried again if it may pass
 // and attempts are left, else SYSTEM_ERROR.
 func (a *attempt) failed(err error) verdict {
-	if errors.Is(err, providers.ErrRetryable) && a.n < a.e.cfg.MaxAttempts {
-		delay := backoff(a.n)
+	if errors.Is(err, providers.ErrRetryable) && a.tries < a.e.cfg.MaxAttempts {
+		delay := backoff(a.tries)
 		a.log.Warn("attempt failed, will retry", "err", err, "delay", delay)
 		return verdict{outcome: "retried", verb: retry, delay: delay, ev: events.RunEvent{State: models.Queued,
 			SystemLog: fmt.Sprintf("attempt %d failed: %v; retrying in %s", a.n, err, delay)}}
@@ -442,7 +480,7 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 			}
 		}
 		if err != nil {
-			delay := backoff(a.n)
+			delay := backoff(a.tries)
 			a.log.Error("cannot record the run's outcome; it will be delivered again", "state", v.ev.State, "err", err, "delay", delay)
 			v.outcome, v.verb, v.delay = "unreported", retry, delay
 		}

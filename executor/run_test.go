@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 	"github.com/wes-dev/wes/providers"
 )
@@ -80,4 +82,81 @@ func TestCancelReachesTheRunAfterTheWatchFailed(t *testing.T) {
 	require.NoError(t, err)
 	f.waitState(t, runID, models.Canceled, 30*time.Second)
 	require.EqualValues(t, 1, p.calls.Load())
+}
+
+// TestDeliveryLimits: deliveries that ended without an outcome (crashes)
+// count against MaxAttempts; hand-backs, which executors report PREEMPTED,
+// do not, up to MaxHandBacks. A delivery over the limits is terminated and
+// the run reported SYSTEM_ERROR without running it.
+func TestDeliveryLimits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                      string
+		maxAttempts, maxHandBacks int
+		// earlier lists the earlier deliveries: "crash" (no event),
+		// "hand-back" (an executor's PREEMPTED), "reconciler" (the API's
+		// PREEMPTED: an executor stopped answering).
+		earlier    []string
+		wantRun    bool
+		wantReason string
+	}{
+		{name: "crash loop", maxAttempts: 2, earlier: []string{"crash", "crash"},
+			wantReason: "attempt 3 would exceed WES_MAX_ATTEMPTS (2)"},
+		{name: "crashes the reconciler saw", maxAttempts: 2, earlier: []string{"reconciler", "reconciler"},
+			wantReason: "attempt 3 would exceed WES_MAX_ATTEMPTS (2)"},
+		{name: "hand-backs", maxAttempts: 2, earlier: []string{"hand-back", "crash", "hand-back"}, wantRun: true},
+		{name: "handed back too often", maxAttempts: 1, maxHandBacks: 1, earlier: []string{"hand-back", "hand-back"},
+			wantReason: "delivered 3 times (2 of them handed back"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			cfg := Config{AckWait: 5 * time.Second, MaxAttempts: tc.maxAttempts, MaxHandBacks: tc.maxHandBacks}
+			runID := f.submit(t)
+
+			// The earlier deliveries, on the executors' consumer.
+			cons, err := f.js.CreateOrUpdateConsumer(f.ctx, f.names.RunsStream(), jetstream.ConsumerConfig{
+				Durable: f.names.ExecutorConsumer(testEngine), FilterSubject: f.names.SubmitSubject(testEngine),
+				AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
+			})
+			require.NoError(t, err)
+			for i, how := range tc.earlier {
+				msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+				require.NoError(t, err)
+				meta, err := msg.Metadata()
+				require.NoError(t, err)
+				require.EqualValues(t, i+1, meta.NumDelivered)
+				ev := events.RunEvent{RunID: runID, Attempt: i + 1, State: models.Preempted}
+				switch how {
+				case "hand-back":
+					ev.Source = "executor-gone"
+				case "reconciler":
+					ev.Source = events.SourceAPI
+				}
+				if ev.Source != "" {
+					require.NoError(t, f.pub.PublishEvent(f.ctx, ev))
+				}
+				require.NoError(t, msg.Nak())
+			}
+
+			p := &testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+				return providers.Result{Outputs: []byte(`{}`)}, nil
+			}}
+			f.start(t, cfg, p)
+			if tc.wantRun {
+				done := f.waitState(t, runID, models.Complete, 30*time.Second)
+				require.Equal(t, len(tc.earlier)+1, done.Attempt)
+				init := f.waitState(t, runID, models.Initializing, time.Second)
+				require.Contains(t, init.SystemLog, "hand-backs")
+				require.EqualValues(t, 1, p.calls.Load())
+			} else {
+				failed := f.waitState(t, runID, models.SystemError, 30*time.Second)
+				require.Equal(t, len(tc.earlier)+1, failed.Attempt)
+				require.Contains(t, failed.Error, tc.wantReason)
+				require.Contains(t, failed.SystemLog, tc.wantReason)
+				require.Zero(t, p.calls.Load(), "a run over the limit was run")
+			}
+			require.Eventually(t, func() bool { return f.runsLeft(t) == 0 }, 10*time.Second, 100*time.Millisecond)
+		})
+	}
 }

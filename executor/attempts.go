@@ -1,0 +1,108 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// How deliveries become attempts.
+//
+// JetStream's NumDelivered counts every delivery of a run: attempts that
+// failed and were retried (NakWithDelay), attempts that crashed or lost
+// their connection (AckWait ran out), and hand-backs, when an executor that
+// shuts down gives the run back (Nak). A redelivered message is the
+// original one, with no trace of how its last delivery ended, so JetStream
+// alone cannot tell a hand-back from a crash.
+//
+// The run's events can: an executor that hands a run back says so with a
+// PREEMPTED event of that delivery. So the attempts a delivery counts
+// against WES_MAX_ATTEMPTS are its number less the earlier deliveries an
+// executor reported PREEMPTED. PREEMPTED events of the API's reconciler do
+// not count as hand-backs: it reports executors that stopped answering,
+// which is what a crash looks like. A hand-back whose PREEMPTED event was
+// lost (NATS down at shutdown, or the reconciler's event about the same
+// delivery got there first and took its message id) counts as an attempt:
+// the error is on the side of trying less.
+//
+// Since MaxDeliver is unlimited (a run must not be silently dropped by
+// JetStream, leaving it QUEUED for ever), the executor bounds deliveries
+// itself: a delivery beyond WES_MAX_ATTEMPTS attempts, or beyond
+// WES_MAX_ATTEMPTS + MaxHandBacks deliveries in all, is terminated and the
+// run reported SYSTEM_ERROR with the reason. The second bound catches runs
+// handed back over and over, and crash loops whose history could not be
+// read.
+
+// overLimit returns why delivery n of a run must not be tried, given the
+// hand-backs before it (known reports whether they could be counted), or ""
+// if it may be tried.
+func overLimit(n, handBacks int, known bool, maxAttempts, maxHandBacks int) string {
+	tries := n - handBacks
+	switch {
+	case n > maxAttempts+maxHandBacks:
+		return fmt.Sprintf("the run was delivered %d times (%d of them handed back by executors that shut down), more than WES_MAX_ATTEMPTS (%d) plus %d hand-backs allow; giving up",
+			n, handBacks, maxAttempts, maxHandBacks)
+	case known && tries > maxAttempts:
+		return fmt.Sprintf("attempt %d would exceed WES_MAX_ATTEMPTS (%d): earlier attempts ended without reporting an outcome (the executor running them crashed or lost its connection to NATS); giving up",
+			tries, maxAttempts)
+	}
+	return ""
+}
+
+// handBacks counts the deliveries before delivery n of run runID that an
+// executor handed back: those it reported PREEMPTED.
+func (e *Executor) handBacks(ctx context.Context, runID string, n int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stream := e.bus.Names.EventsStream()
+	cons, err := e.bus.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		FilterSubject:     e.bus.Names.EventSubject(runID),
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+		Replicas:          1,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the run's events: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.bus.JS.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
+	}()
+	pending := cons.CachedInfo().NumPending
+	seen := map[int]bool{}
+	for read := uint64(0); read < pending; {
+		batch, err := cons.Fetch(int(min(pending-read, 256)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("read the run's events: %w", err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			ev, err := events.DecodeRunEvent(msg.Data())
+			if err != nil {
+				continue
+			}
+			if ev.State == models.Preempted && ev.Source != events.SourceAPI && ev.Attempt >= 1 && ev.Attempt < n {
+				seen[ev.Attempt] = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return 0, fmt.Errorf("read the run's events: %w", err)
+		}
+		if got == 0 { // the rest expired meanwhile
+			break
+		}
+		read += uint64(got)
+	}
+	return len(seen), nil
+}
