@@ -21,8 +21,10 @@ import (
 const markerVar = "WES_RUN_MARKER"
 
 // leader is the engine process of a run, the leader of its process group.
-// Its start time (field 22 of /proc/<pid>/stat) tells it apart from a later
-// process that was given the same pid once it had been reaped.
+// Its start time (field 22 of /proc/<pid>/stat, in clock ticks since boot)
+// tells it apart from a later process that was given the same pid once it
+// had been reaped (within one tick, that would take the whole pid space
+// being handed out).
 type leader struct {
 	pid   int
 	start string

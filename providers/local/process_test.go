@@ -313,6 +313,10 @@ func TestTerminateSparesWhoReusedTheLeadersPid(t *testing.T) {
 	root := newLeader(engine.Process.Pid)
 	require.NotEmpty(t, root.start)
 	require.NoError(t, engine.Wait()) // reaped: the pid is free
+	// Start times count clock ticks (10ms): a pid reused within the same
+	// tick would look the same. Outside this test that takes every other
+	// pid being handed out first, in 10ms.
+	time.Sleep(50 * time.Millisecond)
 
 	// A stranger takes the pid, leads a process group of its own and has a
 	// child in it; none of them carries the marker.
