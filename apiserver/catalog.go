@@ -21,14 +21,24 @@ import (
 // Catalog knows which engines the live executors offer. It follows the
 // executors bucket; an executor that stopped announcing itself for longer
 // than the TTL is forgotten even if its entry has not expired yet.
+//
+// Every time is this process's clock, when an announcement was received:
+// never the server's timestamp of the entry, which a skewed clock (or a
+// NATS node's) would make look too old or too young.
 type Catalog struct {
 	ttl time.Duration
 	now func() time.Time
 
 	mu    sync.RWMutex
 	execs map[string]seenExecutor
-	// synced is when the catalog first had the registry's full contents.
+	// synced is when the current watch delivered the registry's full
+	// contents; zero while a watch is starting or after one ended, when an
+	// executor missing here may merely not have been heard from.
 	synced time.Time
+	// following is set once Run has started; firstSync is closed when the
+	// first watch delivered the registry's contents.
+	following bool
+	firstSync chan struct{}
 }
 
 type seenExecutor struct {
@@ -47,16 +57,23 @@ var preferred = map[string][]string{
 
 // NewCatalog returns an empty catalog whose entries live for ttl.
 func NewCatalog(ttl time.Duration) *Catalog {
-	return &Catalog{ttl: ttl, now: time.Now, execs: map[string]seenExecutor{}}
+	return &Catalog{ttl: ttl, now: time.Now, execs: map[string]seenExecutor{}, firstSync: make(chan struct{})}
 }
 
 // Run follows the executors bucket until ctx ends.
 func (c *Catalog) Run(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+	c.mu.Lock()
+	c.following = true
+	c.mu.Unlock()
 	for {
 		err := c.follow(ctx, kv, log)
 		if ctx.Err() != nil {
 			return nil
 		}
+		// Until the next watch has delivered the registry again, what this
+		// catalog holds may be older than the TTL through no executor's
+		// fault: it no longer says who is gone.
+		c.unsync()
 		log.Warn("executor registry watch ended, restarting", "err", err)
 		select {
 		case <-ctx.Done():
@@ -67,6 +84,7 @@ func (c *Catalog) Run(ctx context.Context, kv jetstream.KeyValue, log *slog.Logg
 }
 
 func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+	c.unsync()
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -78,6 +96,11 @@ func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.L
 			if c.synced.IsZero() {
 				c.synced = c.now()
 			}
+			select {
+			case <-c.firstSync:
+			default:
+				close(c.firstSync)
+			}
 			c.mu.Unlock()
 			continue
 		}
@@ -88,7 +111,7 @@ func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.L
 				log.Warn("undecodable executor entry", "key", entry.Key(), "err", err)
 				continue
 			}
-			c.put(info, entry.Created())
+			c.put(info, c.now())
 		default:
 			c.remove(entry.Key())
 		}
@@ -100,6 +123,35 @@ func (c *Catalog) put(info events.ExecutorInfo, seen time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.execs[info.ID] = seenExecutor{info: info, seen: seen}
+}
+
+// unsync marks the catalog as not following the registry.
+func (c *Catalog) unsync() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.synced = time.Time{}
+}
+
+// syncWait bounds how long a submission waits for a catalog that is
+// starting to learn of the executors.
+const syncWait = 5 * time.Second
+
+// awaitFirstSync waits, up to syncWait, until the first watch has delivered
+// the registry, so that an API that has just started does not refuse runs
+// for want of engines it has not heard of yet.
+func (c *Catalog) awaitFirstSync() {
+	c.mu.RLock()
+	following, first := c.following, c.firstSync
+	c.mu.RUnlock()
+	if !following {
+		return
+	}
+	t := time.NewTimer(syncWait)
+	defer t.Stop()
+	select {
+	case <-first:
+	case <-t.C:
+	}
 }
 
 func (c *Catalog) remove(id string) {
@@ -157,6 +209,10 @@ func (c *Catalog) engines() []events.EngineInfo {
 // preferred engine for its workflow type. The error says what is offered.
 func (c *Catalog) resolve(wfType, wfVersion, engine, engineVersion string) (events.EngineInfo, error) {
 	all := c.engines()
+	if len(all) == 0 {
+		c.awaitFirstSync()
+		all = c.engines()
+	}
 	if len(all) == 0 {
 		return events.EngineInfo{}, badRequest("no workflow engine is available: no executor with an installed engine is running; start `wes executor` on a host with an engine (see service-info)")
 	}

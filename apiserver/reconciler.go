@@ -2,15 +2,24 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 )
+
+// registry answers whether an executor's announcement is still in the
+// executors bucket (whose TTL the server enforces, on its clock).
+type registry interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+}
 
 // HeldRunsStore is what the reconciler needs of the run store.
 type HeldRunsStore interface {
@@ -29,14 +38,27 @@ type eventPublisher interface {
 // such an executor becomes CANCELED (its cancel flag keeps any redelivery
 // from running it). One reconciler is active at a time across API replicas,
 // by a lease in the leases bucket.
+//
+// An executor is taken for gone only when the catalog has not heard from it
+// for a TTL and the registry no longer holds its entry, and only after this
+// process has been connected to NATS, without a reconnect, for a TTL: a
+// catalog that missed announcements (the process was paused, the watch
+// stalled, NATS was unreachable) must not preempt runs that are running.
 type Reconciler struct {
 	store    HeldRunsStore
 	catalog  *Catalog
+	registry registry
+	conn     *nats.Conn
 	pub      eventPublisher
 	lease    *events.Lease
 	interval time.Duration
 	log      *slog.Logger
 	repairs  *prometheus.CounterVec
+
+	// reconnects is the connection's reconnect count when last looked at;
+	// connectedSince is when it was last seen to change (or to connect).
+	reconnects     uint64
+	connectedSince time.Time
 }
 
 // NewReconciler returns a reconciler that looks every interval; holder
@@ -47,9 +69,28 @@ func NewReconciler(store HeldRunsStore, catalog *Catalog, bus *events.Bus, holde
 	}, []string{"kind"})
 	reg.MustRegister(repairs)
 	return &Reconciler{
-		store: store, catalog: catalog, pub: events.NewPublisher(bus.JS, bus.Names), lease: events.NewLease(bus, "reconciler", holder),
+		store: store, catalog: catalog, registry: bus.Executors, conn: bus.JS.Conn(),
+		pub: events.NewPublisher(bus.JS, bus.Names), lease: events.NewLease(bus, "reconciler", holder),
 		interval: interval, log: log.With("component", "reconciler"), repairs: repairs,
 	}
+}
+
+// connectedForTTL reports whether the NATS connection has been up, without
+// a reconnect, for the catalog's TTL: long enough for every live executor
+// to have announced itself since.
+func (rc *Reconciler) connectedForTTL() bool {
+	if rc.conn == nil {
+		return true
+	}
+	now := time.Now()
+	if !rc.conn.IsConnected() {
+		rc.connectedSince = time.Time{}
+		return false
+	}
+	if n := rc.conn.Stats().Reconnects; n != rc.reconnects || rc.connectedSince.IsZero() {
+		rc.reconnects, rc.connectedSince = n, now
+	}
+	return now.Sub(rc.connectedSince) >= rc.catalog.ttl
 }
 
 // Run reconciles until ctx ends.
@@ -63,7 +104,7 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if !rc.catalog.settled() || !rc.lease.Hold(ctx) {
+		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.lease.Hold(ctx) {
 			continue
 		}
 		if err := rc.reconcile(ctx); err != nil {
@@ -77,8 +118,19 @@ func (rc *Reconciler) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	gone := map[string]bool{}
 	for _, r := range runs {
 		if r.Executor == "" || rc.catalog.live(r.Executor) {
+			continue
+		}
+		dead, ok := gone[r.Executor]
+		if !ok {
+			if dead, err = rc.gone(ctx, r.Executor); err != nil {
+				rc.log.Warn("cannot tell whether an executor is gone; its runs wait for the next pass", "executor", r.Executor, "err", err)
+			}
+			gone[r.Executor] = dead
+		}
+		if !dead {
 			continue
 		}
 		ev := events.RunEvent{RunID: r.ID, Attempt: r.Attempt, Source: events.SourceAPI, State: models.Preempted,
@@ -95,4 +147,18 @@ func (rc *Reconciler) reconcile(ctx context.Context) error {
 		rc.log.Warn("run repaired", "run_id", r.ID, "state", r.State, "executor", r.Executor, "new_state", ev.State)
 	}
 	return nil
+}
+
+// gone asks the registry itself whether executor id's entry has lapsed: the
+// catalog may have missed its announcements.
+func (rc *Reconciler) gone(ctx context.Context, id string) (bool, error) {
+	_, err := rc.registry.Get(ctx, id)
+	switch {
+	case err == nil:
+		rc.log.Debug("executor not heard from lately but still registered", "executor", id)
+		return false, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return true, nil
+	}
+	return false, fmt.Errorf("look up executor %s: %w", id, err)
 }

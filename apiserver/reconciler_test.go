@@ -1,0 +1,146 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/models/modelstest"
+)
+
+// reconcilerBus starts an embedded NATS server with the streams and buckets
+// of a namespace of its own.
+func reconcilerBus(t *testing.T) (*events.Bus, *nats.Conn) {
+	t.Helper()
+	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames("RECON")
+	require.NoError(t, err)
+	bus, err := events.Provision(context.Background(), js, names, events.Config{ExecutorTTL: time.Minute})
+	require.NoError(t, err)
+	return bus, nc
+}
+
+// A catalog that has not heard from an executor for a TTL (this process
+// was paused, its watch stalled, NATS was unreachable) does not make the
+// reconciler preempt that executor's runs while the registry still holds
+// its entry; the runs of an executor whose entry is gone are repaired.
+func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bus, _ := reconcilerBus(t)
+	store := modelstest.NewStore(t, filepath.Join(t.TempDir(), "wes.db"))
+	for id, exec := range map[string]string{"run-alive": "alive", "run-gone": "gone"} {
+		require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: id, State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC(),
+			Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "https://example.com/wf.cwl"}}}, nil))
+		require.NoError(t, store.UpdateRun(ctx, id, func(r *models.Run) ([]models.TaskLog, error) {
+			r.State, r.Attempt, r.Executor = models.Running, 1, exec
+			return nil, nil
+		}))
+	}
+	info, err := json.Marshal(events.ExecutorInfo{ID: "alive"})
+	require.NoError(t, err)
+	_, err = bus.Executors.Put(ctx, "alive", info)
+	require.NoError(t, err)
+
+	// The catalog last heard of both long ago.
+	const ttl = 2 * time.Second
+	catalog := NewCatalog(ttl)
+	catalog.put(events.ExecutorInfo{ID: "alive"}, time.Now().Add(-time.Hour))
+	catalog.put(events.ExecutorInfo{ID: "gone"}, time.Now().Add(-time.Hour))
+	catalog.synced = time.Now().Add(-time.Hour)
+
+	reg := prometheus.NewRegistry()
+	rc := NewReconciler(store, catalog, bus, "test", time.Second, reg, slog.New(slog.DiscardHandler))
+	require.NoError(t, rc.reconcile(ctx))
+
+	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+	require.NoError(t, err)
+	var repaired []string
+	for m := range batch.Messages() {
+		ev, err := events.DecodeRunEvent(m.Data())
+		require.NoError(t, err)
+		require.Equal(t, models.Preempted, ev.State)
+		repaired = append(repaired, ev.RunID)
+	}
+	require.Equal(t, []string{"run-gone"}, repaired, "only the run of the executor the registry no longer holds")
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	repairs := 0.0
+	for _, f := range families {
+		if f.GetName() == "wes_reconciler_repairs_total" {
+			for _, m := range f.GetMetric() {
+				repairs += m.GetCounter().GetValue()
+			}
+		}
+	}
+	require.Equal(t, 1.0, repairs, "one repair counted")
+}
+
+// The reconciler waits, after (re)connecting to NATS, until every live
+// executor has had a TTL to announce itself.
+func TestReconcilerWaitsATTLAfterConnecting(t *testing.T) {
+	t.Parallel()
+	bus, nc := reconcilerBus(t)
+	rc := NewReconciler(nil, NewCatalog(300*time.Millisecond), bus, "test", time.Second, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	require.Same(t, nc, rc.conn)
+	require.False(t, rc.connectedForTTL(), "just connected")
+	require.Eventually(t, rc.connectedForTTL, 5*time.Second, 50*time.Millisecond)
+	rc.reconnects++ // as if the connection had been re-established since
+	require.False(t, rc.connectedForTTL(), "just reconnected")
+	require.Eventually(t, rc.connectedForTTL, 5*time.Second, 50*time.Millisecond)
+}
+
+// A catalog that is starting keeps a submission waiting for the
+// registry's contents rather than refusing it for want of engines; a watch
+// that ends unsettles the catalog until the next one has caught up.
+func TestCatalogFirstSyncAndRestart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bus, _ := reconcilerBus(t)
+	info, err := json.Marshal(events.ExecutorInfo{ID: "e1", Engines: []events.EngineInfo{cwltool}})
+	require.NoError(t, err)
+	_, err = bus.Executors.Put(ctx, "e1", info)
+	require.NoError(t, err)
+
+	c := NewCatalog(time.Minute)
+	started := make(chan struct{})
+	go func() {
+		c.mu.Lock()
+		c.following = true // as Run does first
+		c.mu.Unlock()
+		close(started)
+		_ = c.Run(ctx, bus.Executors, slog.New(slog.DiscardHandler))
+	}()
+	<-started
+	got, err := c.resolve("CWL", "v1.0", "", "")
+	require.NoError(t, err, "a submission right after start-up waits for the registry")
+	require.Equal(t, cwltool, got)
+	require.True(t, c.live("e1"))
+
+	c.mu.RLock()
+	synced := c.synced
+	c.mu.RUnlock()
+	require.False(t, synced.IsZero())
+	c.unsync() // what follow and Run do when a watch starts or ends
+	require.False(t, c.settled())
+}
