@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -39,6 +39,8 @@ type Catalog struct {
 	// first watch delivered the registry's contents.
 	following bool
 	firstSync chan struct{}
+	// kv is the executors bucket Run follows.
+	kv jetstream.KeyValue
 }
 
 type seenExecutor struct {
@@ -63,17 +65,19 @@ func NewCatalog(ttl time.Duration) *Catalog {
 // Run follows the executors bucket until ctx ends.
 func (c *Catalog) Run(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
 	c.mu.Lock()
-	c.following = true
+	c.following, c.kv = true, kv
 	c.mu.Unlock()
 	for {
 		err := c.follow(ctx, kv, log)
 		if ctx.Err() != nil {
 			return nil
 		}
-		// Until the next watch has delivered the registry again, what this
-		// catalog holds may be older than the TTL through no executor's
-		// fault: it no longer says who is gone.
-		c.unsync()
+		if !errors.Is(err, errWatchStalled) {
+			// Until the next watch has delivered the registry again, what
+			// this catalog holds may be older than the TTL through no
+			// executor's fault: it no longer says who is gone.
+			c.unsync()
+		}
 		log.Warn("executor registry watch ended, restarting", "err", err)
 		select {
 		case <-ctx.Done():
@@ -83,16 +87,46 @@ func (c *Catalog) Run(ctx context.Context, kv jetstream.KeyValue, log *slog.Logg
 	}
 }
 
+// errWatchStalled ends a watch that delivered nothing for a TTL while
+// executors were listed: live executors announce themselves several times a
+// TTL, so the watch lost its way (its consumer went with a NATS node).
+var errWatchStalled = errors.New("no executor announced itself for a TTL; the watch may have stalled")
+
+// follow runs one watch. Its initial values replace what the catalog held,
+// so that executors whose entries lapsed meanwhile are forgotten.
 func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
-	c.unsync()
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
 	}
 	defer w.Stop()
-	for entry := range w.Updates() {
+	initial := map[string]seenExecutor{} // nil once the initial values are in
+	quiet := time.NewTimer(c.ttl)
+	defer quiet.Stop()
+	for {
+		var entry jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-quiet.C:
+			c.mu.RLock()
+			listed := len(c.execs)
+			c.mu.RUnlock()
+			if listed > 0 {
+				return errWatchStalled
+			}
+			quiet.Reset(c.ttl)
+			continue
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed")
+			}
+			entry = e
+		}
+		quiet.Reset(c.ttl)
 		if entry == nil { // initial values delivered
 			c.mu.Lock()
+			c.execs, initial = initial, nil
 			if c.synced.IsZero() {
 				c.synced = c.now()
 			}
@@ -104,19 +138,52 @@ func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.L
 			c.mu.Unlock()
 			continue
 		}
-		switch entry.Operation() {
-		case jetstream.KeyValuePut:
-			var info events.ExecutorInfo
-			if err := json.Unmarshal(entry.Value(), &info); err != nil {
-				log.Warn("undecodable executor entry", "key", entry.Key(), "err", err)
-				continue
-			}
+		if entry.Operation() != jetstream.KeyValuePut {
+			c.mu.Lock()
+			delete(initial, entry.Key())
+			delete(c.execs, entry.Key())
+			c.mu.Unlock()
+			continue
+		}
+		var info events.ExecutorInfo
+		if err := json.Unmarshal(entry.Value(), &info); err != nil {
+			log.Warn("undecodable executor entry", "key", entry.Key(), "err", err)
+			continue
+		}
+		if initial != nil {
+			initial[info.ID] = seenExecutor{info: info, seen: c.now()}
+			continue
+		}
+		c.put(info, c.now())
+	}
+}
+
+// refresh reads the registry itself, for a catalog whose watch may have
+// missed announcements: every entry there is an executor that announced
+// itself within the TTL, by the server's reckoning.
+func (c *Catalog) refresh() {
+	c.mu.RLock()
+	kv := c.kv
+	c.mu.RUnlock()
+	if kv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	keys, err := kv.Keys(ctx)
+	if err != nil {
+		return
+	}
+	for _, k := range keys {
+		entry, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var info events.ExecutorInfo
+		if json.Unmarshal(entry.Value(), &info) == nil {
 			c.put(info, c.now())
-		default:
-			c.remove(entry.Key())
 		}
 	}
-	return fmt.Errorf("watch closed")
 }
 
 func (c *Catalog) put(info events.ExecutorInfo, seen time.Time) {
@@ -211,6 +278,12 @@ func (c *Catalog) resolve(wfType, wfVersion, engine, engineVersion string) (even
 	all := c.engines()
 	if len(all) == 0 {
 		c.awaitFirstSync()
+		all = c.engines()
+	}
+	if len(all) == 0 {
+		// The watch may be behind (a NATS node went away with its
+		// consumer): ask the registry before refusing the run.
+		c.refresh()
 		all = c.engines()
 	}
 	if len(all) == 0 {

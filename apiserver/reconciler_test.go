@@ -144,3 +144,64 @@ func TestCatalogFirstSyncAndRestart(t *testing.T) {
 	c.unsync() // what follow and Run do when a watch starts or ends
 	require.False(t, c.settled())
 }
+
+// A catalog whose watch has heard nothing for longer than the TTL (its
+// consumer went with a NATS node) asks the registry before it refuses a
+// submission for want of engines.
+func TestCatalogAsksTheRegistryBeforeRefusing(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bus, _ := reconcilerBus(t)
+	info, err := json.Marshal(events.ExecutorInfo{ID: "e1", Engines: []events.EngineInfo{cwltool}})
+	require.NoError(t, err)
+	_, err = bus.Executors.Put(ctx, "e1", info)
+	require.NoError(t, err)
+	c := NewCatalog(time.Minute)
+	go func() { _ = c.Run(ctx, bus.Executors, slog.New(slog.DiscardHandler)) }()
+	require.Eventually(t, func() bool { return c.live("e1") }, 5*time.Second, 10*time.Millisecond)
+
+	later := time.Now().Add(time.Hour) // as if the watch had been silent for an hour
+	c.mu.Lock()
+	c.now = func() time.Time { return later }
+	c.mu.Unlock()
+	require.Empty(t, c.engines())
+	got, err := c.resolve("CWL", "v1.0", "", "")
+	require.NoError(t, err, "the registry still lists e1")
+	require.Equal(t, cwltool, got)
+}
+
+// A watch that stays silent for a TTL while executors are listed is
+// restarted, and what the new watch finds replaces the catalog: executors
+// whose entries lapsed (crashed ones; a lapse leaves no delete) are gone.
+func TestCatalogRestartsASilentWatch(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames("SILENT")
+	require.NoError(t, err)
+	bus, err := events.Provision(ctx, js, names, events.Config{ExecutorTTL: time.Second})
+	require.NoError(t, err)
+	info, err := json.Marshal(events.ExecutorInfo{ID: "crashed", Engines: []events.EngineInfo{cwltool}})
+	require.NoError(t, err)
+	_, err = bus.Executors.Put(ctx, "crashed", info)
+	require.NoError(t, err)
+
+	c := NewCatalog(time.Second)
+	go func() { _ = c.Run(ctx, bus.Executors, slog.New(slog.DiscardHandler)) }()
+	require.Eventually(t, func() bool { return c.live("crashed") }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return len(c.execs) == 0
+	}, 10*time.Second, 50*time.Millisecond, "the lapsed executor is forgotten")
+	require.Eventually(t, c.settled, 5*time.Second, 50*time.Millisecond, "a restart for silence keeps the catalog settled")
+}
