@@ -74,6 +74,9 @@ func readEvents(ctx context.Context, js jetstream.JetStream, stream string) ([]s
 	}
 }
 
+// tries is how many deliveries count as attempts against WES_MAX_ATTEMPTS.
+func (r *replayed) tries() int { return r.attempts - len(r.handBacks) }
+
 // replayed is a run as the events stream says it must be: every event of
 // the run pushed, in stream order, through the projector's own Apply.
 type replayed struct {
@@ -87,8 +90,11 @@ type replayed struct {
 	// reported lists the distinct terminal states any event reported.
 	reported []models.State
 	dropped  int
-	// attempts is the highest attempt of any event.
+	// attempts is the highest attempt (delivery) of any event.
 	attempts int
+	// handBacks are the deliveries an executor handed back (PREEMPTED by
+	// the executor itself, at shutdown): they do not count as attempts.
+	handBacks map[int]bool
 	// starts are the INITIALIZING events, by attempt.
 	starts map[int]stateAt
 	// states are the state events in stream order (applied or not).
@@ -115,12 +121,15 @@ func replay(evs []streamEvent) map[string]*replayed {
 		ev := se.ev
 		r, ok := runs[ev.RunID]
 		if !ok {
-			r = &replayed{run: models.Run{ID: ev.RunID, State: models.Queued}, starts: map[int]stateAt{}}
+			r = &replayed{run: models.Run{ID: ev.RunID, State: models.Queued}, starts: map[int]stateAt{}, handBacks: map[int]bool{}}
 			runs[ev.RunID] = r
 		}
 		r.attempts = max(r.attempts, ev.Attempt)
 		if ev.State.Terminal() && !slices.Contains(r.reported, ev.State) {
 			r.reported = append(r.reported, ev.State)
+		}
+		if ev.State == models.Preempted && ev.Source != events.SourceAPI {
+			r.handBacks[ev.Attempt] = true
 		}
 		if ev.State == models.Initializing {
 			if _, seen := r.starts[ev.Attempt]; !seen {
