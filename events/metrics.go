@@ -47,7 +47,7 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		lister := s.ListConsumers(ctx)
 		for info := range lister.Info() {
 			name := info.Name
-			if !strings.HasPrefix(name, "executor_") && name != c.bus.Names.ProjectorConsumer() {
+			if !strings.HasPrefix(name, "executor_") {
 				continue
 			}
 			ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(info.NumPending), stream, name)

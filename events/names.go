@@ -58,7 +58,8 @@ func (n Names) ObjectsBucket() string { return n.ns + "_OBJECTS" }
 // run engine.
 func (n Names) ExecutorConsumer(engine string) string { return "executor_" + engine }
 
-// ProjectorConsumer is the durable consumer of the projector.
+// ProjectorConsumer is the durable consumer projectors used before they
+// kept their position in the database; they delete it.
 func (n Names) ProjectorConsumer() string { return "projector" }
 
 func (n Names) runsSubjects() string   { return n.prefix + ".runs.submitted.>" }

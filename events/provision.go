@@ -167,18 +167,27 @@ func Consume(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 // Term, not TermWithReason: servers before 2.10 ignore the latter and would
 // redeliver the message for ever.
 func DeadLetter(ctx context.Context, b *Bus, msg jetstream.Msg, reason string) error {
-	var pubErr error
+	return errors.Join(PublishDeadLetter(ctx, b, msg, reason), msg.Term())
+}
+
+// PublishDeadLetter copies msg to the dead-letter stream with the reason
+// and where it came from in headers. Publishing the same message again is
+// harmless: its message id makes JetStream keep one copy.
+func PublishDeadLetter(ctx context.Context, b *Bus, msg jetstream.Msg, reason string) error {
 	meta, err := msg.Metadata()
-	if err == nil {
-		dead := nats.NewMsg(b.Names.DeadLetterSubject(meta.Stream))
-		dead.Data = msg.Data()
-		dead.Header.Set("Wes-Dead-Reason", reason)
-		dead.Header.Set("Wes-Dead-Subject", msg.Subject())
-		dead.Header.Set("Wes-Dead-Stream-Seq", strconv.FormatUint(meta.Sequence.Stream, 10))
-		dead.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%d", meta.Stream, meta.Sequence.Stream))
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, pubErr = b.JS.PublishMsg(pctx, dead)
-		cancel()
+	if err != nil {
+		return fmt.Errorf("dead-letter: %w", err)
 	}
-	return errors.Join(pubErr, msg.Term())
+	dead := nats.NewMsg(b.Names.DeadLetterSubject(meta.Stream))
+	dead.Data = msg.Data()
+	dead.Header.Set("Wes-Dead-Reason", reason)
+	dead.Header.Set("Wes-Dead-Subject", msg.Subject())
+	dead.Header.Set("Wes-Dead-Stream-Seq", strconv.FormatUint(meta.Sequence.Stream, 10))
+	dead.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%d", meta.Stream, meta.Sequence.Stream))
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := b.JS.PublishMsg(pctx, dead); err != nil {
+		return fmt.Errorf("dead-letter %s seq %d: %w", meta.Stream, meta.Sequence.Stream, err)
+	}
+	return nil
 }

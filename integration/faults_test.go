@@ -751,16 +751,16 @@ func (s *faultSuite) busy(ctx context.Context) string {
 		}
 		return fmt.Sprintf("%d runs still queued in %s", info.State.Msgs, s.names.RunsStream())
 	}
-	c, err := s.js.Consumer(ctx, s.names.EventsStream(), s.names.ProjectorConsumer())
+	events, err := s.streamInfo(ctx, s.names.EventsStream())
 	if err != nil {
 		return err.Error()
 	}
-	ci, err := c.Info(ctx)
+	pos, err := s.store.Checkpoint(ctx, s.names.EventsStream())
 	if err != nil {
 		return err.Error()
 	}
-	if ci.NumPending > 0 || ci.NumAckPending > 0 {
-		return fmt.Sprintf("projector: %d events pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+	if pos < events.State.LastSeq {
+		return fmt.Sprintf("projector: %d events not applied yet", events.State.LastSeq-pos)
 	}
 	return ""
 }

@@ -285,77 +285,158 @@ type RunUpdate struct {
 // stand. It returns the error of each update, or an error for the whole
 // batch (then nothing was written): a fn's other errors, or the database's.
 func (s *Store) UpdateRuns(ctx context.Context, updates []RunUpdate) ([]error, error) {
+	return s.updateRuns(ctx, nil, updates, nil)
+}
+
+// Checkpoint is how far a consumer has applied a stream. ProjectRuns moves
+// it from From (the position read with Store.Checkpoint or returned by the
+// last ProjectRuns) to To in the transaction that applies the events
+// between: the events are applied exactly once, in order, even when two
+// consumers briefly believe they are the only one.
+type Checkpoint struct {
+	Name     string
+	From, To uint64
+}
+
+// ErrCheckpointMoved: the checkpoint is no longer where the caller read it;
+// another consumer applied events meanwhile, and nothing was written.
+var ErrCheckpointMoved = errors.New("the checkpoint moved: another consumer applied these events")
+
+// Checkpoint returns the stored position of the named consumer, 0 if it
+// has none yet.
+func (s *Store) Checkpoint(ctx context.Context, name string) (uint64, error) {
+	var pos []int64
+	if err := s.db.WithContext(ctx).Table("checkpoints").Where("name = ?", name).Pluck("position", &pos).Error; err != nil {
+		return 0, fmt.Errorf("read checkpoint %s: %w", name, classify(err))
+	}
+	if len(pos) == 0 {
+		return 0, nil
+	}
+	return uint64(pos[0]), nil
+}
+
+// ProjectRuns is UpdateRuns that also moves cp from cp.From to cp.To, in
+// the same transaction, or fails with ErrCheckpointMoved. beforeCommit, if
+// not nil, sees the result of every update once they are written and
+// before the commit; an error from it rolls everything back and is
+// returned.
+func (s *Store) ProjectRuns(ctx context.Context, cp Checkpoint, updates []RunUpdate, beforeCommit func([]error) error) ([]error, error) {
+	return s.updateRuns(ctx, &cp, updates, beforeCommit)
+}
+
+// moveCheckpoint moves cp in tx. Its row lock makes a concurrent consumer
+// wait for this transaction, then find the checkpoint moved.
+func moveCheckpoint(tx *gorm.DB, cp *Checkpoint) error {
+	now := time.Now().UTC()
+	var res *gorm.DB
+	if cp.From == 0 {
+		res = tx.Exec("INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+			cp.Name, int64(cp.To), now)
+	} else {
+		res = tx.Exec("UPDATE checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position = ?",
+			int64(cp.To), now, cp.Name, int64(cp.From))
+	}
+	if res.Error != nil {
+		return fmt.Errorf("move checkpoint %s: %w", cp.Name, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("checkpoint %s at %d: %w", cp.Name, cp.From, ErrCheckpointMoved)
+	}
+	return nil
+}
+
+func (s *Store) updateRuns(ctx context.Context, cp *Checkpoint, updates []RunUpdate, beforeCommit func([]error) error) ([]error, error) {
 	errs := make([]error, len(updates))
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		ids := make([]string, 0, len(updates))
-		seen := make(map[string]bool, len(updates))
-		for _, u := range updates {
-			if !seen[u.ID] {
-				seen[u.ID] = true
-				ids = append(ids, u.ID)
+		if cp != nil {
+			if err := moveCheckpoint(tx, cp); err != nil {
+				return err
 			}
 		}
-		var rows []*Run
-		q := tx
-		if s.dialect == dialectPostgres {
-			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		if err := s.applyUpdates(tx, updates, errs); err != nil {
+			return err
 		}
-		// In seq order, so that concurrent writers lock rows in one order.
-		if err := q.Where("id IN ?", ids).Order("seq").Find(&rows).Error; err != nil {
-			return fmt.Errorf("load runs: %w", err)
+		if beforeCommit != nil {
+			return beforeCommit(errs)
 		}
-		byID := make(map[string]*Run, len(rows))
-		for _, r := range rows {
-			byID[r.ID] = r
-		}
-		var (
-			changed []*Run
-			dirty   = map[string]bool{}
-			tasks   []TaskLog
-		)
-		now := time.Now().UTC()
-		for i, u := range updates {
-			r := byID[u.ID]
-			if r == nil {
-				errs[i] = fmt.Errorf("run %q: %w", u.ID, ErrNotFound)
-				continue
-			}
-			next := *r
-			ts, err := u.Fn(&next)
-			if err != nil {
-				if !errors.Is(err, ErrSkip) && !isRefusal(err) {
-					return err
-				}
-				errs[i] = err
-				continue
-			}
-			next.UpdatedAt = now
-			*r = next
-			if !dirty[r.ID] {
-				dirty[r.ID] = true
-				changed = append(changed, r)
-			}
-			for _, t := range ts {
-				t.Seq, t.RunID = 0, r.ID
-				tasks = append(tasks, t)
-			}
-		}
-		if len(changed) > 0 {
-			for _, r := range changed {
-				s.sanitize(r)
-			}
-			if err := tx.Clauses(clause.OnConflict{
-				Columns: []clause.Column{{Name: "seq"}}, UpdateAll: true,
-			}).Create(&changed).Error; err != nil {
-				return fmt.Errorf("save runs: %w", err)
-			}
-		}
-		return s.upsertTasks(tx, tasks)
+		return nil
 	})
 	if err != nil {
 		return nil, classify(err)
 	}
 	return errs, nil
+}
+
+// applyUpdates is the body of UpdateRuns: it writes the updates that
+// succeed and puts the error of each other one in errs.
+func (s *Store) applyUpdates(tx *gorm.DB, updates []RunUpdate, errs []error) error {
+	if len(updates) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(updates))
+	seen := make(map[string]bool, len(updates))
+	for _, u := range updates {
+		if !seen[u.ID] {
+			seen[u.ID] = true
+			ids = append(ids, u.ID)
+		}
+	}
+	var rows []*Run
+	q := tx
+	if s.dialect == dialectPostgres {
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	// In seq order, so that concurrent writers lock rows in one order.
+	if err := q.Where("id IN ?", ids).Order("seq").Find(&rows).Error; err != nil {
+		return fmt.Errorf("load runs: %w", err)
+	}
+	byID := make(map[string]*Run, len(rows))
+	for _, r := range rows {
+		byID[r.ID] = r
+	}
+	var (
+		changed []*Run
+		dirty   = map[string]bool{}
+		tasks   []TaskLog
+	)
+	now := time.Now().UTC()
+	for i, u := range updates {
+		r := byID[u.ID]
+		if r == nil {
+			errs[i] = fmt.Errorf("run %q: %w", u.ID, ErrNotFound)
+			continue
+		}
+		next := *r
+		ts, err := u.Fn(&next)
+		if err != nil {
+			if !errors.Is(err, ErrSkip) && !isRefusal(err) {
+				return err
+			}
+			errs[i] = err
+			continue
+		}
+		next.UpdatedAt = now
+		*r = next
+		if !dirty[r.ID] {
+			dirty[r.ID] = true
+			changed = append(changed, r)
+		}
+		for _, t := range ts {
+			t.Seq, t.RunID = 0, r.ID
+			tasks = append(tasks, t)
+		}
+	}
+	if len(changed) > 0 {
+		for _, r := range changed {
+			s.sanitize(r)
+		}
+		if err := tx.Clauses(clause.OnConflict{
+			Columns: []clause.Column{{Name: "seq"}}, UpdateAll: true,
+		}).Create(&changed).Error; err != nil {
+			return fmt.Errorf("save runs: %w", err)
+		}
+	}
+	return s.upsertTasks(tx, tasks)
 }
 
 // upsertTasks writes task logs, the last one of each (run, task) winning,

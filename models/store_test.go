@@ -31,6 +31,7 @@ func TestStore(t *testing.T) {
 				"Outbox":        testOutbox,
 				"CreateRuns":    testCreateRuns,
 				"UpdateRuns":    testUpdateRuns,
+				"ProjectRuns":   testProjectRuns,
 			} {
 				t.Run(name, func(t *testing.T) {
 					// Subtests share one database: each works on its own runs.
@@ -383,4 +384,58 @@ func testUpdateRuns(t *testing.T, s *models.Store) {
 	r1, err = s.GetRun(ctx, "ur-1")
 	require.NoError(t, err)
 	require.Equal(t, models.Running, r1.State)
+}
+
+// ProjectRuns moves the checkpoint with the runs, refuses a stale
+// checkpoint without writing anything, and rolls back when beforeCommit
+// fails.
+func testProjectRuns(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	require.NoError(t, s.CreateRun(ctx, newRun("pr-1", nil)))
+	setState := func(st models.State) []models.RunUpdate {
+		return []models.RunUpdate{{ID: "pr-1", Fn: func(r *models.Run) ([]models.TaskLog, error) {
+			r.State = st
+			return nil, nil
+		}}}
+	}
+	state := func() models.State {
+		r, err := s.GetRun(ctx, "pr-1")
+		require.NoError(t, err)
+		return r.State
+	}
+	pos := func() uint64 {
+		p, err := s.Checkpoint(ctx, "pr")
+		require.NoError(t, err)
+		return p
+	}
+	require.Zero(t, pos(), "no checkpoint yet")
+
+	errs, err := s.ProjectRuns(ctx, models.Checkpoint{Name: "pr", From: 0, To: 3}, setState(models.Initializing), nil)
+	require.NoError(t, err)
+	require.Equal(t, []error{nil}, errs)
+	require.Equal(t, uint64(3), pos())
+	require.Equal(t, models.Initializing, state())
+
+	for _, from := range []uint64{0, 2, 4} {
+		_, err = s.ProjectRuns(ctx, models.Checkpoint{Name: "pr", From: from, To: 9}, setState(models.Running), nil)
+		require.ErrorIs(t, err, models.ErrCheckpointMoved, "from %d", from)
+	}
+	require.Equal(t, uint64(3), pos())
+	require.Equal(t, models.Initializing, state(), "nothing written with a stale checkpoint")
+
+	boom := errors.New("boom")
+	var seen []error
+	_, err = s.ProjectRuns(ctx, models.Checkpoint{Name: "pr", From: 3, To: 5}, append(setState(models.Running),
+		models.RunUpdate{ID: "pr-missing", Fn: func(*models.Run) ([]models.TaskLog, error) { return nil, nil }}),
+		func(errs []error) error { seen = errs; return boom })
+	require.ErrorIs(t, err, boom)
+	require.Len(t, seen, 2)
+	require.NoError(t, seen[0])
+	require.ErrorIs(t, seen[1], models.ErrNotFound)
+	require.Equal(t, uint64(3), pos(), "beforeCommit's error rolls the checkpoint back")
+	require.Equal(t, models.Initializing, state(), "and the runs")
+
+	_, err = s.ProjectRuns(ctx, models.Checkpoint{Name: "pr", From: 3, To: 5}, nil, nil)
+	require.NoError(t, err, "the checkpoint moves alone")
+	require.Equal(t, uint64(5), pos())
 }

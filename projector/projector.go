@@ -16,7 +16,8 @@ import (
 
 // Store is what the projector needs of the run store.
 type Store interface {
-	UpdateRuns(ctx context.Context, updates []models.RunUpdate) ([]error, error)
+	Checkpoint(ctx context.Context, name string) (uint64, error)
+	ProjectRuns(ctx context.Context, cp models.Checkpoint, updates []models.RunUpdate, beforeCommit func([]error) error) ([]error, error)
 }
 
 // Projector applies run events to the store.
@@ -33,6 +34,7 @@ type metrics struct {
 	transitions *prometheus.CounterVec
 	durations   *prometheus.HistogramVec
 	lag         prometheus.Gauge
+	backlog     prometheus.Gauge
 }
 
 // New returns a projector; call Run to start it. holder names this process
@@ -56,18 +58,29 @@ func New(store Store, bus *events.Bus, holder string, reg prometheus.Registerer,
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wes_projector_lag_seconds", Help: "Age of the last event applied when it was applied.",
 		}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wes_projector_backlog_events", Help: "Events in the stream beyond the projector's stored position, as of the active projector's last look (every few seconds).",
+		}),
 	}
-	reg.MustRegister(m.events, m.transitions, m.durations, m.lag)
+	reg.MustRegister(m.events, m.transitions, m.durations, m.lag, m.backlog)
 	return &Projector{holder: holder, store: store, bus: bus, log: log.With("component", "projector"), m: m}
 }
 
 // Run applies events until ctx ends. One projector at a time (across API
 // replicas) holds the projector lease and consumes; the others stand by
-// and take over when its lease lapses. The holder takes the events waiting
-// in batches and applies each batch in stream order in one transaction.
+// and take over when its lease lapses.
+//
+// The holder reads the events stream in order from the position stored in
+// the database (an ordered consumer, which restarts itself where it left
+// off when a message goes missing in flight) and applies what waits in
+// batches, each in one transaction that also moves the stored position.
+// So every event is applied exactly once and in stream order, whatever
+// NATS redelivers or loses in flight, and a projector that lost the lease
+// without knowing it cannot apply anything (its position is stale).
 func (p *Projector) Run(ctx context.Context) error {
 	lease := events.NewLease(p.bus, "projector", p.holder)
 	defer lease.Release()
+	p.dropLegacyConsumer(ctx)
 	for {
 		if lease.Hold(ctx) {
 			if err := p.project(ctx, lease); err != nil && ctx.Err() == nil {
@@ -82,188 +95,251 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 }
 
+// dropLegacyConsumer deletes the durable consumer that projectors before
+// the stored checkpoint used: left alone, it would keep every event as
+// unacknowledged work for ever.
+func (p *Projector) dropLegacyConsumer(ctx context.Context) {
+	err := p.bus.JS.DeleteConsumer(ctx, p.bus.Names.EventsStream(), p.bus.Names.ProjectorConsumer())
+	if err == nil {
+		p.log.Info("deleted the projector's legacy durable consumer")
+	}
+}
+
 // batchSize bounds the events applied in one transaction.
 const batchSize = 256
 
+var errLeaseLost = errors.New("lost the projector lease")
+
 // project consumes while this process holds the lease.
 func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
-	cons, err := p.bus.JS.CreateOrUpdateConsumer(ctx, p.bus.Names.EventsStream(), jetstream.ConsumerConfig{
-		Durable:     p.bus.Names.ProjectorConsumer(),
-		Description: "writes run events into the database",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		// Shorter than the lease's TTL: what a crashed holder fetched is
-		// redeliverable, and delivered first, by the time another holder
-		// takes over.
-		AckWait:       10 * time.Second,
-		MaxAckPending: 4 * batchSize,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+	name := p.bus.Names.EventsStream()
+	pos, err := p.store.Checkpoint(ctx, name)
+	if err != nil {
+		return err
+	}
+	stream, err := p.bus.JS.Stream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("events stream: %w", err)
+	}
+	// floor: events at or below it were applied.
+	start, floor := pos+1, pos
+	if st := stream.CachedInfo().State; st.LastSeq < pos {
+		p.log.Error("the events stream is behind the projector's checkpoint: was it recreated? Reading it from its start",
+			"checkpoint", pos, "stream_last_seq", st.LastSeq)
+		start, floor = 1, 0
+	} else if st.Msgs > 0 && st.FirstSeq > start {
+		p.log.Error("events expired from the stream before they were applied", "checkpoint", pos,
+			"stream_first_seq", st.FirstSeq, "lost", st.FirstSeq-start)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   start,
 	})
 	if err != nil {
-		return fmt.Errorf("create projector consumer: %w", err)
+		return fmt.Errorf("events consumer: %w", err)
 	}
-	renewed := time.Now()
-	for ctx.Err() == nil {
+	msgs := make(chan jetstream.Msg, batchSize)
+	done := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-done:
+		}
+	}, jetstream.PullMaxMessages(batchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		p.log.Debug("events consumer", "err", err)
+	}))
+	if err != nil {
+		return fmt.Errorf("consume events: %w", err)
+	}
+	defer func() {
+		close(done)
+		cc.Stop()
+	}()
+	var renewed time.Time
+	for {
 		if time.Since(renewed) > 5*time.Second {
 			if !lease.Hold(ctx) {
-				return errors.New("lost the projector lease")
+				return errLeaseLost
 			}
 			renewed = time.Now()
+			if info, err := stream.Info(ctx); err == nil && info.State.LastSeq >= pos {
+				p.m.backlog.Set(float64(info.State.LastSeq - pos))
+			}
 		}
 		// Wait for one event, then take every event already waiting.
-		wait, cancel := context.WithTimeout(ctx, 2*time.Second)
-		first, err := cons.Fetch(1, jetstream.FetchContext(wait))
-		var msgs []jetstream.Msg
-		if err == nil {
-			for m := range first.Messages() {
-				msgs = append(msgs, m)
-			}
-		}
-		cancel()
-		if len(msgs) == 0 {
+		var batch []jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			batch = append(batch, m)
+		case <-time.After(2 * time.Second):
 			continue
 		}
-		if more, err := cons.FetchNoWait(batchSize - 1); err == nil {
-			for m := range more.Messages() {
-				msgs = append(msgs, m)
+	more:
+		for len(batch) < batchSize {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break more
 			}
 		}
-		p.applyBatch(ctx, lease, msgs)
+		if pos, err = p.applyBatch(ctx, lease, pos, floor, batch); err != nil {
+			return err
+		}
+		floor = pos
 	}
-	return nil
 }
 
-// entry is one fetched event on its way through applyBatch.
+// entry is one event on its way through applyBatch.
 type entry struct {
-	msg   jetstream.Msg
-	ev    events.RunEvent
-	seq   uint64
-	after models.Run
+	msg jetstream.Msg
+	seq uint64
+	ev  events.RunEvent
+	// dead says why the event goes to the dead-letter stream instead of
+	// being applied; empty for an event to apply.
+	dead   string
+	result error
+	after  models.Run
 }
 
-// applyBatch applies the decodable events of msgs in one transaction and
-// settles every message: Ack (applied, duplicate, dropped), dead letter
-// (poison, or refused by the database), or Nak for all when the database
-// stayed unreachable until ctx ended or the lease was lost.
-func (p *Projector) applyBatch(ctx context.Context, lease *events.Lease, msgs []jetstream.Msg) {
-	var batch []*entry
+func (e *entry) apply(r *models.Run) ([]models.TaskLog, error) {
+	tasks, err := Apply(r, e.ev, e.seq)
+	e.after = *r
+	return tasks, err
+}
+
+// applyBatch applies msgs, skipping those at or below floor, moves the
+// stored position from pos to the last of them, and returns it. Undecodable events and events for unknown runs go to
+// the dead-letter stream; if the database refuses the batch its events are
+// applied one by one, so that the one it refuses is set aside alone. An
+// error means that nothing more can be applied from where this process
+// stands: ctx ended, the lease is lost, or another projector moved on.
+func (p *Projector) applyBatch(ctx context.Context, lease *events.Lease, pos, floor uint64, msgs []jetstream.Msg) (uint64, error) {
+	entries := make([]*entry, 0, len(msgs))
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
 		if err != nil {
-			p.m.events.WithLabelValues("poison").Inc()
-			_ = msg.Term()
-			continue
+			return pos, fmt.Errorf("event without metadata: %w", err)
 		}
-		ev, err := events.DecodeRunEvent(msg.Data())
+		if meta.Sequence.Stream <= floor {
+			continue // applied already
+		}
+		e := &entry{msg: msg, seq: meta.Sequence.Stream}
+		if e.ev, err = events.DecodeRunEvent(msg.Data()); err != nil {
+			e.dead = "undecodable: " + err.Error()
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) == 0 {
+		return pos, nil
+	}
+	cp := models.Checkpoint{Name: p.bus.Names.EventsStream(), From: pos, To: entries[len(entries)-1].seq}
+	err := p.commit(ctx, lease, cp, entries)
+	if err == nil {
+		for _, e := range entries {
+			p.settle(e)
+		}
+		return cp.To, nil
+	}
+	if !errors.Is(err, errRefused) {
+		return pos, err
+	}
+	if len(entries) > 1 {
+		p.log.Warn("batch refused, applying its events one by one", "events", len(entries), "err", err)
+	}
+	for _, e := range entries {
+		one := models.Checkpoint{Name: cp.Name, From: pos, To: e.seq}
+		err := p.commit(ctx, lease, one, []*entry{e})
+		if errors.Is(err, errRefused) {
+			e.dead = err.Error()
+			err = p.commit(ctx, lease, one, []*entry{e})
+		}
 		if err != nil {
-			p.m.events.WithLabelValues("poison").Inc()
-			p.log.Error("undecodable run event, dead-lettering it", "err", err, "stream_seq", meta.Sequence.Stream, "subject", msg.Subject())
-			if err := events.DeadLetter(ctx, p.bus, msg, "undecodable: "+err.Error()); err != nil {
-				p.log.Error("cannot dead-letter event", "err", err)
-			}
-			continue
+			return pos, err
 		}
-		batch = append(batch, &entry{msg: msg, ev: ev, seq: meta.Sequence.Stream})
+		p.settle(e)
+		pos = e.seq
 	}
-	updates := make([]models.RunUpdate, len(batch))
-	for i, e := range batch {
-		updates[i] = models.RunUpdate{ID: e.ev.RunID, Fn: func(r *models.Run) ([]models.TaskLog, error) {
-			tasks, err := Apply(r, e.ev, e.seq)
-			e.after = *r
-			return tasks, err
-		}}
-	}
-	if len(updates) == 0 {
-		return
-	}
-	results, err := p.store.UpdateRuns(ctx, updates)
-	if err != nil && !errors.Is(err, models.ErrUnavailable) && len(updates) > 1 {
-		// The database refused something in the batch: apply the events
-		// one by one, so that the one it refuses is set aside alone.
-		p.log.Warn("batch refused, applying its events one by one", "events", len(batch), "err", err)
-		results = make([]error, len(updates))
-		for i := range updates {
-			if results[i], err = p.applyOne(ctx, lease, updates[i]); err != nil {
-				break
-			}
-		}
-	} else if err != nil && !errors.Is(err, models.ErrUnavailable) {
-		results, err = []error{fmt.Errorf("%w: %w", errRefused, err)}, nil
-	}
-	if err != nil {
-		// The database is unreachable: retry the same batch until it is
-		// applied. Handing it back would let newer events overtake it, and
-		// order is what keeps the state exact.
-		if results, err = p.retry(ctx, lease, batch, updates, err); err != nil {
-			p.log.Warn("batch handed back", "events", len(batch), "err", err)
-			for _, e := range batch {
-				_ = e.msg.Nak()
-			}
-			return
-		}
-	}
-	for i, e := range batch {
-		p.settle(ctx, e, results[i])
-	}
+	return pos, nil
 }
 
-// errRefused marks an event the database refuses to store.
+// errRefused marks events the database refuses to store.
 var errRefused = errors.New("refused by the database")
 
-// applyOne applies one update alone, waiting out an unreachable database.
-// An update the database refuses gets errRefused.
-func (p *Projector) applyOne(ctx context.Context, lease *events.Lease, u models.RunUpdate) (result, err error) {
+// errDeadLetter marks a failed dead-letter publish.
+var errDeadLetter = errors.New("cannot dead-letter")
+
+// commit applies entries and moves the checkpoint as cp says, in one
+// transaction, after publishing the entries that are poison to the
+// dead-letter stream. While the database or NATS is unreachable it retries
+// (keeping the order that keeps the state exact), as long as this process
+// holds the lease. It fails with errRefused when the database refuses the
+// batch, and with ErrCheckpointMoved when another projector applied it.
+func (p *Projector) commit(ctx context.Context, lease *events.Lease, cp models.Checkpoint, entries []*entry) error {
+	var (
+		applied []*entry
+		updates []models.RunUpdate
+	)
+	for _, e := range entries {
+		if e.dead == "" {
+			applied = append(applied, e)
+			updates = append(updates, models.RunUpdate{ID: e.ev.RunID, Fn: e.apply})
+		}
+	}
+	deadLetter := func(results []error) error {
+		for i, e := range applied {
+			if errors.Is(results[i], models.ErrNotFound) {
+				if err := events.PublishDeadLetter(ctx, p.bus, e.msg, "event for an unknown run"); err != nil {
+					return fmt.Errorf("%w: %w", errDeadLetter, err)
+				}
+			}
+		}
+		for _, e := range entries {
+			if e.dead != "" {
+				if err := events.PublishDeadLetter(ctx, p.bus, e.msg, e.dead); err != nil {
+					return fmt.Errorf("%w: %w", errDeadLetter, err)
+				}
+			}
+		}
+		return nil
+	}
 	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
-		res, err := p.store.UpdateRuns(ctx, []models.RunUpdate{u})
+		results, err := p.store.ProjectRuns(ctx, cp, updates, deadLetter)
 		switch {
 		case err == nil:
-			return res[0], nil
-		case !errors.Is(err, models.ErrUnavailable):
-			return fmt.Errorf("%w: %w", errRefused, err), nil
+			for i, e := range applied {
+				e.result = results[i]
+			}
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, models.ErrCheckpointMoved):
+			return err
+		case !errors.Is(err, models.ErrUnavailable) && !errors.Is(err, errDeadLetter):
+			return fmt.Errorf("%w: %w", errRefused, err)
 		}
-		if err := p.pause(ctx, lease, delay, nil); err != nil {
-			return nil, err
+		p.log.Warn("cannot apply events, retrying", "events", len(entries), "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
 		}
-	}
-}
-
-// retry applies updates until the database takes them, keeping batch's
-// messages in progress meanwhile. It gives up when ctx ends or this process
-// loses the lease (another projector may be applying newer events).
-func (p *Projector) retry(ctx context.Context, lease *events.Lease, batch []*entry, updates []models.RunUpdate, err error) ([]error, error) {
-	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
-		p.log.Warn("cannot apply events, retrying", "events", len(batch), "err", err, "retry_in", delay)
-		if err := p.pause(ctx, lease, delay, batch); err != nil {
-			return nil, err
-		}
-		var results []error
-		if results, err = p.store.UpdateRuns(ctx, updates); err == nil {
-			return results, nil
+		if !lease.Hold(ctx) {
+			return errLeaseLost
 		}
 	}
 }
 
-// pause waits delay, keeping batch in progress, and checks that this
-// process still holds the lease.
-func (p *Projector) pause(ctx context.Context, lease *events.Lease, delay time.Duration, batch []*entry) error {
-	for _, e := range batch {
-		_ = e.msg.InProgress()
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(delay):
-	}
-	if !lease.Hold(ctx) {
-		return errors.New("lost the projector lease")
-	}
-	return nil
-}
-
-func (p *Projector) settle(ctx context.Context, e *entry, err error) {
+// settle counts and logs what became of a committed entry.
+func (p *Projector) settle(e *entry) {
 	ev := e.ev
 	log := p.log.With("run_id", ev.RunID, "state", ev.State, "attempt", ev.Attempt, "stream_seq", e.seq)
-	switch {
+	switch err := e.result; {
+	case e.dead != "":
+		p.m.events.WithLabelValues("poison").Inc()
+		log.Error("event dead-lettered", "reason", e.dead, "subject", e.msg.Subject())
 	case err == nil:
 		p.m.events.WithLabelValues("applied").Inc()
 		p.m.lag.Set(time.Since(ev.Time).Seconds())
@@ -274,29 +350,17 @@ func (p *Projector) settle(ctx context.Context, e *entry, err error) {
 			}
 		}
 		log.Debug("event applied")
-		_ = e.msg.Ack()
 	case errors.Is(err, errDuplicate):
 		p.m.events.WithLabelValues("duplicate").Inc()
-		_ = e.msg.Ack()
 	case errors.Is(err, models.ErrSkip):
 		p.m.events.WithLabelValues("dropped").Inc()
 		log.Info("event dropped", "reason", err)
-		_ = e.msg.Ack()
-	case errors.Is(err, errRefused):
-		p.m.events.WithLabelValues("poison").Inc()
-		log.Error("the database refuses this event, dead-lettering it", "err", err)
-		if err := events.DeadLetter(ctx, p.bus, e.msg, err.Error()); err != nil {
-			log.Error("cannot dead-letter event", "err", err)
-		}
 	case errors.Is(err, models.ErrNotFound):
 		p.m.events.WithLabelValues("poison").Inc()
-		log.Error("event for an unknown run, dead-lettering it")
-		if err := events.DeadLetter(ctx, p.bus, e.msg, "event for an unknown run"); err != nil {
-			log.Error("cannot dead-letter event", "err", err)
-		}
+		log.Error("event for an unknown run dead-lettered")
 	default:
-		log.Warn("cannot apply event, will retry", "err", err)
-		_ = e.msg.NakWithDelay(time.Second)
+		p.m.events.WithLabelValues("dropped").Inc()
+		log.Error("event dropped", "err", err)
 	}
 }
 

@@ -68,3 +68,72 @@ func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
 		return err == nil && info.State.Msgs == 1
 	}, 5*time.Second, 50*time.Millisecond, "the refused event is dead-lettered, once")
 }
+
+// A projector resumes exactly after the last event applied: a new one
+// neither rereads what the last one applied nor misses what came after.
+func TestProjectorResumesFromItsCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
+	require.NoError(t, err)
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames("RESUME")
+	require.NoError(t, err)
+	bus, err := events.Provision(ctx, js, names, events.Config{})
+	require.NoError(t, err)
+	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
+	now := time.Now().UTC()
+	require.NoError(t, store.CreateRun(ctx, &models.Run{ID: "r", State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
+		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+	pub := events.NewPublisher(js, names)
+
+	// project runs a projector until the run is in state want and returns
+	// its metrics.
+	project := func(want models.State) *prometheus.Registry {
+		reg := prometheus.NewRegistry()
+		pctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = projector.New(store, bus, "test", reg, nil).Run(pctx)
+		}()
+		require.Eventually(t, func() bool {
+			r, err := store.GetRun(ctx, "r")
+			return err == nil && r.State == want
+		}, 20*time.Second, 20*time.Millisecond)
+		cancel()
+		<-done
+		return reg
+	}
+	counts := func(reg *prometheus.Registry) map[string]float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() == "wes_projector_events_total" {
+				for _, m := range mf.GetMetric() {
+					out[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+		return out
+	}
+
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Initializing, Source: "x"}))
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Running, Source: "x", Cmd: []string{"mock"}}))
+	require.Equal(t, map[string]float64{"applied": 2}, counts(project(models.Running)))
+
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Complete, Source: "x"}))
+	require.Equal(t, map[string]float64{"applied": 1}, counts(project(models.Complete)), "the second projector starts after the first one's last event")
+	pos, err := store.Checkpoint(ctx, names.EventsStream())
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), pos)
+	r, err := store.GetRun(ctx, "r")
+	require.NoError(t, err)
+	require.Equal(t, []string{"mock"}, r.Cmd)
+	require.NotNil(t, r.StartTime)
+}
