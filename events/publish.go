@@ -26,10 +26,18 @@ func NewPublisher(js jetstream.Publisher, names Names) *Publisher {
 
 // Publish sends data to subject with msgID and waits for the stream's ack.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []byte) error {
-	if _, err := p.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID)); err != nil {
-		return fmt.Errorf("publish %s (%s): %w", subject, msgID, err)
+	_, err := p.PublishDedup(ctx, subject, msgID, data)
+	return err
+}
+
+// PublishDedup is Publish that also reports whether the stream already had
+// a message with that id (and so dropped this one).
+func (p *Publisher) PublishDedup(ctx context.Context, subject, msgID string, data []byte) (duplicate bool, err error) {
+	ack, err := p.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return false, fmt.Errorf("publish %s (%s): %w", subject, msgID, err)
 	}
-	return nil
+	return ack.Duplicate, nil
 }
 
 // PublishOutbox publishes msgs without waiting between them, then waits

@@ -56,9 +56,33 @@ func overLimit(n, handBacks int, known bool, maxAttempts, maxHandBacks int) stri
 	return ""
 }
 
-// handBacks counts the deliveries before delivery n of run runID that an
-// executor handed back: those it reported PREEMPTED.
-func (e *Executor) handBacks(ctx context.Context, runID string, n int) (int, error) {
+// handBacks counts the deliveries before delivery n that an executor
+// handed back: those it reported PREEMPTED.
+func handBacks(history []events.RunEvent, n int) int {
+	seen := map[int]bool{}
+	for _, ev := range history {
+		if ev.State == models.Preempted && ev.Source != events.SourceAPI && ev.Attempt >= 1 && ev.Attempt < n {
+			seen[ev.Attempt] = true
+		}
+	}
+	return len(seen)
+}
+
+// lastAttempt returns the highest attempt number in history, and whether
+// the INITIALIZING event of attempt n in it is mine (published at that
+// time by this executor) rather than another delivery's.
+func lastAttempt(history []events.RunEvent, n int, mine events.RunEvent) (last int, own bool) {
+	for _, ev := range history {
+		last = max(last, ev.Attempt)
+		if ev.Attempt == n && ev.State == models.Initializing && ev.Source == mine.Source && ev.Time.Equal(mine.Time) {
+			own = true
+		}
+	}
+	return last, own
+}
+
+// history reads the events of run runID.
+func (e *Executor) history(ctx context.Context, runID string) ([]events.RunEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	stream := e.bus.Names.EventsStream()
@@ -71,7 +95,7 @@ func (e *Executor) handBacks(ctx context.Context, runID string, n int) (int, err
 		Replicas:          1,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read the run's events: %w", err)
+		return nil, fmt.Errorf("read the run's events: %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -79,30 +103,26 @@ func (e *Executor) handBacks(ctx context.Context, runID string, n int) (int, err
 		_ = e.bus.JS.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
 	}()
 	pending := cons.CachedInfo().NumPending
-	seen := map[int]bool{}
+	var evs []events.RunEvent
 	for read := uint64(0); read < pending; {
 		batch, err := cons.Fetch(int(min(pending-read, 256)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return 0, fmt.Errorf("read the run's events: %w", err)
+			return nil, fmt.Errorf("read the run's events: %w", err)
 		}
 		got := 0
 		for msg := range batch.Messages() {
 			got++
-			ev, err := events.DecodeRunEvent(msg.Data())
-			if err != nil {
-				continue
-			}
-			if ev.State == models.Preempted && ev.Source != events.SourceAPI && ev.Attempt >= 1 && ev.Attempt < n {
-				seen[ev.Attempt] = true
+			if ev, err := events.DecodeRunEvent(msg.Data()); err == nil {
+				evs = append(evs, ev)
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return 0, fmt.Errorf("read the run's events: %w", err)
+			return nil, fmt.Errorf("read the run's events: %w", err)
 		}
 		if got == 0 { // the rest expired meanwhile
 			break
 		}
 		read += uint64(got)
 	}
-	return len(seen), nil
+	return evs, nil
 }

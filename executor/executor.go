@@ -76,6 +76,7 @@ type Executor struct {
 	hard       context.Context
 	cancelHard context.CancelCauseFunc
 	inflight   sync.WaitGroup
+	cancels    *cancelWatch
 }
 
 var (
@@ -139,10 +140,12 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	hard, cancel := context.WithCancelCause(context.Background())
+	log = log.With("executor", cfg.ID)
 	return &Executor{
 		cfg: cfg, bus: bus, pub: events.NewPublisher(bus.JS, bus.Names), provider: provider,
-		log:   log.With("executor", cfg.ID),
+		log:   log,
 		slots: make(chan struct{}, cfg.Slots), hard: hard, cancelHard: cancel, m: newMetrics(reg, cfg.Slots),
+		cancels: newCancelWatch(bus.Cancel, log.With("component", "cancel-watch")),
 	}
 }
 
@@ -161,6 +164,13 @@ func (e *Executor) Run(ctx context.Context) error {
 	for _, eng := range engines {
 		e.log.Info("engine available", "engine", eng.Name, "version", eng.Version, "workflow_types", eng.WorkflowTypes)
 	}
+
+	// The cancel watch outlives ctx: runs still finishing after a shutdown
+	// request can be canceled too.
+	wctx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); e.cancels.Run(wctx) }()
+	defer func() { stopWatch(); <-watched }()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.announce(gctx, engines) })

@@ -192,6 +192,13 @@ func (a *attempt) outputsWhere() string {
 // permanent (the message id makes a repeat harmless). A state change the
 // server refuses for its size goes once more, cut to the bone (shrink).
 func (a *attempt) publish(ctx context.Context, ev events.RunEvent) error {
+	_, err := a.publishDedup(ctx, ev)
+	return err
+}
+
+// publishDedup is publish that also reports whether the stream already had
+// an event with the same message id (and so dropped this one).
+func (a *attempt) publishDedup(ctx context.Context, ev events.RunEvent) (duplicate bool, err error) {
 	ev.RunID, ev.Attempt, ev.Source = a.sub.RunID, a.n, a.e.cfg.ID
 	if ev.State != "" {
 		req := a.sub.Request
@@ -206,34 +213,35 @@ func (a *attempt) publish(ctx context.Context, ev events.RunEvent) error {
 		return len(data), err
 	}
 	ev = fit(ev, a.e.eventLimit(), a.outputsWhere(), size)
-	err := a.send(ctx, ev)
+	duplicate, err = a.send(ctx, ev)
 	if err == nil || !tooLarge(err) || ev.State == "" {
-		return err
+		return duplicate, err
 	}
 	a.log.Warn("event refused for its size; sending it without its details", "state", ev.State, "err", err)
 	return a.send(ctx, shrink(ev, fmt.Sprintf("NATS refused the event for its size (%v)", err), a.outputsWhere()))
 }
 
-// send publishes ev, retrying all but permanent errors until ctx ends.
-func (a *attempt) send(ctx context.Context, ev events.RunEvent) error {
+// send publishes ev, retrying all but permanent errors until ctx ends. It
+// reports whether the stream already had an event with ev's message id.
+func (a *attempt) send(ctx context.Context, ev events.RunEvent) (duplicate bool, err error) {
 	subject, msgID, data, err := a.e.pub.EncodeEvent(ev)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUnencodable, err)
+		return false, fmt.Errorf("%w: %w", errUnencodable, err)
 	}
 	delay := 100 * time.Millisecond
 	for {
-		err := a.e.pub.Publish(ctx, subject, msgID, data)
+		duplicate, err := a.e.pub.PublishDedup(ctx, subject, msgID, data)
 		if err == nil {
-			return nil
+			return duplicate, nil
 		}
 		if permanent(err) {
 			a.log.Error("event refused", "state", ev.State, "bytes", len(data), "err", err)
-			return err
+			return false, err
 		}
 		a.log.Warn("cannot publish event, retrying", "state", ev.State, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
+			return false, fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 5*time.Second)

@@ -120,14 +120,15 @@ func (a *attempt) count(ctx context.Context) string {
 	if a.n == 1 {
 		return ""
 	}
-	handBacks, err := a.e.handBacks(ctx, a.sub.RunID, a.n)
+	history, err := a.e.history(ctx, a.sub.RunID)
 	if err != nil {
 		// Every earlier delivery counts as an attempt for retries, but only
 		// the bound on deliveries can end the run.
 		a.log.Warn("cannot count the run's hand-backs; counting earlier deliveries as attempts", "err", err)
 	}
-	a.tries = a.n - handBacks
-	return overLimit(a.n, handBacks, err == nil, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
+	hb := handBacks(history, a.n)
+	a.tries = a.n - hb
+	return overLimit(a.n, hb, err == nil, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
 }
 
 // giveUp ends a run that must not be tried again.
@@ -141,40 +142,20 @@ func (a *attempt) giveUp(reason string) {
 
 // watch keeps the message alive with InProgress and cancels the attempt
 // with errCanceled when the run's cancel flag appears, until stop is
-// called. A watch of the flag that fails or ends is started again, with
-// backoff.
+// called.
 func (a *attempt) watch(cancel context.CancelCauseFunc) (stop func()) {
+	var once sync.Once
+	log := a.log
+	unsubscribe := a.e.cancels.subscribe(a.sub.RunID, func() {
+		once.Do(func() {
+			log.Info("cancel requested")
+			cancel(errCanceled)
+		})
+	})
 	wctx, wcancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var (
-			w       jetstream.KeyWatcher
-			updates <-chan jetstream.KeyValueEntry
-			again   <-chan time.Time
-			fails   int
-		)
-		rewatch := func(err error) {
-			fails++
-			d := watchBackoff(fails)
-			a.log.Warn("cannot watch the cancel flag; a cancel will not reach this run until the watch is back", "err", err, "retry_in", d)
-			again = time.After(d)
-		}
-		start := func() {
-			var err error
-			if w, err = a.e.bus.Cancel.Watch(wctx, a.sub.RunID); err != nil {
-				w = nil
-				rewatch(err)
-				return
-			}
-			updates = w.Updates()
-		}
-		defer func() {
-			if w != nil {
-				_ = w.Stop()
-			}
-		}()
-		start()
 		t := time.NewTicker(a.e.cfg.AckWait / 3)
 		defer t.Stop()
 		for {
@@ -183,33 +164,10 @@ func (a *attempt) watch(cancel context.CancelCauseFunc) (stop func()) {
 				return
 			case <-t.C:
 				a.heartbeat()
-			case <-again:
-				again = nil
-				start()
-			case entry, ok := <-updates:
-				switch {
-				case !ok:
-					updates = nil
-					_ = w.Stop()
-					w = nil
-					if wctx.Err() == nil {
-						rewatch(errors.New("the watch ended"))
-					}
-				case entry == nil: // the flag's current value has been delivered
-					fails = 0
-				case entry.Operation() == jetstream.KeyValuePut:
-					a.log.Info("cancel requested")
-					cancel(errCanceled)
-				}
 			}
 		}
 	}()
-	return func() { wcancel(); <-done }
-}
-
-// watchBackoff is the delay before watch try n+1: 0.5s, 1s, 2s, … 10s.
-func watchBackoff(n int) time.Duration {
-	return min(250*time.Millisecond<<min(n, 10), 10*time.Second)
+	return func() { unsubscribe(); wcancel(); <-done }
 }
 
 // heartbeat tells JetStream the run is still in progress, unless the
@@ -236,11 +194,7 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 	if context.Cause(ctx) != nil {
 		return res, ctx.Err()
 	}
-	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
-	if a.tries != a.n {
-		note += fmt.Sprintf(" (%d of the run's deliveries were hand-backs; this is attempt %d of at most %d)", a.n-a.tries, a.tries, a.e.cfg.MaxAttempts)
-	}
-	if err := a.publish(ctx, events.RunEvent{State: models.Initializing, SystemLog: note}); err != nil {
+	if err := a.begin(ctx); err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
@@ -272,6 +226,50 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 		job.Inputs = append(job.Inputs, att.Name)
 	}
 	return a.e.provider.Run(ctx, job, &reporter{a: a, ctx: ctx})
+}
+
+
+// begin reports INITIALIZING. JetStream's delivery count, which numbers
+// attempts, can repeat: a server undoes a delivery to a pull request whose
+// client has gone, so the delivery after a crash may carry the crashed
+// one's number. Events of two attempts with one number would take each
+// other's message ids and be dropped as duplicates. So when the stream
+// already has an INITIALIZING of this number that is not ours, this
+// delivery takes the number after the highest in the run's history.
+func (a *attempt) begin(ctx context.Context) error {
+	for {
+		ev := events.RunEvent{State: models.Initializing, SystemLog: a.note(), Time: time.Now().UTC()}
+		duplicate, err := a.publishDedup(ctx, ev)
+		if err != nil || !duplicate {
+			return err
+		}
+		history, err := a.e.history(ctx, a.sub.RunID)
+		if err != nil {
+			return fmt.Errorf("%w: attempt %d was numbered before and the run's history cannot be read: %w", providers.ErrRetryable, a.n, err)
+		}
+		last, own := lastAttempt(history, a.n, events.RunEvent{Source: a.e.cfg.ID, Time: ev.Time})
+		if own {
+			return nil // our first publish got there; its ack did not
+		}
+		n := max(last, a.n) + 1
+		a.log.Warn("this delivery's number was used by an earlier attempt; renumbering it", "new_attempt", n)
+		a.mu.Lock() // the heartbeat logs with a.log
+		a.n, a.tries = n, n-handBacks(history, n)
+		a.log = a.e.log.With("run_id", a.sub.RunID, "attempt", n)
+		a.mu.Unlock()
+		if reason := overLimit(a.n, a.n-a.tries, true, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks); reason != "" {
+			return errors.New(reason)
+		}
+	}
+}
+
+// note is the system log line that opens an attempt.
+func (a *attempt) note() string {
+	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
+	if a.tries != a.n {
+		note += fmt.Sprintf(" (%d of the run's deliveries were hand-backs; this is attempt %d of at most %d)", a.n-a.tries, a.tries, a.e.cfg.MaxAttempts)
+	}
+	return note
 }
 
 // stage creates the run's directory and copies the attachments into

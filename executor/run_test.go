@@ -160,3 +160,67 @@ func TestDeliveryLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestAReusedDeliveryNumberIsRenumbered: JetStream may hand out a delivery
+// count twice (after a crash). The attempt must not reuse the number: its
+// events would be dropped as duplicates of the earlier attempt's.
+func TestAReusedDeliveryNumberIsRenumbered(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	runID := f.submit(t)
+	// An earlier attempt 1, on an executor that crashed, whose delivery
+	// JetStream forgot.
+	require.NoError(t, f.pub.PublishEvent(f.ctx, events.RunEvent{RunID: runID, Attempt: 1, State: models.Initializing, Source: "exec-gone"}))
+	require.NoError(t, f.pub.PublishEvent(f.ctx, events.RunEvent{RunID: runID, Attempt: 1, State: models.Running, Source: "exec-gone"}))
+	p := &testProvider{run: func(_ context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine", job.RunID})
+		return providers.Result{}, nil
+	}}
+	f.start(t, Config{AckWait: 5 * time.Second}, p)
+	done := f.waitState(t, runID, models.Complete, 30*time.Second)
+	require.Equal(t, 2, done.Attempt, "events:%s", describe(f.runEvents(t, runID)))
+	var states []string
+	for _, ev := range f.runEvents(t, runID) {
+		if ev.Source != "exec-gone" {
+			states = append(states, fmt.Sprintf("%s/%d", ev.State, ev.Attempt))
+			if ev.State == models.Initializing {
+				require.Contains(t, ev.SystemLog, "attempt 2 on executor")
+			}
+		}
+	}
+	require.Equal(t, []string{"INITIALIZING/2", "RUNNING/2", "COMPLETE/2"}, states)
+	require.EqualValues(t, 1, p.calls.Load())
+}
+
+func TestLastAttemptAndHandBacks(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	history := []events.RunEvent{
+		{Attempt: 1, State: models.Initializing, Source: "a", Time: at},
+		{Attempt: 1, State: models.Preempted, Source: "a"},
+		{Attempt: 2, State: models.Initializing, Source: "b", Time: at},
+		{Attempt: 2, State: models.Preempted, Source: events.SourceAPI},
+		{Attempt: 3, State: models.Initializing, Source: "c", Time: at.Add(time.Second)},
+	}
+	for _, tc := range []struct {
+		name     string
+		n        int
+		mine     events.RunEvent
+		wantLast int
+		wantOwn  bool
+	}{
+		{name: "another executor's", n: 3, mine: events.RunEvent{Source: "c", Time: at}, wantLast: 3},
+		{name: "mine, ack lost", n: 3, mine: events.RunEvent{Source: "c", Time: at.Add(time.Second)}, wantLast: 3, wantOwn: true},
+		{name: "same time, other executor", n: 2, mine: events.RunEvent{Source: "a", Time: at}, wantLast: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			last, own := lastAttempt(history, tc.n, tc.mine)
+			require.Equal(t, tc.wantLast, last)
+			require.Equal(t, tc.wantOwn, own)
+		})
+	}
+	// Only executors' PREEMPTED events are hand-backs, and only those
+	// before delivery n.
+	require.Equal(t, 0, handBacks(history, 1))
+	require.Equal(t, 1, handBacks(history, 2))
+	require.Equal(t, 1, handBacks(history, 4))
+}

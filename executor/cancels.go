@@ -1,0 +1,120 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// cancelWatch brings cancel flags to the attempts this executor holds, with
+// one watch of the whole cancel bucket for the executor rather than one per
+// run: a watch is a consumer on the server, and creating and deleting one
+// for every run costs more than the rest of a short run.
+type cancelWatch struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	mu   sync.Mutex
+	subs map[string]func()
+}
+
+func newCancelWatch(kv jetstream.KeyValue, log *slog.Logger) *cancelWatch {
+	return &cancelWatch{kv: kv, log: log, subs: map[string]func(){}}
+}
+
+// subscribe calls fn when the cancel flag of runID is set, until
+// unsubscribe is called. fn may be called more than once. A flag set
+// before subscribe is not reported: the caller reads it after subscribing.
+func (w *cancelWatch) subscribe(runID string, fn func()) (unsubscribe func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.subs[runID] = fn
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.subs, runID)
+	}
+}
+
+func (w *cancelWatch) notify(runID string) {
+	w.mu.Lock()
+	fn := w.subs[runID]
+	w.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// Run watches the bucket until ctx ends. A watch that fails or ends is
+// started again with backoff, and then the flag of every subscribed run is
+// read, so that a flag set while no watch ran is not missed.
+func (w *cancelWatch) Run(ctx context.Context) {
+	for fails := 0; ; {
+		kw, err := w.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+		if err == nil {
+			if fails > 0 {
+				w.recheck(ctx)
+			}
+			fails = 0
+			err = w.consume(ctx, kw)
+			_ = kw.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		fails++
+		d := watchBackoff(fails)
+		w.log.Warn("cannot watch cancel flags; a cancel will not reach a running run until the watch is back", "err", err, "retry_in", d)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+func (w *cancelWatch) consume(ctx context.Context, kw jetstream.KeyWatcher) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case entry, ok := <-kw.Updates():
+			switch {
+			case !ok:
+				return errors.New("the watch ended")
+			case entry != nil && entry.Operation() == jetstream.KeyValuePut:
+				w.notify(entry.Key())
+			}
+		}
+	}
+}
+
+// recheck reads the flag of every subscribed run.
+func (w *cancelWatch) recheck(ctx context.Context) {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.subs))
+	for id := range w.subs {
+		ids = append(ids, id)
+	}
+	w.mu.Unlock()
+	for _, id := range ids {
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := w.kv.Get(gctx, id)
+		cancel()
+		switch {
+		case err == nil:
+			w.notify(id)
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			w.log.Warn("cannot read a cancel flag after the watch came back", "run_id", id, "err", err)
+		}
+	}
+}
+
+// watchBackoff is the delay before watch try n+1: 0.5s, 1s, 2s, … 10s.
+func watchBackoff(n int) time.Duration {
+	return min(250*time.Millisecond<<min(n, 10), 10*time.Second)
+}
