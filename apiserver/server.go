@@ -107,7 +107,7 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay outbo
 		cfg: cfg, store: store, bus: bus, enc: events.NewPublisher(bus.JS, bus.Names),
 		catalog: catalog, relay: relay,
 		commits: &groupCommit{store: store, deliver: relay.Deliver, maxBatch: 128, maxFlushers: 4, timeout: 10 * time.Second},
-		tokens: pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
+		tokens:  pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
 		log: log.With("component", "api"), started: time.Now().UTC(),
 	}
 }

@@ -363,6 +363,7 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 	ex := executor.New(executor.Config{
 		ID: cfg.ExecutorID, Slots: cfg.ExecutorSlots, WorkDir: workDir,
 		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts, RetryFailures: cfg.RetryFailures,
+		MaxHandBacks: cfg.MaxHandBacks, ReportTimeout: cfg.ReportTimeout.D(), MaxEventBytes: cfg.MaxEventBytes,
 		RegistryInterval: cfg.ExecutorTTL.D() / 3, LogInterval: cfg.LogInterval.D(),
 		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs,
 	}, bus, prov, reg, env.log)
@@ -405,7 +406,7 @@ func newProvider(cfg Config, env *environment) (providers.Provider, error) {
 	switch strings.ToLower(cfg.Provider) {
 	case "local":
 		return local.New(local.Config{
-			CancelGrace: cfg.CancelGrace.D(), Cores: cfg.EngineCores,
+			CancelGrace: cfg.CancelGrace.D(), Cores: cfg.EngineCores, WaitDelay: cfg.EngineWaitDelay.D(),
 			AllowLocalWorkflows: cfg.AllowLocalWorkflows, PATH: env.getenv("PATH"),
 		}, env.log), nil
 	case "mock":
