@@ -206,8 +206,11 @@ func (e *Executor) Run(ctx context.Context) error {
 	return err
 }
 
-// pull fetches one run at a time, only when a slot is free, so that no
-// message waits in this process while another executor could run it.
+// pull fetches runs for the free slots, so that no message waits in this
+// process while another executor could run it: it waits for one free slot,
+// takes every other free slot, and asks for that many runs in one request,
+// starting each as it arrives. Slots the request did not fill are given
+// back when it ends.
 func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consumer) error {
 	log := e.log.With("engine", engine)
 	for {
@@ -216,12 +219,13 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			return nil
 		case e.slots <- struct{}{}:
 		}
+		n := 1 + e.takeFreeSlots()
 		// The deadline is the long-poll wait; canceling ctx ends it at once.
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
-			<-e.slots
+			e.releaseSlots(n)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -233,9 +237,9 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			}
 			continue
 		}
-		got := false
+		got := 0
 		for msg := range batch.Messages() {
-			got = true
+			got++
 			e.inflight.Add(1)
 			go func() {
 				defer func() { <-e.slots; e.inflight.Done() }()
@@ -243,12 +247,28 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			}()
 		}
 		cancel()
-		if !got {
-			<-e.slots
-		}
+		e.releaseSlots(n - got)
 		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			log.Debug("fetch ended", "err", err)
 		}
+	}
+}
+
+// takeFreeSlots takes every slot free now, without waiting, and returns
+// how many it took.
+func (e *Executor) takeFreeSlots() int {
+	for n := 0; ; n++ {
+		select {
+		case e.slots <- struct{}{}:
+		default:
+			return n
+		}
+	}
+}
+
+func (e *Executor) releaseSlots(n int) {
+	for range n {
+		<-e.slots
 	}
 }
 
