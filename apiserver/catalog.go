@@ -41,7 +41,16 @@ type Catalog struct {
 	firstSync chan struct{}
 	// kv is the executors bucket Run follows.
 	kv jetstream.KeyValue
+
+	// refreshMu lets one refresh run at a time; refreshed is when the last
+	// one ended. Requests that find no engine would otherwise each list
+	// the registry (a consumer on the server per request).
+	refreshMu sync.Mutex
+	refreshed time.Time
 }
+
+// refreshEvery bounds how often refresh reads the registry.
+const refreshEvery = time.Second
 
 type seenExecutor struct {
 	info events.ExecutorInfo
@@ -160,8 +169,16 @@ func (c *Catalog) follow(ctx context.Context, kv jetstream.KeyValue, log *slog.L
 
 // refresh reads the registry itself, for a catalog whose watch may have
 // missed announcements: every entry there is an executor that announced
-// itself within the TTL, by the server's reckoning.
+// itself within the TTL, by the server's reckoning. Callers that come
+// while a refresh runs, or within refreshEvery of the last one, get its
+// result.
 func (c *Catalog) refresh() {
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	if time.Since(c.refreshed) < refreshEvery {
+		return
+	}
+	defer func() { c.refreshed = time.Now() }()
 	c.mu.RLock()
 	kv := c.kv
 	c.mu.RUnlock()
