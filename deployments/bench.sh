@@ -12,6 +12,7 @@
 #
 # Environment: BENCH_PG (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 # BENCH_LEVELS (default 1,4,16,64), BENCH_DURATION (per level, default 20s),
+# BENCH_PG_PARAMS (query of the wes processes' database URL, default ?sslmode=disable),
 # BENCH_FILL (default 1000000; 0 skips the list benchmark), BENCH_OUT (default
 # ./.wes-bench: results.jsonl, bench.svg, logs).
 set -euo pipefail
@@ -49,7 +50,8 @@ psql "$PG" -qc "CREATE DATABASE $DB"
 "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/nats" >"$OUT/logs/nats.log" 2>&1 &
 pids+=($!)
 
-export WES_DATABASE_URL=${PG%/*}/$DB
+# Loopback: no TLS (the server may offer it; the handshake costs every connection).
+export WES_DATABASE_URL=${PG%/*}/$DB${BENCH_PG_PARAMS-?sslmode=disable}
 export WES_NATS_URL=nats://127.0.0.1:$NATS_PORT
 export WES_NATS_NAMESPACE=BENCH
 export WES_API_URL=http://$API_ADDR/ga4gh/wes/v1
