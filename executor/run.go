@@ -36,6 +36,8 @@ type attempt struct {
 	// acknowledged one way or the other.
 	mu      sync.Mutex
 	settled bool
+
+	tasks taskBuffer
 }
 
 // handle executes one delivery. It never panics: a panic in a provider is
@@ -217,6 +219,8 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 	defer stderr.Close()
 	stopShipping := a.shipLogs(logs)
 	defer stopShipping()
+	stopTasks := a.sendTasks(ctx)
+	defer stopTasks()
 
 	job := providers.Job{
 		RunID: a.sub.RunID, Attempt: a.n, Engine: a.sub.Engine, EngineVersion: a.sub.EngineVersion,
@@ -227,7 +231,6 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 	}
 	return a.e.provider.Run(ctx, job, &reporter{a: a, ctx: ctx})
 }
-
 
 // begin reports INITIALIZING. JetStream's delivery count, which numbers
 // attempts, can repeat: a server undoes a delivery to a pull request whose
@@ -468,6 +471,7 @@ func survivors(err error) string {
 // if NATS could not be reached in time, the message is handed back with a
 // delay, and the run is tried again.
 func (a *attempt) finish(ctx context.Context, v verdict) {
+	v.ev = a.withTasks(ctx, v.ev)
 	err := a.publish(ctx, v.ev)
 	if err != nil && (v.verb == ack || v.verb == term) {
 		if permanent(err) {
@@ -509,6 +513,13 @@ func (a *attempt) settleMsg(v verdict) {
 	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
+	if (v.verb == ack || v.verb == term) && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
+		// The run is over and its logs and outputs are in the object
+		// store: its directory would only fill the disk.
+		if err := os.RemoveAll(filepath.Join(a.e.cfg.WorkDir, a.sub.RunID)); err != nil {
+			a.log.Warn("cannot remove the run directory", "err", err)
+		}
+	}
 }
 
 // retryFailures reports whether a workflow failure of this run is retried:
@@ -536,5 +547,5 @@ func (r *reporter) Started(cmd []string) {
 }
 
 func (r *reporter) Task(t models.TaskLog) {
-	_ = r.a.publish(r.ctx, events.RunEvent{Tasks: []models.TaskLog{t}, Time: time.Now().UTC()})
+	r.a.tasks.add(t)
 }

@@ -1,0 +1,85 @@
+package executor
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/models"
+)
+
+// taskBuffer holds an attempt's task updates until they are sent: every
+// LogInterval while the run goes on, and the rest with its final event. A
+// short run thus sends no task event of its own, and a busy engine one per
+// interval, however many updates it makes.
+type taskBuffer struct {
+	mu    sync.Mutex
+	tasks []models.TaskLog // the last update of each task, in first-seen order
+	index map[string]int
+}
+
+func (b *taskBuffer) add(t models.TaskLog) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if i, ok := b.index[t.ID]; ok {
+		b.tasks[i] = t
+		return
+	}
+	if b.index == nil {
+		b.index = map[string]int{}
+	}
+	b.index[t.ID] = len(b.tasks)
+	b.tasks = append(b.tasks, t)
+}
+
+// take returns the updates held and empties the buffer.
+func (b *taskBuffer) take() []models.TaskLog {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tasks := b.tasks
+	b.tasks, b.index = nil, nil
+	return tasks
+}
+
+// sendTasks publishes the buffered task updates every LogInterval until
+// stop is called; what is left then goes with the final event (finish).
+func (a *attempt) sendTasks(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(a.e.cfg.LogInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if tasks := a.tasks.take(); len(tasks) > 0 {
+					_ = a.publish(ctx, events.RunEvent{Tasks: tasks, Time: time.Now().UTC()})
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// withTasks adds the task updates still buffered to ev, the attempt's
+// final event, when they fit comfortably; otherwise it sends them in an
+// event of their own first.
+func (a *attempt) withTasks(ctx context.Context, ev events.RunEvent) events.RunEvent {
+	tasks := a.tasks.take()
+	if len(tasks) == 0 {
+		return ev
+	}
+	with := ev
+	with.Tasks = append(append([]models.TaskLog(nil), ev.Tasks...), tasks...)
+	with.RunID, with.Attempt, with.Source = a.sub.RunID, a.n, a.e.cfg.ID
+	if _, _, data, err := a.e.pub.EncodeEvent(with); err == nil && len(data) <= a.e.eventLimit()/2 {
+		ev.Tasks = with.Tasks
+		return ev
+	}
+	_ = a.publish(ctx, events.RunEvent{Tasks: tasks, Time: time.Now().UTC()})
+	return ev
+}
