@@ -58,8 +58,12 @@ type Config struct {
 	// store.
 	MaxOutputBytes int64
 	// LocalOutputLocations leaves output locations as the engine's file
-	// paths (for clients that share the executor's filesystem).
+	// paths (for clients that share the executor's filesystem); run
+	// directories are then kept.
 	LocalOutputLocations bool
+	// KeepRunDirs keeps a run's directory once the run is over; otherwise
+	// it is removed when its logs and outputs are in the object store.
+	KeepRunDirs bool
 }
 
 // Executor runs workflow runs pulled from the runs stream.

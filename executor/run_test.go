@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -223,4 +225,38 @@ func TestLastAttemptAndHandBacks(t *testing.T) {
 	require.Equal(t, 0, handBacks(history, 1))
 	require.Equal(t, 1, handBacks(history, 2))
 	require.Equal(t, 1, handBacks(history, 4))
+}
+
+// TestRunDirectoriesAreRemovedOnceRunsAreOver: a finished run's directory
+// goes (its logs and outputs are in the object store), unless the operator
+// keeps them; a run's task updates reach the stream with its final event.
+func TestRunDirectoriesAreRemovedOnceRunsAreOver(t *testing.T) {
+	t.Parallel()
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			dir := t.TempDir()
+			p := &testProvider{run: func(_ context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+				r.Started([]string{"engine", job.RunID})
+				r.Task(models.TaskLog{ID: "t1", Name: "step"})
+				r.Task(models.TaskLog{ID: "t1", Name: "step", ExitCode: new(int)})
+				fmt.Fprintln(job.Stdout, "hello")
+				return providers.Result{}, nil
+			}}
+			f.start(t, Config{AckWait: 5 * time.Second, WorkDir: dir, KeepRunDirs: keep}, p)
+			runID := f.submit(t)
+			done := f.waitState(t, runID, models.Complete, 30*time.Second)
+			require.Len(t, done.Tasks, 1, "the last update of each task goes with the final event")
+			require.NotNil(t, done.Tasks[0].ExitCode)
+			require.Len(t, f.runEvents(t, runID), 3, "INITIALIZING, RUNNING, COMPLETE:%s", describe(f.runEvents(t, runID)))
+			require.Eventually(t, func() bool {
+				_, err := os.Stat(filepath.Join(dir, runID))
+				return keep == (err == nil)
+			}, 10*time.Second, 20*time.Millisecond, "run directory kept: %v", keep)
+			info, err := f.bus.Objects.GetInfo(f.ctx, events.LogKey(runID, "stdout"))
+			require.NoError(t, err, "the log is stored before the directory goes")
+			require.EqualValues(t, 6, info.Size)
+		})
+	}
 }

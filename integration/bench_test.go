@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"os/exec"
 	"slices"
 	"sync"
 	"testing"
@@ -88,4 +90,61 @@ func BenchmarkRunsEndToEnd(b *testing.B) {
 	b.ReportMetric(float64(b.N)/submitted.Seconds(), "submits/s")
 	b.ReportMetric(pct(0.5), "submit-p50-ms")
 	b.ReportMetric(pct(0.99), "submit-p99-ms")
+}
+
+// TestBenchCommand runs `wes bench` and its scenarios against real
+// processes, small, and checks that what they report adds up.
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.vars["WES_LOG_LEVEL"] = "warn"
+	e.startAPI()
+	e.start("executor", map[string]string{"WES_EXECUTOR_SLOTS": "8"}, "executor")
+	e.waitEngine("mock")
+	client := map[string]string{"WES_API_URL": e.apiBase}
+	wes := func(args ...string) []byte {
+		out, err := e.command(client, append([]string{"bench"}, args...)...).Output()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			t.Fatalf("wes bench %v: %v\n%s%s", args, err, out, exit.Stderr)
+		}
+		require.NoError(t, err)
+		return out
+	}
+
+	var sweep []map[string]any
+	dec := json.NewDecoder(bytes.NewReader(wes("--concurrency", "1,4", "--runs", "30", "--json")))
+	for dec.More() {
+		var r map[string]any
+		require.NoError(t, dec.Decode(&r))
+		sweep = append(sweep, r)
+	}
+	require.Len(t, sweep, 2, "one result per concurrency")
+	for i, r := range sweep {
+		require.EqualValues(t, []int{1, 4}[i], r["concurrency"])
+		require.EqualValues(t, 30, r["submitted"])
+		require.EqualValues(t, 30, r["completed"], "every run seen COMPLETE: %v", r)
+		require.EqualValues(t, 0, r["errors_total"], "%v", r)
+		for _, k := range []string{"submit_per_sec", "submit_p50_ms", "submit_p99_ms", "dispatch_p50_ms", "dispatch_p99_ms", "e2e_per_sec", "e2e_p99_ms"} {
+			require.Greater(t, r[k], 0.0, "%s in %v", k, r)
+		}
+		require.LessOrEqual(t, r["submit_p50_ms"], r["submit_p99_ms"])
+		require.LessOrEqual(t, r["dispatch_p50_ms"], r["e2e_p99_ms"], "a run is dispatched before it completes")
+	}
+
+	var ceil map[string]float64
+	require.NoError(t, json.Unmarshal(wes("ceilings", "--concurrency", "2", "--duration", "500ms", "--json"), &ceil))
+	for _, k := range []string{"pg_insert_per_sec", "js_publish_per_sec", "js_async_publish_per_sec"} {
+		require.Greater(t, ceil[k], 0.0, "%s in %v", k, ceil)
+	}
+
+	wes("fill", "--runs", "3000")
+	var list []map[string]any
+	require.NoError(t, json.Unmarshal(wes("list", "--page-size", "100", "--pages", "3", "--first", "5", "--json"), &list))
+	require.NotEmpty(t, list)
+	for _, r := range list {
+		require.Greater(t, r["requests"], 0.0, "%v", r)
+		require.Greater(t, r["p50_ms"], 0.0, "%v", r)
+	}
 }

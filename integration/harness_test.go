@@ -173,8 +173,8 @@ func deleteNamespace(t testing.TB, url, namespace string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	names, _ := events.NewNames(namespace)
-	for _, s := range []string{names.RunsStream(), names.EventsStream(),
-		"KV_" + names.CancelBucket(), "KV_" + names.ExecutorsBucket(), "OBJ_" + names.ObjectsBucket()} {
+	for _, s := range []string{names.RunsStream(), names.EventsStream(), names.DeadLetterStream(),
+		"KV_" + names.CancelBucket(), "KV_" + names.ExecutorsBucket(), "KV_" + names.LeasesBucket(), "OBJ_" + names.ObjectsBucket()} {
 		_ = js.DeleteStream(ctx, s)
 	}
 }

@@ -32,6 +32,7 @@ type Config struct {
 	EngineCores         int     `envconfig:"WES_ENGINE_CORES" default:"1" desc:"executor: cores one run's engine may use (snakemake --cores, toil --maxCores)"`
 	LogInterval         Seconds `envconfig:"WES_LOG_INTERVAL" default:"2s" desc:"executor: how often a running engine's stdout/stderr are copied to the object store"`
 	OutputLocations     string  `envconfig:"WES_OUTPUT_LOCATIONS" default:"object" desc:"object: output files are stored and served by the API; local: outputs keep the engine's file paths"`
+	KeepRunDirs         bool    `envconfig:"WES_KEEP_RUN_DIRS" default:"false" desc:"executor: keep a run's directory once the run is over (removed otherwise, unless WES_OUTPUT_LOCATIONS=local)"`
 	MaxOutputBytes      int64   `envconfig:"WES_MAX_OUTPUT_BYTES" default:"1073741824" desc:"executor: most bytes of output files one run stores"`
 	RetryFailures       bool    `envconfig:"WES_RETRY_FAILURES" default:"false" desc:"retry workflow failures (EXECUTOR_ERROR) of runs whose wes.retry_failures tag does not say otherwise"`
 	MaxAttempts         int     `envconfig:"WES_MAX_ATTEMPTS" default:"3" desc:"attempts at a run whose failure is ours and retryable"`

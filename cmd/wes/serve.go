@@ -365,7 +365,7 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 		AckWait: cfg.AckWait.D(), ShutdownGrace: cfg.ShutdownGrace.D(), MaxAttempts: cfg.MaxAttempts, RetryFailures: cfg.RetryFailures,
 		MaxHandBacks: cfg.MaxHandBacks, ReportTimeout: cfg.ReportTimeout.D(), MaxEventBytes: cfg.MaxEventBytes,
 		RegistryInterval: cfg.ExecutorTTL.D() / 3, LogInterval: cfg.LogInterval.D(),
-		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs,
+		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs, KeepRunDirs: cfg.KeepRunDirs,
 	}, bus, prov, reg, env.log)
 	return ex.Run, nil
 }
