@@ -19,6 +19,7 @@ import (
 // executors bucket (whose TTL the server enforces, on its clock).
 type registry interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Status(ctx context.Context) (jetstream.KeyValueStatus, error)
 }
 
 // HeldRunsStore is what the reconciler needs of the run store.
@@ -41,7 +42,8 @@ type eventPublisher interface {
 //
 // An executor is taken for gone only when the catalog has not heard from it
 // for a TTL and the registry no longer holds its entry, and only after this
-// process has been connected to NATS, without a reconnect, for a TTL: a
+// process has been connected to NATS, without a reconnect, and the
+// registry's stream has answered, for a TTL: a
 // catalog that missed announcements (the process was paused, the watch
 // stalled, NATS was unreachable) must not preempt runs that are running.
 type Reconciler struct {
@@ -59,6 +61,9 @@ type Reconciler struct {
 	// connectedSince is when it was last seen to change (or to connect).
 	reconnects     uint64
 	connectedSince time.Time
+	// registryUpSince is since when the registry's stream has answered
+	// every look; zero after it did not.
+	registryUpSince time.Time
 }
 
 // NewReconciler returns a reconciler that looks every interval; holder
@@ -93,6 +98,27 @@ func (rc *Reconciler) connectedForTTL() bool {
 	return now.Sub(rc.connectedSince) >= rc.catalog.ttl
 }
 
+// registryUpForTTL reports whether the registry's stream has answered for
+// the catalog's TTL. While it does not (a NATS node restarting, its
+// leader being elected) executors cannot announce themselves, and the
+// absence of their entries says nothing: only a TTL after it answers again
+// has every live executor had the time to announce itself.
+func (rc *Reconciler) registryUpForTTL(ctx context.Context) bool {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := rc.registry.Status(sctx); err != nil {
+		if !rc.registryUpSince.IsZero() {
+			rc.log.Warn("the executor registry does not answer; no run is repaired until it has answered for a TTL", "err", err)
+		}
+		rc.registryUpSince = time.Time{}
+		return false
+	}
+	if rc.registryUpSince.IsZero() {
+		rc.registryUpSince = time.Now()
+	}
+	return time.Since(rc.registryUpSince) >= rc.catalog.ttl
+}
+
 // Run reconciles until ctx ends.
 func (rc *Reconciler) Run(ctx context.Context) error {
 	t := time.NewTicker(rc.interval)
@@ -104,7 +130,7 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.lease.Hold(ctx) {
+		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.lease.Hold(ctx) || !rc.registryUpForTTL(ctx) {
 			continue
 		}
 		if err := rc.reconcile(ctx); err != nil {

@@ -81,9 +81,11 @@ func lastAttempt(history []events.RunEvent, n int, mine events.RunEvent) (last i
 	return last, own
 }
 
-// history reads the events of run runID.
+// history reads the events of run runID. It gives up after a few seconds
+// (NATS electing a leader, say): the run waits meanwhile, and its callers
+// can do without.
 func (e *Executor) history(ctx context.Context, runID string) ([]events.RunEvent, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	stream := e.bus.Names.EventsStream()
 	cons, err := e.bus.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{

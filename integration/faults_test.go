@@ -1020,6 +1020,11 @@ func (s *faultSuite) bounds(rp map[string]*replayed) (released, restarted maxDur
 		if f.kind == faultExecTerm {
 			offBound, againBound = faultGrace+faultSlack, faultGrace+faultSlack
 		}
+		// A NATS node restarting meanwhile adds its outage: until the
+		// cluster has elected new leaders nothing is redelivered and no
+		// registry entry expires.
+		outage := s.natsOutage(f.at, f.at.Add(max(offBound, againBound)))
+		offBound, againBound = offBound+outage, againBound+outage
 		for id, r := range rp {
 			// What the run was at the fault, by the events applied before it.
 			held, heldAttempt, k := false, 0, 0
@@ -1061,6 +1066,18 @@ func (s *faultSuite) bounds(rp map[string]*replayed) (released, restarted maxDur
 		}
 	}
 	return released, restarted, bad
+}
+
+// natsOutage sums the NATS node outages (from the kill until the cluster
+// is healthy again) that overlap [from, to].
+func (s *faultSuite) natsOutage(from, to time.Time) time.Duration {
+	var d time.Duration
+	for _, iv := range s.natsDown {
+		if iv.from.Before(to) && iv.to.After(from) {
+			d += iv.to.Sub(iv.from)
+		}
+	}
+	return d
 }
 
 // repairs counts the reconciler's repairs in the events and lists those of
