@@ -5,6 +5,7 @@
 #   1. the ceilings: PostgreSQL single-row inserts/s and JetStream publishes/s;
 #   2. a sweep of `wes bench` over client concurrency (table, JSON lines, SVG chart);
 #   3. memory: an idle executor's RSS, the API's peak RSS under load;
+#      latency below capacity: submit, dispatch and end to end at BENCH_RATE/s;
 #   4. scaling: slot-bound runs on one executor, then on two;
 #   5. GET /runs latency over BENCH_FILL (1,000,000) runs.
 #
@@ -12,6 +13,7 @@
 #
 # Environment: BENCH_PG (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 # BENCH_LEVELS (default 1,4,16,64), BENCH_DURATION (per level, default 20s),
+# BENCH_RATE (submissions/s of the below-capacity latency run, default 100),
 # BENCH_PG_PARAMS (query of the wes processes' database URL, default ?sslmode=disable),
 # BENCH_FILL (default 1000000; 0 skips the list benchmark), BENCH_OUT (default
 # ./.wes-bench: results.jsonl, bench.svg, logs).
@@ -23,6 +25,7 @@ PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 LEVELS=${BENCH_LEVELS:-1,4,16,64}
 DURATION=${BENCH_DURATION:-20s}
 FILL=${BENCH_FILL:-1000000}
+RATE=${BENCH_RATE:-100}
 NATS_PORT=${BENCH_NATS_PORT:-4251}
 API_ADDR=127.0.0.1:${BENCH_API_PORT:-5091}
 DB=wes_bench_$$
@@ -103,6 +106,14 @@ print(f"(PostgreSQL alone: {ceil['pg_insert_per_sec']:.0f} single-row insert tx/
       f"{ceil['js_publish_per_sec']:.0f} publishes/s waiting for acks, {ceil['js_async_publish_per_sec']:.0f} async, with {ceil['concurrency']} clients)")
 PY
 echo "== memory: API peak RSS $(rss "$api" VmHWM) MB, executor peak RSS $(rss "$ex1" VmHWM) MB"
+
+echo
+echo "== latency below capacity: $RATE submissions/s for 20 s from 8 clients"
+"$WES" bench --concurrency 8 --duration 20s --rate "$RATE" --json | tee "$OUT/rate.json" | python3 -c "
+import json,sys
+r=json.loads(sys.stdin.read())
+print(f\"submit p50 {r['submit_p50_ms']:.1f} ms, p99 {r['submit_p99_ms']:.1f} ms; dispatch p50 {r['dispatch_p50_ms']:.1f} ms, p99 {r['dispatch_p99_ms']:.1f} ms; end to end p50 {r['e2e_p50_ms']:.1f} ms, p99 {r['e2e_p99_ms']:.1f} ms; {r['errors_total']} errors\")
+"
 
 echo
 echo "== scaling: 400 mock runs of 250 ms, 16 slots per executor"

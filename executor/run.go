@@ -154,22 +154,29 @@ func (a *attempt) watch(cancel context.CancelCauseFunc) (stop func()) {
 			cancel(errCanceled)
 		})
 	})
-	wctx, wcancel := context.WithCancel(context.Background())
+	stopBeating := every(context.Background(), a.e.cfg.AckWait/3, func(context.Context) { a.heartbeat() })
+	return func() { unsubscribe(); stopBeating() }
+}
+
+// every calls fn every interval, with a context that ends when stop is
+// called, until stop is called; stop returns once fn has returned.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(a.e.cfg.AckWait / 3)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
-			case <-wctx.Done():
+			case <-ctx.Done():
 				return
 			case <-t.C:
-				a.heartbeat()
+				fn(ctx)
 			}
 		}
 	}()
-	return func() { unsubscribe(); wcancel(); <-done }
+	return func() { cancel(); <-done }
 }
 
 // heartbeat tells JetStream the run is still in progress, unless the
@@ -322,8 +329,6 @@ func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attach
 // the API serves them, every LogInterval while they grow and once more when
 // stop is called.
 func (a *attempt) shipLogs(paths [2]string) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	sizes := [2]int64{-1, -1}
 	ship := func(ctx context.Context) {
 		for i, p := range paths {
@@ -346,22 +351,9 @@ func (a *attempt) shipLogs(paths [2]string) (stop func()) {
 			sizes[i] = fi.Size()
 		}
 	}
-	go func() {
-		defer close(done)
-		t := time.NewTicker(a.e.cfg.LogInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				ship(ctx)
-			}
-		}
-	}()
+	stopShipping := every(context.Background(), a.e.cfg.LogInterval, ship)
 	return func() {
-		cancel()
-		<-done
+		stopShipping()
 		final, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		ship(final)

@@ -45,24 +45,11 @@ func (b *taskBuffer) take() []models.TaskLog {
 // sendTasks publishes the buffered task updates every LogInterval until
 // stop is called; what is left then goes with the final event (finish).
 func (a *attempt) sendTasks(ctx context.Context) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(a.e.cfg.LogInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if tasks := a.tasks.take(); len(tasks) > 0 {
-					_ = a.publish(ctx, events.RunEvent{Tasks: tasks, Time: time.Now().UTC()})
-				}
-			}
+	return every(ctx, a.e.cfg.LogInterval, func(ctx context.Context) {
+		if tasks := a.tasks.take(); len(tasks) > 0 {
+			_ = a.publish(ctx, events.RunEvent{Tasks: tasks, Time: time.Now().UTC()})
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // withTasks adds the task updates still buffered to ev, the attempt's

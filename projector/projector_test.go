@@ -16,23 +16,31 @@ import (
 	"github.com/wes-dev/wes/projector"
 )
 
+// embeddedBus starts a NATS server for the test and provisions namespace
+// ns on it.
+func embeddedBus(t *testing.T, ns string) (jetstream.JetStream, events.Names, *events.Bus) {
+	t.Helper()
+	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames(ns)
+	require.NoError(t, err)
+	bus, err := events.Provision(context.Background(), js, names, events.Config{})
+	require.NoError(t, err)
+	return js, names, bus
+}
+
 // An event the database refuses (an exit code beyond INTEGER) is
 // dead-lettered alone; the events around it, in the same batch, are applied.
 func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
-	require.NoError(t, err)
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames("PROJ")
-	require.NoError(t, err)
-	bus, err := events.Provision(ctx, js, names, events.Config{})
-	require.NoError(t, err)
+	js, names, bus := embeddedBus(t, "PROJ")
 	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
 	now := time.Now().UTC()
 	for _, id := range []string{"a", "b"} {
@@ -73,18 +81,7 @@ func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
 // neither rereads what the last one applied nor misses what came after.
 func TestProjectorResumesFromItsCheckpoint(t *testing.T) {
 	ctx := context.Background()
-	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
-	require.NoError(t, err)
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames("RESUME")
-	require.NoError(t, err)
-	bus, err := events.Provision(ctx, js, names, events.Config{})
-	require.NoError(t, err)
+	js, names, bus := embeddedBus(t, "RESUME")
 	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
 	now := time.Now().UTC()
 	require.NoError(t, store.CreateRun(ctx, &models.Run{ID: "r", State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
