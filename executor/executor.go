@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -81,6 +82,9 @@ type Executor struct {
 	cancelHard context.CancelCauseFunc
 	inflight   sync.WaitGroup
 	cancels    *cancelWatch
+	// leftovers takes the directories of finished runs to remove, away
+	// from the runs' slots (see sweep).
+	leftovers chan string
 }
 
 var (
@@ -149,7 +153,8 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 		cfg: cfg, bus: bus, pub: events.NewPublisher(bus.JS, bus.Names), provider: provider,
 		log:   log,
 		slots: make(chan struct{}, cfg.Slots), hard: hard, cancelHard: cancel, m: newMetrics(reg, cfg.Slots),
-		cancels: newCancelWatch(bus.Cancel, log.With("component", "cancel-watch")),
+		cancels:   newCancelWatch(bus.Cancel, log.With("component", "cancel-watch")),
+		leftovers: make(chan string, 4096),
 	}
 }
 
@@ -176,9 +181,13 @@ func (e *Executor) Run(ctx context.Context) error {
 	go func() { defer close(watched); e.cancels.Run(wctx) }()
 	defer func() { stopWatch(); <-watched }()
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return e.announce(gctx, engines) })
-	for _, eng := range engines {
+	swept := make(chan struct{})
+	go func() { defer close(swept); e.sweep() }()
+	defer func() { close(e.leftovers); <-swept }() // after the runs in flight
+
+	// Every consumer first, so that a failure leaves nothing running.
+	consumers := make([]jetstream.Consumer, len(engines))
+	for i, eng := range engines {
 		cons, err := e.bus.JS.CreateOrUpdateConsumer(ctx, e.bus.Names.RunsStream(), jetstream.ConsumerConfig{
 			Durable:       e.bus.Names.ExecutorConsumer(eng.Name),
 			Description:   "executors that run " + eng.Name,
@@ -190,7 +199,12 @@ func (e *Executor) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("create consumer for %s: %w", eng.Name, err)
 		}
-		g.Go(func() error { return e.pull(gctx, eng.Name, cons) })
+		consumers[i] = cons
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.announce(gctx, engines) })
+	for i, eng := range engines {
+		g.Go(func() error { return e.pull(gctx, eng.Name, consumers[i]) })
 	}
 	err = g.Wait()
 
@@ -208,6 +222,29 @@ func (e *Executor) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// sweep removes the directories of finished runs until leftovers is
+// closed. Removing a directory costs about as much as creating it; here it
+// does not hold a slot.
+func (e *Executor) sweep() {
+	for dir := range e.leftovers {
+		if err := os.RemoveAll(dir); err != nil {
+			e.log.Warn("cannot remove a run directory", "dir", dir, "err", err)
+		}
+	}
+}
+
+// removeRunDir has the directory of a finished run removed.
+func (e *Executor) removeRunDir(runID string) {
+	dir := filepath.Join(e.cfg.WorkDir, runID)
+	select {
+	case e.leftovers <- dir:
+	default: // the sweeper is behind: do it here
+		if err := os.RemoveAll(dir); err != nil {
+			e.log.Warn("cannot remove a run directory", "dir", dir, "err", err)
+		}
+	}
 }
 
 // pull fetches runs for the free slots, so that no message waits in this

@@ -508,9 +508,7 @@ func (a *attempt) settleMsg(v verdict) {
 	if (v.verb == ack || v.verb == term) && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
 		// The run is over and its logs and outputs are in the object
 		// store: its directory would only fill the disk.
-		if err := os.RemoveAll(filepath.Join(a.e.cfg.WorkDir, a.sub.RunID)); err != nil {
-			a.log.Warn("cannot remove the run directory", "err", err)
-		}
+		a.e.removeRunDir(a.sub.RunID)
 	}
 }
 
