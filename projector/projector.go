@@ -95,12 +95,32 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 }
 
-// dropLegacyConsumer deletes the durable consumer that projectors before
-// the stored checkpoint used: left alone, it would keep every event as
-// unacknowledged work for ever.
+// dropLegacyConsumer retires the durable consumer that projectors used
+// before the stored checkpoint: where no checkpoint exists yet it starts
+// from the consumer's ack floor (every event at or below it was applied),
+// rather than from the stream's start; then it deletes the consumer, which
+// would otherwise keep every event as unacknowledged work for ever.
 func (p *Projector) dropLegacyConsumer(ctx context.Context) {
-	err := p.bus.JS.DeleteConsumer(ctx, p.bus.Names.EventsStream(), p.bus.Names.ProjectorConsumer())
-	if err == nil {
+	name := p.bus.Names.EventsStream()
+	cons, err := p.bus.JS.Consumer(ctx, name, p.bus.Names.ProjectorConsumer())
+	if err != nil {
+		return // none (or NATS is away: the next start retires it)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	if floor := info.AckFloor.Stream; floor > 0 {
+		_, err := p.store.ProjectRuns(ctx, models.Checkpoint{Name: name, From: 0, To: floor}, nil, nil)
+		switch {
+		case err == nil:
+			p.log.Info("took the legacy projector consumer's position", "checkpoint", floor)
+		case !errors.Is(err, models.ErrCheckpointMoved): // moved: a checkpoint exists already
+			p.log.Warn("cannot take the legacy projector consumer's position; keeping it for the next start", "err", err)
+			return
+		}
+	}
+	if err := p.bus.JS.DeleteConsumer(ctx, name, p.bus.Names.ProjectorConsumer()); err == nil {
 		p.log.Info("deleted the projector's legacy durable consumer")
 	}
 }

@@ -134,3 +134,60 @@ func TestProjectorResumesFromItsCheckpoint(t *testing.T) {
 	require.Equal(t, []string{"mock"}, r.Cmd)
 	require.NotNil(t, r.StartTime)
 }
+
+// A projector of the durable-consumer era leaves its consumer behind: the
+// first projector with a checkpoint starts from that consumer's ack floor,
+// not from the stream's start, and deletes it.
+func TestProjectorTakesOverTheLegacyConsumer(t *testing.T) {
+	ctx := context.Background()
+	js, names, bus := embeddedBus(t, "LEGACY")
+	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
+	now := time.Now().UTC()
+	require.NoError(t, store.CreateRun(ctx, &models.Run{ID: "r", State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
+		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+	pub := events.NewPublisher(js, names)
+	for _, st := range []models.State{models.Initializing, models.Running, models.Complete} {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: st, Source: "x"}))
+	}
+	// The old projector applied and acknowledged the first two events.
+	legacy, err := js.CreateOrUpdateConsumer(ctx, names.EventsStream(), jetstream.ConsumerConfig{
+		Durable: names.ProjectorConsumer(), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	batch, err := legacy.Fetch(2)
+	require.NoError(t, err)
+	for m := range batch.Messages() {
+		require.NoError(t, m.DoubleAck(ctx))
+	}
+	require.NoError(t, store.UpdateRun(ctx, "r", func(r *models.Run) ([]models.TaskLog, error) {
+		r.State, r.Attempt, r.LastEventSeq = models.Running, 1, 2
+		return nil, nil
+	}))
+
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	reg := prometheus.NewRegistry()
+	go func() {
+		defer close(done)
+		_ = projector.New(store, bus, "test", reg, nil).Run(pctx)
+	}()
+	require.Eventually(t, func() bool {
+		r, err := store.GetRun(ctx, "r")
+		return err == nil && r.State == models.Complete
+	}, 20*time.Second, 20*time.Millisecond)
+	cancel()
+	<-done
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	seen := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "wes_projector_events_total" {
+			for _, m := range mf.GetMetric() {
+				seen[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	require.Equal(t, map[string]float64{"applied": 1}, seen, "only the event after the ack floor is read")
+	_, err = js.Consumer(ctx, names.EventsStream(), names.ProjectorConsumer())
+	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound)
+}
