@@ -341,8 +341,13 @@ func (a *attempt) shipLogs(paths [2]string) (stop func()) {
 				continue
 			}
 			// Only what was written so far: the engine may still be writing.
-			_, err = a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i])},
+			// A put is bounded on its own: an object store that does not
+			// answer (its stream electing a leader) must not hold the run,
+			// or an executor's shutdown, for long.
+			pctx, cancel := context.WithTimeout(ctx, logPutTimeout)
+			_, err = a.e.bus.Objects.Put(pctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i])},
 				io.LimitReader(f, fi.Size()))
+			cancel()
 			f.Close()
 			if err != nil {
 				a.log.Warn("cannot store log", "path", p, "err", err)
@@ -354,11 +359,12 @@ func (a *attempt) shipLogs(paths [2]string) (stop func()) {
 	stopShipping := every(context.Background(), a.e.cfg.LogInterval, ship)
 	return func() {
 		stopShipping()
-		final, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		ship(final)
+		ship(context.Background())
 	}
 }
+
+// logPutTimeout bounds one copy of a log to the object store.
+const logPutTimeout = 5 * time.Second
 
 // verb is what JetStream is told about a message once its outcome is
 // reported.
