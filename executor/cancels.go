@@ -18,12 +18,14 @@ type cancelWatch struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu   sync.Mutex
-	subs map[string]func()
+	mu sync.Mutex
+	// subs holds, by run id, the callbacks of the attempts that hold the
+	// run here (two, for a moment, when it was delivered again).
+	subs map[string]map[*func()]bool
 }
 
 func newCancelWatch(kv jetstream.KeyValue, log *slog.Logger) *cancelWatch {
-	return &cancelWatch{kv: kv, log: log, subs: map[string]func(){}}
+	return &cancelWatch{kv: kv, log: log, subs: map[string]map[*func()]bool{}}
 }
 
 // subscribe calls fn when the cancel flag of runID is set, until
@@ -32,33 +34,43 @@ func newCancelWatch(kv jetstream.KeyValue, log *slog.Logger) *cancelWatch {
 func (w *cancelWatch) subscribe(runID string, fn func()) (unsubscribe func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.subs[runID] = fn
+	key := &fn
+	if w.subs[runID] == nil {
+		w.subs[runID] = map[*func()]bool{}
+	}
+	w.subs[runID][key] = true
 	return func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		delete(w.subs, runID)
+		delete(w.subs[runID], key)
+		if len(w.subs[runID]) == 0 {
+			delete(w.subs, runID)
+		}
 	}
 }
 
 func (w *cancelWatch) notify(runID string) {
 	w.mu.Lock()
-	fn := w.subs[runID]
+	fns := make([]func(), 0, len(w.subs[runID]))
+	for fn := range w.subs[runID] {
+		fns = append(fns, *fn)
+	}
 	w.mu.Unlock()
-	if fn != nil {
+	for _, fn := range fns {
 		fn()
 	}
 }
 
 // Run watches the bucket until ctx ends. A watch that fails or ends is
-// started again with backoff, and then the flag of every subscribed run is
-// read, so that a flag set while no watch ran is not missed.
+// started again with backoff; each time a watch starts, the flag of every
+// subscribed run is read, so that a flag set while no watch ran is not
+// missed.
 func (w *cancelWatch) Run(ctx context.Context) {
 	for fails := 0; ; {
 		kw, err := w.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 		if err == nil {
-			if fails > 0 {
-				w.recheck(ctx)
-			}
+			// A flag set before the watch began is in no update.
+			w.recheck(ctx)
 			fails = 0
 			err = w.consume(ctx, kw)
 			_ = kw.Stop()

@@ -248,10 +248,10 @@ func (e *Executor) removeRunDir(runID string) {
 }
 
 // pull fetches runs for the free slots, so that no message waits in this
-// process while another executor could run it: it waits for one free slot,
-// takes every other free slot, and asks for that many runs in one request,
-// starting each as it arrives. Slots the request did not fill are given
-// back when it ends.
+// process while another executor could run it: it holds one slot while it
+// waits for a run (every engine's pull does, so an idle engine never holds
+// the slots another one could fill), and once one arrives it takes the
+// other free slots and asks, without waiting, for that many more.
 func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consumer) error {
 	log := e.log.With("engine", engine)
 	for {
@@ -260,13 +260,12 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			return nil
 		case e.slots <- struct{}{}:
 		}
-		n := 1 + e.takeFreeSlots()
 		// The deadline is the long-poll wait; canceling ctx ends it at once.
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
-			e.releaseSlots(n)
+			e.releaseSlots(1)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -278,21 +277,40 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			}
 			continue
 		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			e.inflight.Add(1)
-			go func() {
-				defer func() { <-e.slots; e.inflight.Done() }()
-				e.handle(msg)
-			}()
-		}
+		got := e.start(batch)
 		cancel()
-		e.releaseSlots(n - got)
-		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			log.Debug("fetch ended", "err", err)
+		if got == 0 {
+			e.releaseSlots(1)
+			if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				log.Debug("fetch ended", "err", err)
+			}
+			continue
+		}
+		// Work is waiting: fill the other free slots in one request.
+		if n := e.takeFreeSlots(); n > 0 {
+			more, err := cons.FetchNoWait(n)
+			got := 0
+			if err == nil {
+				got = e.start(more)
+			}
+			e.releaseSlots(n - got)
 		}
 	}
+}
+
+// start runs each message of batch as it arrives, in a slot taken for it
+// beforehand, and returns how many there were.
+func (e *Executor) start(batch jetstream.MessageBatch) int {
+	got := 0
+	for msg := range batch.Messages() {
+		got++
+		e.inflight.Add(1)
+		go func() {
+			defer func() { <-e.slots; e.inflight.Done() }()
+			e.handle(msg)
+		}()
+	}
+	return got
 }
 
 // takeFreeSlots takes every slot free now, without waiting, and returns

@@ -250,13 +250,33 @@ func TestRunDirectoriesAreRemovedOnceRunsAreOver(t *testing.T) {
 			require.Len(t, done.Tasks, 1, "the last update of each task goes with the final event")
 			require.NotNil(t, done.Tasks[0].ExitCode)
 			require.Len(t, f.runEvents(t, runID), 3, "INITIALIZING, RUNNING, COMPLETE:%s", describe(f.runEvents(t, runID)))
-			require.Eventually(t, func() bool {
+			gone := func() bool {
 				_, err := os.Stat(filepath.Join(dir, runID))
-				return keep == (err == nil)
-			}, 10*time.Second, 20*time.Millisecond, "run directory kept: %v", keep)
+				return err != nil
+			}
+			if keep {
+				require.Never(t, gone, time.Second, 20*time.Millisecond, "WES_KEEP_RUN_DIRS keeps the run directory")
+			} else {
+				require.Eventually(t, gone, 10*time.Second, 20*time.Millisecond, "the run directory is removed")
+			}
 			info, err := f.bus.Objects.GetInfo(f.ctx, events.LogKey(runID, "stdout"))
 			require.NoError(t, err, "the log is stored before the directory goes")
 			require.EqualValues(t, 6, info.Size)
 		})
 	}
+}
+
+func TestTaskBufferKeepsTheNewestUpdate(t *testing.T) {
+	var b taskBuffer
+	b.add(models.TaskLog{ID: "a", Name: "1"})
+	b.add(models.TaskLog{ID: "b", Name: "1"})
+	b.add(models.TaskLog{ID: "a", Name: "2"})
+	sent := b.take()
+	require.Equal(t, []models.TaskLog{{ID: "a", Name: "2"}, {ID: "b", Name: "1"}}, sent)
+	require.Empty(t, b.take())
+
+	// The send failed; meanwhile b was updated again: its newer update wins.
+	b.add(models.TaskLog{ID: "b", Name: "3"})
+	b.putBack(sent)
+	require.Equal(t, []models.TaskLog{{ID: "b", Name: "3"}, {ID: "a", Name: "2"}}, b.take())
 }

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
@@ -33,6 +34,23 @@ func (b *taskBuffer) add(t models.TaskLog) {
 	b.tasks = append(b.tasks, t)
 }
 
+// putBack returns updates that could not be sent to the buffer, except
+// those of a task with a newer update there already.
+func (b *taskBuffer) putBack(tasks []models.TaskLog) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, t := range tasks {
+		if _, newer := b.index[t.ID]; newer {
+			continue
+		}
+		if b.index == nil {
+			b.index = map[string]int{}
+		}
+		b.index[t.ID] = len(b.tasks)
+		b.tasks = append(b.tasks, t)
+	}
+}
+
 // take returns the updates held and empties the buffer.
 func (b *taskBuffer) take() []models.TaskLog {
 	b.mu.Lock()
@@ -46,10 +64,37 @@ func (b *taskBuffer) take() []models.TaskLog {
 // stop is called; what is left then goes with the final event (finish).
 func (a *attempt) sendTasks(ctx context.Context) (stop func()) {
 	return every(ctx, a.e.cfg.LogInterval, func(ctx context.Context) {
-		if tasks := a.tasks.take(); len(tasks) > 0 {
-			_ = a.publish(ctx, events.RunEvent{Tasks: tasks, Time: time.Now().UTC()})
-		}
+		a.publishTasks(ctx, a.tasks.take())
 	})
+}
+
+// publishTasks sends task updates in events of at most half a message
+// each. The updates of an event that cannot be sent now go back to the
+// buffer, for the next interval or the final event; those NATS refuses for
+// their size are dropped, with a log line.
+func (a *attempt) publishTasks(ctx context.Context, tasks []models.TaskLog) {
+	limit := a.e.eventLimit() / 2
+	for len(tasks) > 0 {
+		n, size := 0, 0
+		for n < len(tasks) {
+			b, err := json.Marshal(tasks[n])
+			if err == nil && n > 0 && size+len(b) > limit {
+				break
+			}
+			size += len(b)
+			n++
+		}
+		err := a.publish(ctx, events.RunEvent{Tasks: tasks[:n], Time: time.Now().UTC()})
+		switch {
+		case err == nil:
+		case permanent(err):
+			a.log.Warn("task updates refused by NATS; dropping them", "tasks", n, "err", err)
+		default:
+			a.tasks.putBack(tasks)
+			return
+		}
+		tasks = tasks[n:]
+	}
 }
 
 // withTasks adds the task updates still buffered to ev, the attempt's
@@ -67,6 +112,6 @@ func (a *attempt) withTasks(ctx context.Context, ev events.RunEvent) events.RunE
 		ev.Tasks = with.Tasks
 		return ev
 	}
-	_ = a.publish(ctx, events.RunEvent{Tasks: tasks, Time: time.Now().UTC()})
+	a.publishTasks(ctx, tasks)
 	return ev
 }
