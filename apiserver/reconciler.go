@@ -130,7 +130,9 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.lease.Hold(ctx) || !rc.registryUpForTTL(ctx) {
+		// The registry is looked at by every replica, lease or not, so
+		// that one taking the lease over knows how long it has answered.
+		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.registryUpForTTL(ctx) || !rc.lease.Hold(ctx) {
 			continue
 		}
 		if err := rc.reconcile(ctx); err != nil {

@@ -111,12 +111,26 @@ func classify(err error) error {
 	var (
 		netErr     net.Error
 		connectErr *pgconn.ConnectError
+		pgErr      *pgconn.PgError
 	)
 	if errors.As(err, &netErr) || errors.As(err, &connectErr) || errors.Is(err, driver.ErrBadConn) ||
-		pgconn.SafeToRetry(err) {
+		pgconn.SafeToRetry(err) || (errors.As(err, &pgErr) && transientSQLState(pgErr.Code)) ||
+		strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked") {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// transientSQLState reports whether a PostgreSQL error code means "try
+// again later" rather than "this statement is wrong": serialization
+// failures and deadlocks (class 40), lack of resources (53), a lock or
+// statement timeout (55P03, 57014) and a server shutting down (57P0x).
+func transientSQLState(code string) bool {
+	switch {
+	case strings.HasPrefix(code, "40"), strings.HasPrefix(code, "53"), strings.HasPrefix(code, "57P"):
+		return true
+	}
+	return code == "55P03" || code == "57014"
 }
 
 // CreateRun inserts a new run, its tag index and the outbox messages that

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"github.com/wes-dev/wes/models"
 	"github.com/wes-dev/wes/models/modelstest"
@@ -438,4 +439,27 @@ func testProjectRuns(t *testing.T, s *models.Store) {
 	_, err = s.ProjectRuns(ctx, models.Checkpoint{Name: "pr", From: 3, To: 5}, nil, nil)
 	require.NoError(t, err, "the checkpoint moves alone")
 	require.Equal(t, uint64(5), pos())
+}
+
+func TestTransientErrorsAreUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.PgError{Code: "40P01"}, true},  // deadlock
+		{&pgconn.PgError{Code: "40001"}, true},  // serialization failure
+		{&pgconn.PgError{Code: "57014"}, true},  // statement timeout
+		{&pgconn.PgError{Code: "55P03"}, true},  // lock timeout
+		{&pgconn.PgError{Code: "57P01"}, true},  // admin shutdown
+		{&pgconn.PgError{Code: "53300"}, true},  // too many connections
+		{&pgconn.PgError{Code: "22003"}, false}, // numeric value out of range
+		{&pgconn.PgError{Code: "23505"}, false}, // unique violation
+		{errors.New("database is locked (5) (SQLITE_BUSY)"), true},
+		{errors.New("syntax error"), false},
+	} {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			err := fmt.Errorf("save runs: %w", tc.err)
+			require.Equal(t, tc.want, errors.Is(models.Classify(err), models.ErrUnavailable))
+		})
+	}
 }

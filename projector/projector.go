@@ -80,10 +80,18 @@ func New(store Store, bus *events.Bus, holder string, reg prometheus.Registerer,
 func (p *Projector) Run(ctx context.Context) error {
 	lease := events.NewLease(p.bus, "projector", p.holder)
 	defer lease.Release()
-	p.dropLegacyConsumer(ctx)
+	retired := false
 	for {
 		if lease.Hold(ctx) {
-			if err := p.project(ctx, lease); err != nil && ctx.Err() == nil {
+			err := error(nil)
+			if !retired {
+				err = p.retireLegacyConsumer(ctx)
+				retired = err == nil
+			}
+			if err == nil {
+				err = p.project(ctx, lease)
+			}
+			if err != nil && ctx.Err() == nil {
 				p.log.Warn("projector paused", "err", err)
 			}
 		}
@@ -95,20 +103,24 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 }
 
-// dropLegacyConsumer retires the durable consumer that projectors used
+// retireLegacyConsumer retires the durable consumer that projectors used
 // before the stored checkpoint: where no checkpoint exists yet it starts
 // from the consumer's ack floor (every event at or below it was applied),
 // rather than from the stream's start; then it deletes the consumer, which
-// would otherwise keep every event as unacknowledged work for ever.
-func (p *Projector) dropLegacyConsumer(ctx context.Context) {
+// would otherwise keep every event as unacknowledged work for ever. It
+// fails when it cannot tell whether there is such a consumer.
+func (p *Projector) retireLegacyConsumer(ctx context.Context) error {
 	name := p.bus.Names.EventsStream()
 	cons, err := p.bus.JS.Consumer(ctx, name, p.bus.Names.ProjectorConsumer())
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	}
 	if err != nil {
-		return // none (or NATS is away: the next start retires it)
+		return fmt.Errorf("look for the legacy projector consumer: %w", err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return
+		return fmt.Errorf("read the legacy projector consumer: %w", err)
 	}
 	if floor := info.AckFloor.Stream; floor > 0 {
 		_, err := p.store.ProjectRuns(ctx, models.Checkpoint{Name: name, From: 0, To: floor}, nil, nil)
@@ -116,13 +128,14 @@ func (p *Projector) dropLegacyConsumer(ctx context.Context) {
 		case err == nil:
 			p.log.Info("took the legacy projector consumer's position", "checkpoint", floor)
 		case !errors.Is(err, models.ErrCheckpointMoved): // moved: a checkpoint exists already
-			p.log.Warn("cannot take the legacy projector consumer's position; keeping it for the next start", "err", err)
-			return
+			return fmt.Errorf("take the legacy projector consumer's position: %w", err)
 		}
 	}
-	if err := p.bus.JS.DeleteConsumer(ctx, name, p.bus.Names.ProjectorConsumer()); err == nil {
-		p.log.Info("deleted the projector's legacy durable consumer")
+	if err := p.bus.JS.DeleteConsumer(ctx, name, p.bus.Names.ProjectorConsumer()); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete the legacy projector consumer: %w", err)
 	}
+	p.log.Info("deleted the projector's legacy durable consumer")
+	return nil
 }
 
 // batchSize bounds the events applied in one transaction.
@@ -166,7 +179,7 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 		case <-done:
 		}
 	}, jetstream.PullMaxMessages(batchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		p.log.Debug("events consumer", "err", err)
+		p.log.Warn("events consumer", "err", err)
 	}))
 	if err != nil {
 		return fmt.Errorf("consume events: %w", err)
