@@ -244,9 +244,10 @@ func (e *entry) apply(r *models.Run) ([]models.TaskLog, error) {
 }
 
 // applyBatch applies msgs, skipping those at or below floor, moves the
-// stored position from pos to the last of them, and returns it. Undecodable events and events for unknown runs go to
-// the dead-letter stream; if the database refuses the batch its events are
-// applied one by one, so that the one it refuses is set aside alone. An
+// stored position from pos to the last of them, and returns it.
+// Undecodable events and events for unknown runs go to the dead-letter
+// stream; if the database refuses the batch its events are applied one by
+// one, so that the one it refuses is set aside alone. An
 // error means that nothing more can be applied from where this process
 // stands: ctx ended, the lease is lost, or another projector moved on.
 func (p *Projector) applyBatch(ctx context.Context, lease *events.Lease, pos, floor uint64, msgs []jetstream.Msg) (uint64, error) {

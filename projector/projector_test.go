@@ -35,6 +35,14 @@ func embeddedBus(t *testing.T, ns string) (jetstream.JetStream, events.Names, *e
 	return js, names, bus
 }
 
+// queuedRun stores a QUEUED run with that id.
+func queuedRun(t *testing.T, store *models.Store, id string) {
+	t.Helper()
+	now := time.Now().UTC()
+	require.NoError(t, store.CreateRun(context.Background(), &models.Run{ID: id, State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
+		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+}
+
 // An event the database refuses (an exit code beyond INTEGER) is
 // dead-lettered alone; the events around it, in the same batch, are applied.
 func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
@@ -42,10 +50,8 @@ func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
 	defer cancel()
 	js, names, bus := embeddedBus(t, "PROJ")
 	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
-	now := time.Now().UTC()
 	for _, id := range []string{"a", "b"} {
-		require.NoError(t, store.CreateRun(ctx, &models.Run{ID: id, State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
-			Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+		queuedRun(t, store, id)
 	}
 	// Published before the projector starts, so that they form one batch.
 	pub := events.NewPublisher(js, names)
@@ -83,9 +89,7 @@ func TestProjectorResumesFromItsCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	js, names, bus := embeddedBus(t, "RESUME")
 	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
-	now := time.Now().UTC()
-	require.NoError(t, store.CreateRun(ctx, &models.Run{ID: "r", State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
-		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+	queuedRun(t, store, "r")
 	pub := events.NewPublisher(js, names)
 
 	// project runs a projector until the run is in state want and returns
@@ -142,9 +146,7 @@ func TestProjectorTakesOverTheLegacyConsumer(t *testing.T) {
 	ctx := context.Background()
 	js, names, bus := embeddedBus(t, "LEGACY")
 	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
-	now := time.Now().UTC()
-	require.NoError(t, store.CreateRun(ctx, &models.Run{ID: "r", State: models.Queued, Engine: "mock", CreatedAt: now, UpdatedAt: now,
-		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
+	queuedRun(t, store, "r")
 	pub := events.NewPublisher(js, names)
 	for _, st := range []models.State{models.Initializing, models.Running, models.Complete} {
 		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: st, Source: "x"}))
