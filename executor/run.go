@@ -38,6 +38,8 @@ type attempt struct {
 	settled bool
 
 	tasks taskBuffer
+	// dir is the run's directory on this host, once created.
+	dir string
 }
 
 // handle executes one delivery. It never panics: a panic in a provider is
@@ -213,17 +215,12 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 	if err != nil {
 		return res, err
 	}
-	logs := [2]string{filepath.Join(dir, "stdout.log"), filepath.Join(dir, "stderr.log")}
-	stdout, err := os.Create(logs[0])
+	logs, err := openLogs(dir)
 	if err != nil {
-		return res, fmt.Errorf("create stdout log: %w", err)
+		return res, err
 	}
-	defer stdout.Close()
-	stderr, err := os.Create(logs[1])
-	if err != nil {
-		return res, fmt.Errorf("create stderr log: %w", err)
-	}
-	defer stderr.Close()
+	defer logs[0].Close()
+	defer logs[1].Close()
 	stopShipping := a.shipLogs(logs)
 	defer stopShipping()
 	stopTasks := a.sendTasks(ctx)
@@ -231,7 +228,7 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 
 	job := providers.Job{
 		RunID: a.sub.RunID, Attempt: a.n, Engine: a.sub.Engine, EngineVersion: a.sub.EngineVersion,
-		Request: a.sub.Request, Dir: dir, Stdout: stdout, Stderr: stderr,
+		Request: a.sub.Request, Dir: dir, Stdout: logs[0], Stderr: logs[1],
 	}
 	for _, att := range a.sub.Attachments {
 		job.Inputs = append(job.Inputs, att.Name)
@@ -284,9 +281,14 @@ func (a *attempt) note() string {
 
 // stage creates the run's directory and copies the attachments into
 // Dir/inputs, through an os.Root so that no name, and no symlink already
-// there, can write outside it.
+// there, can write outside it. It returns "" and creates nothing for a run
+// without attachments whose provider needs no directory.
 func (a *attempt) stage(ctx context.Context) (string, error) {
+	if d, ok := a.e.provider.(providers.Dirless); ok && d.Dirless() && len(a.sub.Attachments) == 0 {
+		return "", nil
+	}
 	dir := filepath.Join(a.e.cfg.WorkDir, a.sub.RunID)
+	a.dir = dir
 	if err := os.MkdirAll(filepath.Join(dir, "inputs"), 0o750); err != nil {
 		return "", fmt.Errorf("create run directory: %w", err)
 	}
@@ -324,47 +326,6 @@ func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attach
 	}
 	return f.Close()
 }
-
-// shipLogs copies the engine's stdout and stderr to the object store, where
-// the API serves them, every LogInterval while they grow and once more when
-// stop is called.
-func (a *attempt) shipLogs(paths [2]string) (stop func()) {
-	sizes := [2]int64{-1, -1}
-	ship := func(ctx context.Context) {
-		for i, p := range paths {
-			fi, err := os.Stat(p)
-			if err != nil || fi.Size() == sizes[i] {
-				continue
-			}
-			f, err := os.Open(p)
-			if err != nil {
-				continue
-			}
-			// Only what was written so far: the engine may still be writing.
-			// A put is bounded on its own: an object store that does not
-			// answer (its stream electing a leader) must not hold the run,
-			// or an executor's shutdown, for long.
-			pctx, cancel := context.WithTimeout(ctx, logPutTimeout)
-			_, err = a.e.bus.Objects.Put(pctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i])},
-				io.LimitReader(f, fi.Size()))
-			cancel()
-			f.Close()
-			if err != nil {
-				a.log.Warn("cannot store log", "path", p, "err", err)
-				continue
-			}
-			sizes[i] = fi.Size()
-		}
-	}
-	stopShipping := every(context.Background(), a.e.cfg.LogInterval, ship)
-	return func() {
-		stopShipping()
-		ship(context.Background())
-	}
-}
-
-// logPutTimeout bounds one copy of a log to the object store.
-const logPutTimeout = 5 * time.Second
 
 // verb is what JetStream is told about a message once its outcome is
 // reported.
@@ -511,7 +472,7 @@ func (a *attempt) settleMsg(v verdict) {
 	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
-	if (v.verb == ack || v.verb == term) && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
+	if (v.verb == ack || v.verb == term) && a.dir != "" && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
 		// The run is over and its logs and outputs are in the object
 		// store: its directory would only fill the disk.
 		a.e.removeRunDir(a.sub.RunID)

@@ -1,9 +1,11 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -264,6 +266,65 @@ func TestRunDirectoriesAreRemovedOnceRunsAreOver(t *testing.T) {
 			require.EqualValues(t, 6, info.Size)
 		})
 	}
+}
+
+// dirlessProvider is a testProvider that needs no run directory.
+type dirlessProvider struct{ *testProvider }
+
+func (dirlessProvider) Dirless() bool { return true }
+
+// TestADirlessRunHasNoDirectoryAndItsLogsAreStored: a run of a provider
+// that needs no directory writes nothing below WorkDir, and its stdout and
+// stderr, kept in memory, reach the object store as they would from files.
+func TestADirlessRunHasNoDirectoryAndItsLogsAreStored(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	dir := t.TempDir()
+	p := dirlessProvider{&testProvider{run: func(_ context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		if job.Dir != "" {
+			return providers.Result{}, fmt.Errorf("job.Dir is %q", job.Dir)
+		}
+		r.Started([]string{"engine", job.RunID})
+		fmt.Fprintln(job.Stdout, "out")
+		fmt.Fprintln(job.Stderr, "err, longer")
+		return providers.Result{}, nil
+	}}}
+	f.start(t, Config{AckWait: 5 * time.Second, WorkDir: dir}, p)
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Complete, 30*time.Second)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, entries, "nothing is created below WorkDir")
+	for name, want := range map[string]string{"stdout": "out\n", "stderr": "err, longer\n"} {
+		got, err := f.bus.Objects.GetBytes(f.ctx, events.LogKey(runID, name))
+		require.NoError(t, err, name)
+		require.Equal(t, want, string(got), name)
+	}
+}
+
+func TestMemLogDropsWhatIsPastItsLimit(t *testing.T) {
+	var l memLog
+	chunk := bytes.Repeat([]byte("x"), memLogLimit/2+1)
+	for range 3 {
+		n, err := l.Write(chunk)
+		require.NoError(t, err)
+		require.Equal(t, len(chunk), n, "a writer is never told of the limit")
+	}
+	r, size, ok := l.snapshot()
+	require.True(t, ok)
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.EqualValues(t, len(got), size)
+	require.True(t, bytes.HasPrefix(got, bytes.Repeat([]byte("x"), memLogLimit)))
+	require.Equal(t, fmt.Sprintf("\n[wes: output beyond %d bytes was dropped]\n", memLogLimit), string(got[memLogLimit:]), "said once")
+
+	// A snapshot does not change when the log grows after it.
+	var g memLog
+	fmt.Fprint(&g, "ab")
+	r, _, _ = g.snapshot()
+	fmt.Fprint(&g, "cd")
+	got, _ = io.ReadAll(r)
+	require.Equal(t, "ab", string(got))
 }
 
 func TestTaskBufferKeepsTheNewestUpdate(t *testing.T) {

@@ -39,6 +39,7 @@ type Job struct {
 	Request       models.RunRequest
 	// Dir is the run's directory on this host; staged attachments are in
 	// Dir/inputs. The provider may write anywhere below Dir, nowhere else.
+	// It is "" for a job of a Dirless provider that has no attachments.
 	Dir string
 	// Inputs names the staged attachments (slash-separated, below Dir/inputs).
 	Inputs []string
@@ -78,6 +79,15 @@ type Provider interface {
 	// system failed, not the workflow (SYSTEM_ERROR). When ctx is canceled,
 	// Run stops the engine and returns promptly.
 	Run(ctx context.Context, job Job, r Reporter) (Result, error)
+}
+
+// Dirless is implemented by a provider whose jobs need no directory on
+// this host (the mock). For a run without attachments the executor then
+// creates none: Job.Dir is "", and Stdout and Stderr are kept in memory.
+// A directory costs a few filesystem operations per run that, on some
+// disks, cost more than everything else the executor does for it.
+type Dirless interface {
+	Dirless() bool
 }
 
 // ErrRetryable marks a failure of ours that another attempt may not meet

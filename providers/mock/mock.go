@@ -28,6 +28,9 @@ type Provider struct{}
 // New returns a mock provider.
 func New() *Provider { return &Provider{} }
 
+// Dirless implements providers.Dirless: a mock run writes no files.
+func (*Provider) Dirless() bool { return true }
+
 // Engines implements providers.Provider: one engine, "mock", that accepts
 // every workflow type.
 func (*Provider) Engines(context.Context) ([]providers.Engine, error) {
