@@ -119,7 +119,11 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 			// answer (its stream electing a leader) must not hold the run,
 			// or an executor's shutdown, for long.
 			pctx, cancel := context.WithTimeout(ctx, logPutTimeout)
-			_, err := a.e.bus.Objects.Put(pctx, jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i])}, r)
+			// nats.go allocates a buffer of the chunk size for every put:
+			// 128 KiB by default, for logs that are mostly a few lines.
+			meta := jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i]),
+				Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(min(max(size, 1), maxLogChunk))}}
+			_, err := a.e.bus.Objects.Put(pctx, meta, r)
 			cancel()
 			r.Close()
 			if err != nil {
@@ -135,6 +139,10 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 		ship(context.Background())
 	}
 }
+
+// maxLogChunk is the largest chunk of a log in the object store (nats.go's
+// default).
+const maxLogChunk = 128 << 10
 
 // logPutTimeout bounds one copy of a log to the object store.
 const logPutTimeout = 5 * time.Second
