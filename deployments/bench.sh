@@ -6,6 +6,7 @@
 #   2. a sweep of `wes bench` over client concurrency (table, JSON lines, SVG chart);
 #   3. memory: an idle executor's RSS, the API's peak RSS under load;
 #      latency below capacity: submit, dispatch and end to end at BENCH_RATE/s;
+#      the submission target: BENCH_SUBMIT_RATE/s offered by 64 clients;
 #   4. scaling: slot-bound runs on one executor, then on two;
 #   5. GET /runs latency over BENCH_FILL (1,000,000) runs.
 #
@@ -14,6 +15,7 @@
 # Environment: BENCH_PG (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 # BENCH_LEVELS (default 1,4,16,64), BENCH_DURATION (per level, default 20s),
 # BENCH_RATE (submissions/s of the below-capacity latency run, default 100),
+# BENCH_SUBMIT_RATE (submissions/s offered by 64 clients in the sustained-rate run, default 3000),
 # BENCH_PG_PARAMS (query of the wes processes' database URL, default ?sslmode=disable),
 # BENCH_FILL (default 1000000; 0 skips the list benchmark), BENCH_OUT (default
 # ./.wes-bench: results.jsonl, bench.svg, logs).
@@ -26,6 +28,7 @@ LEVELS=${BENCH_LEVELS:-1,4,16,64}
 DURATION=${BENCH_DURATION:-20s}
 FILL=${BENCH_FILL:-1000000}
 RATE=${BENCH_RATE:-100}
+SUBMIT_RATE=${BENCH_SUBMIT_RATE:-3000}
 NATS_PORT=${BENCH_NATS_PORT:-4251}
 API_ADDR=127.0.0.1:${BENCH_API_PORT:-5091}
 DB=wes_bench_$$
@@ -113,6 +116,14 @@ echo "== latency below capacity: $RATE submissions/s for 20 s from 8 clients"
 import json,sys
 r=json.loads(sys.stdin.read())
 print(f\"submit p50 {r['submit_p50_ms']:.1f} ms, p99 {r['submit_p99_ms']:.1f} ms; dispatch p50 {r['dispatch_p50_ms']:.1f} ms, p99 {r['dispatch_p99_ms']:.1f} ms; end to end p50 {r['e2e_p50_ms']:.1f} ms, p99 {r['e2e_p99_ms']:.1f} ms; {r['errors_total']} errors\")
+"
+
+echo
+echo "== sustained: $SUBMIT_RATE submissions/s offered by 64 clients for 20 s"
+"$WES" bench --concurrency 64 --duration 20s --rate "$SUBMIT_RATE" --json | tee "$OUT/sustained.json" | python3 -c "
+import json,sys
+r=json.loads(sys.stdin.read())
+print(f\"{r['submit_per_sec']:.0f} submissions/s: p50 {r['submit_p50_ms']:.1f} ms, p99 {r['submit_p99_ms']:.1f} ms; {r['e2e_per_sec']:.0f} completed/s; {r['errors_total']} errors\")
 "
 
 echo
