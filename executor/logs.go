@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wes-dev/wes/events"
 )
 
@@ -119,11 +117,11 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 			// answer (its stream electing a leader) must not hold the run,
 			// or an executor's shutdown, for long.
 			pctx, cancel := context.WithTimeout(ctx, logPutTimeout)
-			// nats.go allocates a buffer of the chunk size for every put:
-			// 128 KiB by default, for logs that are mostly a few lines.
-			meta := jetstream.ObjectMeta{Name: events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i]),
-				Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(min(max(size, 1), maxLogChunk))}}
-			_, err := a.e.bus.Objects.Put(pctx, meta, r)
+			// A chunk is the log's size (at most the default): a buffer of
+			// the chunk size is allocated for every put, and logs are
+			// mostly a few lines.
+			_, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i]), r,
+				int(min(max(size, 1), events.DefaultChunkSize)))
 			cancel()
 			r.Close()
 			if err != nil {
@@ -139,10 +137,6 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 		ship(context.Background())
 	}
 }
-
-// maxLogChunk is the largest chunk of a log in the object store (nats.go's
-// default).
-const maxLogChunk = 128 << 10
 
 // logPutTimeout bounds one copy of a log to the object store.
 const logPutTimeout = 5 * time.Second

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 )
@@ -48,7 +46,7 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 			return err
 		}
 		defer f.Close()
-		if _, err := a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.OutputKey(a.sub.RunID, rel)}, f); err != nil {
+		if _, err := a.e.bus.PutObject(ctx, events.OutputKey(a.sub.RunID, rel), f, 0); err != nil {
 			return fmt.Errorf("store output %s: %w", rel, err)
 		}
 		total += info.Size()

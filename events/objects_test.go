@@ -1,0 +1,91 @@
+package events_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+// TestPutObjectIsReadAsAnyObject: what PutObject writes, nats.go's object
+// store reads (Get checks the digest), whatever the size against the chunk
+// size; a replaced object's chunks are purged, whoever wrote it.
+func TestPutObjectIsReadAsAnyObject(t *testing.T) {
+	f := setup(t)
+	stream, err := f.js.Stream(f.ctx, "OBJ_"+f.names.ObjectsBucket())
+	require.NoError(t, err)
+	chunksOf := func(nuid string) uint64 {
+		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(fmt.Sprintf("$O.%s.C.%s", f.names.ObjectsBucket(), nuid)))
+		require.NoError(t, err)
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		size, chunk int
+		wantChunks  uint32
+	}{
+		{size: 0, chunk: 4, wantChunks: 0},
+		{size: 3, chunk: 4, wantChunks: 1},
+		{size: 4, chunk: 4, wantChunks: 1},
+		{size: 5, chunk: 4, wantChunks: 2},
+		{size: 14, chunk: 4, wantChunks: 4},
+		{size: 1000, chunk: 0, wantChunks: 1},
+	} {
+		t.Run(fmt.Sprintf("%d bytes in chunks of %d", tc.size, tc.chunk), func(t *testing.T) {
+			name := fmt.Sprintf("runs/r/logs/%d-%d", tc.size, tc.chunk)
+			data := bytes.Repeat([]byte("0123456789"), tc.size/10+1)[:tc.size]
+			info, err := f.bus.PutObject(f.ctx, name, bytes.NewReader(data), tc.chunk)
+			require.NoError(t, err)
+			require.Equal(t, tc.wantChunks, info.Chunks)
+			got, err := f.bus.Objects.GetBytes(f.ctx, name)
+			require.NoError(t, err)
+			require.Equal(t, data, got)
+			stored, err := f.bus.Objects.GetInfo(f.ctx, name)
+			require.NoError(t, err)
+			require.EqualValues(t, tc.size, stored.Size)
+			require.Equal(t, info.Digest, stored.Digest)
+		})
+	}
+
+	t.Run("replacing", func(t *testing.T) {
+		first, err := f.bus.Objects.PutBytes(f.ctx, "runs/r/logs/stdout", []byte("by nats.go"))
+		require.NoError(t, err)
+		second, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("by us, longer")), 4)
+		require.NoError(t, err)
+		require.Zero(t, chunksOf(first.NUID), "the replaced object's chunks are purged")
+		require.EqualValues(t, 4, chunksOf(second.NUID))
+		third, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("again")), 0)
+		require.NoError(t, err)
+		require.Zero(t, chunksOf(second.NUID))
+		got, err := f.bus.Objects.GetString(f.ctx, "runs/r/logs/stdout")
+		require.NoError(t, err)
+		require.Equal(t, "again", got)
+		require.EqualValues(t, 1, chunksOf(third.NUID))
+	})
+
+	t.Run("a reader that fails leaves nothing", func(t *testing.T) {
+		before, err := stream.Info(f.ctx)
+		require.NoError(t, err)
+		r := io.MultiReader(bytes.NewReader(make([]byte, 10)), errReader{})
+		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/broken", r, 4)
+		require.ErrorIs(t, err, errBroken)
+		_, err = f.bus.Objects.GetInfo(f.ctx, "runs/r/logs/broken")
+		require.ErrorIs(t, err, jetstream.ErrObjectNotFound)
+		after, err := stream.Info(f.ctx)
+		require.NoError(t, err)
+		require.Equal(t, before.State.Msgs, after.State.Msgs, "the chunks stored before the failure are purged")
+	})
+}
+
+var errBroken = errors.New("broken reader")
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errBroken }
