@@ -15,24 +15,27 @@ type series struct {
 }
 
 // Chart writes an SVG with two panels — throughput and latency against
-// client concurrency — of results, one point per result, in order.
+// client concurrency — of results, one point per result, in order. The
+// latency axis is logarithmic: submissions take milliseconds while runs
+// queued behind busy executors wait seconds.
 func Chart(w io.Writer, title string, results []*Result) error {
 	if len(results) == 0 {
 		return fmt.Errorf("no results to chart")
 	}
-	const width, height, panelH, left, right, top = 900, 760, 300, 80, 200, 60
+	const width, height, panelH, left, right, top = 940, 780, 300, 80, 240, 60
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="%d" y="28" font-size="16" font-weight="bold">%s</text>`+"\n", left, escape(title))
 	panels := []struct {
 		title, unit string
+		log         bool
 		series      []series
 	}{
-		{"Throughput", "runs/s", []series{
+		{"Throughput", "runs/s", false, []series{
 			{"submissions/s", "#1f77b4", func(r *Result) float64 { return r.SubmitPerSec }},
 			{"completed runs/s (end to end)", "#2ca02c", func(r *Result) float64 { return r.E2EPerSec }},
 		}},
-		{"Latency", "ms", []series{
+		{"Latency", "ms, log scale", true, []series{
 			{"submit p50", "#9ecae1", func(r *Result) float64 { return r.SubmitP50 }},
 			{"submit p99", "#1f77b4", func(r *Result) float64 { return r.SubmitP99 }},
 			{"dispatch p50", "#fdae6b", func(r *Result) float64 { return r.DispatchP50 }},
@@ -49,17 +52,45 @@ func Chart(w io.Writer, title string, results []*Result) error {
 	}
 	for p, panel := range panels {
 		y0 := float64(top + p*(panelH+70))
-		maxV := 0.0
+		minV, maxV := math.Inf(1), 0.0
 		for _, s := range panel.series {
 			for _, r := range results {
-				maxV = math.Max(maxV, s.value(r))
+				v := s.value(r)
+				maxV = math.Max(maxV, v)
+				if v > 0 {
+					minV = math.Min(minV, v)
+				}
 			}
 		}
-		maxV = niceCeil(maxV)
-		y := func(v float64) float64 { return y0 + panelH - v/maxV*panelH }
+		var (
+			y     func(float64) float64
+			ticks []float64
+		)
+		if panel.log {
+			lo := math.Floor(math.Log10(math.Min(minV, math.Max(maxV, 1))))
+			if math.IsInf(lo, 0) || math.IsNaN(lo) {
+				lo = 0
+			}
+			hi := max(math.Ceil(math.Log10(math.Max(maxV, 1))), lo+1)
+			y = func(v float64) float64 {
+				l := lo // a zero sits on the axis
+				if v > 0 {
+					l = math.Max(math.Log10(v), lo)
+				}
+				return y0 + panelH - (l-lo)/(hi-lo)*panelH
+			}
+			for e := lo; e <= hi; e++ {
+				ticks = append(ticks, math.Pow(10, e))
+			}
+		} else {
+			maxV = niceCeil(maxV)
+			y = func(v float64) float64 { return y0 + panelH - v/maxV*panelH }
+			for t := 0; t <= 4; t++ {
+				ticks = append(ticks, maxV*float64(t)/4)
+			}
+		}
 		fmt.Fprintf(&b, `<text x="%d" y="%.0f" font-weight="bold">%s (%s)</text>`+"\n", left, y0-10, panel.title, panel.unit)
-		for t := 0; t <= 4; t++ {
-			v := maxV * float64(t) / 4
+		for _, v := range ticks {
 			fmt.Fprintf(&b, `<line x1="%d" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n",
 				left, left+plotW, y(v), y(v), left-6, y(v)+4, trimFloat(v))
 		}
