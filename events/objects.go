@@ -30,7 +30,9 @@ const DefaultChunkSize = 128 << 10
 // It is not Put because Put creates a JetStream context, and with it a
 // reply subscription, for every object: the server then adds and removes a
 // subscription per object, which with two logs per run took a third of
-// its CPU. PutObject publishes through the bus's shared JetStream context.
+// its CPU. PutObject publishes through the bus's shared JetStream context,
+// one chunk at a time (each acknowledged before the next): it is for small
+// objects, such as logs; Put pipelines the chunks of a large one.
 func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, chunkSize int) (*jetstream.ObjectInfo, error) {
 	if name == "" {
 		return nil, jetstream.ErrBadObjectMeta
@@ -61,7 +63,7 @@ func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, chunkSize
 	chunk := make([]byte, chunkSize)
 	h := sha256.New()
 	for {
-		n, err := io.ReadFull(r, chunk)
+		n, err := readChunk(r, chunk)
 		if n > 0 {
 			h.Write(chunk[:n])
 			if _, perr := b.JS.PublishMsg(ctx, &nats.Msg{Subject: chunkSubj, Data: chunk[:n]}); perr != nil {
@@ -70,7 +72,7 @@ func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, chunkSize
 			info.Size += uint64(n)
 			info.Chunks++
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -89,13 +91,29 @@ func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, chunkSize
 	meta.Data = data
 	if _, err := b.JS.PublishMsg(ctx, meta); err != nil {
 		// The info may have been stored all the same (its ack lost): its
-		// chunks stay.
+		// chunks stay, and are orphans if it was not (the objects stream
+		// has no age limit; they cost space until the bucket is purged).
 		return nil, fmt.Errorf("store object %s: %w", name, err)
 	}
 	if old != nil && !old.Deleted {
 		b.purgeObjectChunks(fmt.Sprintf("$O.%s.C.%s", bucket, old.NUID))
 	}
 	return info, nil
+}
+
+// readChunk fills chunk from r as far as r goes. It returns io.EOF, and
+// only then, once r has ended; any other error of r's, io.ErrUnexpectedEOF
+// included, is a failure (a reader cut short must not pass for the end).
+func readChunk(r io.Reader, chunk []byte) (int, error) {
+	n := 0
+	for n < len(chunk) {
+		m, err := r.Read(chunk[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // purgeTimeout bounds the purge of an object's chunks.

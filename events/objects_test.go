@@ -81,6 +81,13 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 		after, err := stream.Info(f.ctx)
 		require.NoError(t, err)
 		require.Equal(t, before.State.Msgs, after.State.Msgs, "the chunks stored before the failure are purged")
+
+		// A reader cut short is not a reader that ended.
+		r = io.MultiReader(bytes.NewReader(make([]byte, 6)), cutShort{})
+		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/cut", r, 4)
+		require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+		_, err = f.bus.Objects.GetInfo(f.ctx, "runs/r/logs/cut")
+		require.ErrorIs(t, err, jetstream.ErrObjectNotFound)
 	})
 }
 
@@ -89,3 +96,7 @@ var errBroken = errors.New("broken reader")
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errBroken }
+
+type cutShort struct{}
+
+func (cutShort) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }

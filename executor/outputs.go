@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 )
@@ -46,7 +48,9 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 			return err
 		}
 		defer f.Close()
-		if _, err := a.e.bus.PutObject(ctx, events.OutputKey(a.sub.RunID, rel), f, 0); err != nil {
+		// nats.go's Put, not events.PutObject: outputs may be large, and
+		// Put publishes their chunks without waiting for each ack.
+		if _, err := a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.OutputKey(a.sub.RunID, rel)}, f); err != nil {
 			return fmt.Errorf("store output %s: %w", rel, err)
 		}
 		total += info.Size()

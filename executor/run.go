@@ -38,8 +38,6 @@ type attempt struct {
 	settled bool
 
 	tasks taskBuffer
-	// dir is the run's directory on this host, once created.
-	dir string
 }
 
 // handle executes one delivery. It never panics: a panic in a provider is
@@ -284,11 +282,10 @@ func (a *attempt) note() string {
 // there, can write outside it. It returns "" and creates nothing for a run
 // without attachments whose provider needs no directory.
 func (a *attempt) stage(ctx context.Context) (string, error) {
-	if d, ok := a.e.provider.(providers.Dirless); ok && d.Dirless() && len(a.sub.Attachments) == 0 {
+	if !a.needsDir() {
 		return "", nil
 	}
 	dir := filepath.Join(a.e.cfg.WorkDir, a.sub.RunID)
-	a.dir = dir
 	if err := os.MkdirAll(filepath.Join(dir, "inputs"), 0o750); err != nil {
 		return "", fmt.Errorf("create run directory: %w", err)
 	}
@@ -303,6 +300,15 @@ func (a *attempt) stage(ctx context.Context) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// needsDir reports whether the run has a directory on this host: unless
+// its provider needs none and it has no attachments. It depends on the run,
+// not on how far this attempt got, so that the directory an earlier attempt
+// left for a retry goes when a later one ends the run before staging.
+func (a *attempt) needsDir() bool {
+	d, ok := a.e.provider.(providers.Dirless)
+	return !ok || !d.Dirless() || len(a.sub.Attachments) > 0
 }
 
 func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attachment) error {
@@ -472,7 +478,7 @@ func (a *attempt) settleMsg(v verdict) {
 	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
-	if (v.verb == ack || v.verb == term) && a.dir != "" && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
+	if (v.verb == ack || v.verb == term) && a.needsDir() && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
 		// The run is over and its logs and outputs are in the object
 		// store: its directory would only fill the disk.
 		a.e.removeRunDir(a.sub.RunID)

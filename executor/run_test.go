@@ -268,6 +268,35 @@ func TestRunDirectoriesAreRemovedOnceRunsAreOver(t *testing.T) {
 	}
 }
 
+// TestARetriedRunsDirectoryGoesWhenACancelEndsIt: a failed attempt that
+// is retried keeps the run directory; when the run is then canceled while
+// it waits, the delivery that ends it never stages, and the directory must
+// go all the same.
+func TestARetriedRunsDirectoryGoesWhenACancelEndsIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	dir := t.TempDir()
+	started := make(chan string, 1)
+	p := &testProvider{run: func(_ context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		if err := os.WriteFile(filepath.Join(job.Dir, "work-file"), []byte("x"), 0o600); err != nil {
+			return providers.Result{}, err
+		}
+		started <- job.RunID
+		return providers.Result{ExitCode: 1}, nil
+	}}
+	f.start(t, Config{AckWait: 5 * time.Second, WorkDir: dir, RetryFailures: true, MaxAttempts: 3}, p)
+	runID := f.submit(t)
+	<-started
+	f.waitState(t, runID, models.Queued, 10*time.Second)
+	_, err := f.bus.Cancel.Put(f.ctx, runID, []byte("1"))
+	require.NoError(t, err)
+	f.waitState(t, runID, models.Canceled, 30*time.Second)
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, runID))
+		return err != nil
+	}, 10*time.Second, 20*time.Millisecond, "the directory the failed attempt left is removed")
+}
+
 // dirlessProvider is a testProvider that needs no run directory.
 type dirlessProvider struct{ *testProvider }
 
