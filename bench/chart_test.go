@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -22,7 +23,7 @@ func TestChartLatencyAxisIsLogarithmic(t *testing.T) {
 	}
 	svg := b.String()
 	for _, tick := range []string{">1<", ">10<", ">100<", ">1000<", ">10000<", ">100000<"} {
-		if !bytes.Contains([]byte(svg), []byte(`text-anchor="end"`+tick)) {
+		if !strings.Contains(svg, `text-anchor="end"`+tick) {
 			t.Errorf("no latency tick %s", tick)
 		}
 	}

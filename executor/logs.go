@@ -23,6 +23,10 @@ type engineLog interface {
 	io.Closer
 }
 
+// logNames name the engine's two logs: the object-store keys' last part,
+// and the files <name>.log in the run's directory.
+var logNames = [2]string{"stdout", "stderr"}
+
 // openLogs creates the attempt's stdout and stderr: files stdout.log and
 // stderr.log in dir, or memory when dir is "".
 func openLogs(dir string) ([2]engineLog, error) {
@@ -30,7 +34,8 @@ func openLogs(dir string) ([2]engineLog, error) {
 		return [2]engineLog{&memLog{}, &memLog{}}, nil
 	}
 	var logs [2]engineLog
-	for i, name := range [...]string{"stdout.log", "stderr.log"} {
+	for i, name := range logNames {
+		name += ".log"
 		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
 			if i == 1 {
@@ -120,12 +125,12 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 			// A chunk is the log's size (at most the default): a buffer of
 			// the chunk size is allocated for every put, and logs are
 			// mostly a few lines.
-			_, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, [...]string{"stdout", "stderr"}[i]), r,
+			_, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, logNames[i]), r,
 				int(min(max(size, 1), events.DefaultChunkSize)))
 			cancel()
 			r.Close()
 			if err != nil {
-				a.log.Warn("cannot store log", "log", [...]string{"stdout", "stderr"}[i], "err", err)
+				a.log.Warn("cannot store log", "log", logNames[i], "err", err)
 				continue
 			}
 			sizes[i] = size
