@@ -96,47 +96,81 @@ type sample struct {
 	accepted time.Time
 }
 
-// tracker keeps the first time each state of each run was seen.
+// tracker keeps, for each run, when it was first seen INITIALIZING and
+// its first final state, and the order in which runs ended: waiting for the
+// submitted runs then costs each run's end once, not a scan of every run
+// per event.
 type tracker struct {
-	mu      sync.Mutex
-	seen    map[string]map[string]time.Time
-	changed chan struct{}
+	mu       sync.Mutex
+	runs     map[string]*runTimes
+	finished []string // run ids, in the order their final state arrived
+	changed  chan struct{}
+}
+
+type runTimes struct {
+	initializing time.Time
+	final        string
+	finalAt      time.Time
+}
+
+func isFinal(state string) bool {
+	switch state {
+	case "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED":
+		return true
+	}
+	return false
 }
 
 func (t *tracker) observe(runID, state string) {
 	now := time.Now()
 	t.mu.Lock()
-	m := t.seen[runID]
-	if m == nil {
-		m = make(map[string]time.Time, 4)
-		t.seen[runID] = m
+	r := t.runs[runID]
+	if r == nil {
+		r = &runTimes{}
+		t.runs[runID] = r
 	}
-	if _, ok := m[state]; !ok {
-		m[state] = now
+	ended := false
+	switch {
+	case state == "INITIALIZING" && r.initializing.IsZero():
+		r.initializing = now
+	case isFinal(state) && r.final == "":
+		r.final, r.finalAt = state, now
+		t.finished = append(t.finished, runID)
+		ended = true
 	}
 	t.mu.Unlock()
+	if !ended {
+		return
+	}
 	select {
 	case t.changed <- struct{}{}:
 	default:
 	}
 }
 
-func (t *tracker) at(runID, state string) (time.Time, bool) {
+// finishedSince returns the runs that ended after the first i.
+func (t *tracker) finishedSince(i int) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	at, ok := t.seen[runID][state]
-	return at, ok
+	return t.finished[i:len(t.finished):len(t.finished)]
 }
 
-var finalStates = []string{"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+// initialized returns when the run was first seen INITIALIZING.
+func (t *tracker) initialized(runID string) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r := t.runs[runID]; r != nil && !r.initializing.IsZero() {
+		return r.initializing, true
+	}
+	return time.Time{}, false
+}
 
+// final returns the run's first final state and when it was seen.
 func (t *tracker) final(runID string) (string, time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, s := range finalStates {
-		if at, ok := t.seen[runID][s]; ok {
-			return s, at, true
-		}
+	if r := t.runs[runID]; r != nil && r.final != "" {
+		return r.final, r.finalAt, true
 	}
 	return "", time.Time{}, false
 }
@@ -166,7 +200,7 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 		return nil, fmt.Errorf("service-info of %s: %w", cfg.APIURL, err)
 	}
 
-	tr := &tracker{seen: map[string]map[string]time.Time{}, changed: make(chan struct{}, 1)}
+	tr := &tracker{runs: map[string]*runTimes{}, changed: make(chan struct{}, 1)}
 	stop, err := subscribe(tr.observe)
 	if err != nil {
 		return nil, fmt.Errorf("follow run events: %w", err)
@@ -226,26 +260,29 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 	// record them all.
 	deadline := time.NewTimer(cfg.Wait)
 	defer deadline.Stop()
-	pending := func() int {
-		n := 0
-		for _, s := range samples {
-			if _, _, ok := tr.final(s.id); !ok {
-				n++
-			}
-		}
-		return n
+	pending := make(map[string]struct{}, len(samples))
+	for _, s := range samples {
+		pending[s.id] = struct{}{}
 	}
 	timedOut := false
-wait:
-	for pending() > 0 {
+	for seen := 0; !timedOut; {
+		ended := tr.finishedSince(seen)
+		seen += len(ended)
+		for _, id := range ended {
+			delete(pending, id)
+		}
+		if len(pending) == 0 {
+			break
+		}
+		// observe records a run's end before it signals, and a signal
+		// pending in the buffer covers every end recorded before it is
+		// taken: no end is missed.
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
 			timedOut = true
-			break wait
 		case <-tr.changed:
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	want := completeBefore
@@ -280,7 +317,7 @@ wait:
 	var submitLat, dispatchLat, e2eLat []time.Duration
 	for _, s := range samples {
 		submitLat = append(submitLat, s.accepted.Sub(s.sent))
-		if at, ok := tr.at(s.id, "INITIALIZING"); ok {
+		if at, ok := tr.initialized(s.id); ok {
 			dispatchLat = append(dispatchLat, max(0, at.Sub(s.accepted)))
 		}
 		st, at, ok := tr.final(s.id)
