@@ -18,14 +18,28 @@ import (
 // DefaultChunkSize is the object store's default chunk size (nats.go's).
 const DefaultChunkSize = 128 << 10
 
+// PutOptions say how PutObject stores an object.
+type PutOptions struct {
+	// ChunkSize bounds a chunk (DefaultChunkSize if 0). One buffer of
+	// this size is allocated for the put.
+	ChunkSize int
+	// Known says that Current is what the name holds now, as its caller
+	// knows it (nil for nothing: a first put of a name no one else
+	// writes): PutObject then does not look the object up (a request to
+	// the server) to find the chunks it replaces. A Current that is wrong
+	// leaves the replaced object's chunks behind, unreachable: space, not
+	// wrong data.
+	Known   bool
+	Current *jetstream.ObjectInfo
+}
+
 // PutObject stores what r holds as object name of the Objects bucket,
-// replacing any object of that name, in chunks of at most chunkSize bytes
-// (DefaultChunkSize if 0). It writes what jetstream.ObjectStore.Put writes
-// (the object store layout of NATS ADR-20: the chunks on
-// $O.<bucket>.C.<nuid>, then the object's info, rolled up, on
-// $O.<bucket>.M.<base64url(name)>, then the replaced object's chunks
-// purged), so that ObjectStore.Get, GetInfo, Watch and Delete work on it
-// as on any object.
+// replacing any object of that name. It writes what
+// jetstream.ObjectStore.Put writes (the object store layout of NATS
+// ADR-20: the chunks on $O.<bucket>.C.<nuid>, then the object's info,
+// rolled up, on $O.<bucket>.M.<base64url(name)>, then the replaced
+// object's chunks purged), so that ObjectStore.Get, GetInfo, Watch and
+// Delete work on it as on any object.
 //
 // It is not Put because Put creates a JetStream context, and with it a
 // reply subscription, for every object: the server then adds and removes a
@@ -33,16 +47,21 @@ const DefaultChunkSize = 128 << 10
 // its CPU. PutObject publishes through the bus's shared JetStream context,
 // one chunk at a time (each acknowledged before the next): it is for small
 // objects, such as logs; Put pipelines the chunks of a large one.
-func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, chunkSize int) (*jetstream.ObjectInfo, error) {
+func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, opts PutOptions) (*jetstream.ObjectInfo, error) {
 	if name == "" {
 		return nil, jetstream.ErrBadObjectMeta
 	}
+	chunkSize := opts.ChunkSize
 	if chunkSize <= 0 {
 		chunkSize = DefaultChunkSize
 	}
-	old, err := b.Objects.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
-	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("look up object %s: %w", name, err)
+	old := opts.Current
+	if !opts.Known {
+		var err error
+		old, err = b.Objects.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, fmt.Errorf("look up object %s: %w", name, err)
+		}
 	}
 	bucket := b.Names.ObjectsBucket()
 	info := &jetstream.ObjectInfo{

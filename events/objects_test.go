@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
 )
 
 // TestPutObjectIsReadAsAnyObject: what PutObject writes, nats.go's object
@@ -41,7 +43,7 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 		t.Run(fmt.Sprintf("%d bytes in chunks of %d", tc.size, tc.chunk), func(t *testing.T) {
 			name := fmt.Sprintf("runs/r/logs/%d-%d", tc.size, tc.chunk)
 			data := bytes.Repeat([]byte("0123456789"), tc.size/10+1)[:tc.size]
-			info, err := f.bus.PutObject(f.ctx, name, bytes.NewReader(data), tc.chunk)
+			info, err := f.bus.PutObject(f.ctx, name, bytes.NewReader(data), events.PutOptions{ChunkSize: tc.chunk})
 			require.NoError(t, err)
 			require.Equal(t, tc.wantChunks, info.Chunks)
 			got, err := f.bus.Objects.GetBytes(f.ctx, name)
@@ -57,24 +59,38 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 	t.Run("replacing", func(t *testing.T) {
 		first, err := f.bus.Objects.PutBytes(f.ctx, "runs/r/logs/stdout", []byte("by nats.go"))
 		require.NoError(t, err)
-		second, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("by us, longer")), 4)
+		second, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("by us, longer")), events.PutOptions{ChunkSize: 4})
 		require.NoError(t, err)
 		require.Zero(t, chunksOf(first.NUID), "the replaced object's chunks are purged")
 		require.EqualValues(t, 4, chunksOf(second.NUID))
-		third, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("again")), 0)
+		third, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("again")), events.PutOptions{})
 		require.NoError(t, err)
 		require.Zero(t, chunksOf(second.NUID))
 		got, err := f.bus.Objects.GetString(f.ctx, "runs/r/logs/stdout")
 		require.NoError(t, err)
 		require.Equal(t, "again", got)
 		require.EqualValues(t, 1, chunksOf(third.NUID))
+
+		// A writer that knows what the name holds is not looked up: the
+		// chunks it names go, and only they.
+		fourth, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("known")),
+			events.PutOptions{Known: true, Current: third})
+		require.NoError(t, err)
+		require.Zero(t, chunksOf(third.NUID))
+		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("fresh, it thought")),
+			events.PutOptions{Known: true})
+		require.NoError(t, err)
+		require.EqualValues(t, 1, chunksOf(fourth.NUID), "a writer wrong about what the name holds leaves its chunks")
+		got, err = f.bus.Objects.GetString(f.ctx, "runs/r/logs/stdout")
+		require.NoError(t, err)
+		require.Equal(t, "fresh, it thought", got, "but the object is what it wrote")
 	})
 
 	t.Run("a reader that fails leaves nothing", func(t *testing.T) {
 		before, err := stream.Info(f.ctx)
 		require.NoError(t, err)
 		r := io.MultiReader(bytes.NewReader(make([]byte, 10)), errReader{})
-		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/broken", r, 4)
+		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/broken", r, events.PutOptions{ChunkSize: 4})
 		require.ErrorIs(t, err, errBroken)
 		_, err = f.bus.Objects.GetInfo(f.ctx, "runs/r/logs/broken")
 		require.ErrorIs(t, err, jetstream.ErrObjectNotFound)
@@ -84,7 +100,7 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 
 		// A reader cut short is not a reader that ended.
 		r = io.MultiReader(bytes.NewReader(make([]byte, 6)), cutShort{})
-		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/cut", r, 4)
+		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/cut", r, events.PutOptions{ChunkSize: 4})
 		require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 		_, err = f.bus.Objects.GetInfo(f.ctx, "runs/r/logs/cut")
 		require.ErrorIs(t, err, jetstream.ErrObjectNotFound)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/wes-dev/wes/events"
 )
 
@@ -108,6 +110,12 @@ func (*memLog) Close() error { return nil }
 // stop is called.
 func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 	sizes := [2]int64{-1, -1}
+	// What each log's object holds, when this attempt knows it: nothing
+	// yet for a run's first attempt (a delivery that repeats an earlier
+	// one's number is renumbered by begin), then what it last stored. The
+	// put then need not ask the server what it replaces.
+	var current [2]*jetstream.ObjectInfo
+	known := [2]bool{a.n == 1, a.n == 1}
 	ship := func(ctx context.Context) {
 		for i, l := range logs {
 			r, size, ok := l.snapshot()
@@ -125,15 +133,19 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 			// A chunk is the log's size (at most the default): a buffer of
 			// the chunk size is allocated for every put, and logs are
 			// mostly a few lines.
-			_, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, logNames[i]), r,
-				int(min(max(size, 1), events.DefaultChunkSize)))
+			info, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, logNames[i]), r, events.PutOptions{
+				ChunkSize: int(min(max(size, 1), events.DefaultChunkSize)),
+				Known:     known[i], Current: current[i],
+			})
 			cancel()
 			r.Close()
 			if err != nil {
+				// The object may or may not have been replaced.
+				known[i] = false
 				a.log.Warn("cannot store log", "log", logNames[i], "err", err)
 				continue
 			}
-			sizes[i] = size
+			sizes[i], current[i], known[i] = size, info, true
 		}
 	}
 	stopShipping := every(context.Background(), a.e.cfg.LogInterval, ship)
