@@ -143,8 +143,5 @@ const purgeTimeout = 5 * time.Second
 func (b *Bus) purgeObjectChunks(subject string) {
 	ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
 	defer cancel()
-	s, err := b.JS.Stream(ctx, "OBJ_"+b.Names.ObjectsBucket())
-	if err == nil {
-		_ = s.Purge(ctx, jetstream.WithPurgeSubject(subject))
-	}
+	_ = b.objectsStream.Purge(ctx, jetstream.WithPurgeSubject(subject))
 }

@@ -32,6 +32,10 @@ type Bus struct {
 	Executors jetstream.KeyValue
 	Objects   jetstream.ObjectStore
 	Leases    jetstream.KeyValue
+
+	// objectsStream is the stream under Objects, for purging the chunks
+	// of replaced objects without looking it up each time.
+	objectsStream jetstream.Stream
 }
 
 // Provision creates or updates the streams, KV buckets and object store of
@@ -112,6 +116,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 		Replicas:    cfg.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create object store %s: %w", names.ObjectsBucket(), err)
+	}
+	if b.objectsStream, err = js.Stream(ctx, "OBJ_"+names.ObjectsBucket()); err != nil {
+		return nil, fmt.Errorf("object store %s: %w", names.ObjectsBucket(), err)
 	}
 	return b, nil
 }
