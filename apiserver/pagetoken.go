@@ -40,6 +40,11 @@ func (p pageTokens) decode(token, scope string) (int64, error) {
 	if token == "" {
 		return 0, nil
 	}
+	// The length first: the decoder skips CR and LF, so without it a
+	// token with line breaks in it would pass for the token without.
+	if len(token) != base64.RawURLEncoding.EncodedLen(8+macLen) {
+		return 0, errBadToken
+	}
 	raw, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(raw) != 8+macLen {
 		return 0, errBadToken
