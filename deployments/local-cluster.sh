@@ -16,7 +16,7 @@
 # Needs: go, curl, PostgreSQL at $WES_DATABASE_URL, and nats-server
 # (/usr/sbin/nats-server or on PATH). Ports: NATS 4231-4233 (clients),
 # 6231-6233 (routes), 8231-8233 (monitoring), API $WES_LISTEN_ADDR
-# (default 127.0.0.1:5000). NATS data stays in /tmp/wes-nats-{1,2,3}.
+# (default 127.0.0.1:5000). NATS data stays in $DIR/nats-{1,2,3}.
 #
 # Environment: DIR (default ./.wes-cluster) holds the binary, the logs
 # ($DIR/logs/*.log) and the executors' run directories. Every other WES_*
@@ -128,8 +128,13 @@ echo "local-cluster: building $DIR/wes"
 (cd "$ROOT" && go build -o "$DIR/wes" ./cmd/wes)
 
 echo "local-cluster: starting NATS (clients on 127.0.0.1:4231-4233)"
+# Each node keeps its JetStream data in $DIR (smoke: a fresh directory), not
+# in the configuration's shared /tmp/wes-nats-N: streams that an earlier
+# cluster left there must catch up before /healthz says ready, and could
+# keep a new cluster from being ready at all.
 for n in 1 2 3; do
-  "$NATS_SERVER" -c "$ROOT/deployments/nats/cluster/nats-$n.conf" >"$LOGS/nats-$n.log" 2>&1 &
+  sed "s#^\( *store_dir:\).*#\1 \"$DIR/nats-$n\"#" "$ROOT/deployments/nats/cluster/nats-$n.conf" >"$DIR/nats-$n.conf"
+  "$NATS_SERVER" -c "$DIR/nats-$n.conf" >"$LOGS/nats-$n.log" 2>&1 &
   nats_pids+=($!)
 done
 wait_until 30 "the NATS cluster" nats_ready
