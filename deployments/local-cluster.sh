@@ -132,8 +132,9 @@ echo "local-cluster: starting NATS (clients on 127.0.0.1:4231-4233)"
 # in the configuration's shared /tmp/wes-nats-N: streams that an earlier
 # cluster left there must catch up before /healthz says ready, and could
 # keep a new cluster from being ready at all.
+sed_dir=${DIR//\\/\\\\}; sed_dir=${sed_dir//&/\\&}; sed_dir=${sed_dir//#/\\#}
 for n in 1 2 3; do
-  sed "s#^\( *store_dir:\).*#\1 \"$DIR/nats-$n\"#" "$ROOT/deployments/nats/cluster/nats-$n.conf" >"$DIR/nats-$n.conf"
+  sed "s#^\( *store_dir:\).*#\1 \"$sed_dir/nats-$n\"#" "$ROOT/deployments/nats/cluster/nats-$n.conf" >"$DIR/nats-$n.conf"
   "$NATS_SERVER" -c "$DIR/nats-$n.conf" >"$LOGS/nats-$n.log" 2>&1 &
   nats_pids+=($!)
 done
