@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/wes-dev/wes/models"
 )
 
 // Config says what load to generate.
@@ -113,14 +115,6 @@ type runTimes struct {
 	finalAt      time.Time
 }
 
-func isFinal(state string) bool {
-	switch state {
-	case "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED":
-		return true
-	}
-	return false
-}
-
 func (t *tracker) observe(runID, state string) {
 	now := time.Now()
 	t.mu.Lock()
@@ -131,9 +125,9 @@ func (t *tracker) observe(runID, state string) {
 	}
 	ended := false
 	switch {
-	case state == "INITIALIZING" && r.initializing.IsZero():
+	case models.State(state) == models.Initializing && r.initializing.IsZero():
 		r.initializing = now
-	case isFinal(state) && r.final == "":
+	case models.State(state).Terminal() && r.final == "":
 		r.final, r.finalAt = state, now
 		t.finished = append(t.finished, runID)
 		ended = true
