@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -293,7 +294,10 @@ type RunUpdate struct {
 // UpdateRuns applies updates in order, in one transaction, with a constant
 // number of statements: it reads (and on PostgreSQL locks) every run the
 // batch names at once, applies each fn in memory to a copy of its run,
-// then writes the changed runs in one upsert and the task logs in another.
+// then writes the changed runs in one statement and the task logs in
+// another. Each fn sees and may change only a run's progressColumns (its
+// state, times, results and executor) besides its id and engine; its other
+// fields are zero and what it writes to them is not stored.
 // An update whose fn fails with ErrSkip or a refused transition, or whose
 // run does not exist, is left out (its copy is dropped) while the others
 // stand. It returns the error of each update, or an error for the whole
@@ -400,8 +404,12 @@ func (s *Store) applyUpdates(tx *gorm.DB, updates []RunUpdate, errs []error) err
 	if s.dialect == dialectPostgres {
 		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
 	}
+	names := []string{"id", "engine"}
+	for _, c := range progressColumns() {
+		names = append(names, c.name)
+	}
 	// In seq order, so that concurrent writers lock rows in one order.
-	if err := q.Where("id IN ?", ids).Order("seq").Find(&rows).Error; err != nil {
+	if err := q.Select(names).Where("id IN ?", ids).Order("seq").Find(&rows).Error; err != nil {
 		return fmt.Errorf("load runs: %w", err)
 	}
 	byID := make(map[string]*Run, len(rows))
@@ -440,17 +448,108 @@ func (s *Store) applyUpdates(tx *gorm.DB, updates []RunUpdate, errs []error) err
 			tasks = append(tasks, t)
 		}
 	}
-	if len(changed) > 0 {
-		for _, r := range changed {
-			s.sanitize(r)
-		}
-		if err := tx.Clauses(clause.OnConflict{
-			Columns: []clause.Column{{Name: "seq"}}, UpdateAll: true,
-		}).Create(&changed).Error; err != nil {
-			return fmt.Errorf("save runs: %w", err)
-		}
+	if err := s.saveProgress(tx, changed); err != nil {
+		return err
 	}
 	return s.upsertTasks(tx, tasks)
+}
+
+// progressColumns are the columns of a run that UpdateRuns writes, after
+// seq: what a run's events change. It reads them with id and engine; the
+// request, its attachments, owner and cancel flag are neither read nor
+// written, which keeps their JSON out of every projected event's round
+// trip. Each column has its PostgreSQL type, for the casts of
+// saveProgress's VALUES list.
+func progressColumns() []struct{ name, pgType string } {
+	return []struct{ name, pgType string }{
+		{"seq", "bigint"}, {"state", "text"}, {"attempt", "integer"}, {"updated_at", "timestamptz"},
+		{"start_time", "timestamptz"}, {"end_time", "timestamptz"}, {"exit_code", "integer"},
+		{"cmd", "text"}, {"system_logs", "text"}, {"outputs", "text"},
+		{"error_message", "text"}, {"executor", "text"}, {"last_event_seq", "bigint"},
+	}
+}
+
+// progressValues lists r's progressColumns, JSON columns encoded as gorm's
+// JSON serializer stores them.
+func progressValues(r *Run) ([]any, error) {
+	cmd, err := jsonColumn(r.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	logs, err := jsonColumn(r.SystemLogs)
+	if err != nil {
+		return nil, err
+	}
+	var outputs any
+	if len(r.Outputs) > 0 {
+		if outputs, err = jsonColumn(r.Outputs); err != nil {
+			return nil, err
+		}
+	}
+	return []any{
+		r.Seq, string(r.State), r.Attempt, r.UpdatedAt,
+		r.StartTime, r.EndTime, r.ExitCode,
+		cmd, logs, outputs,
+		r.ErrorMessage, r.Executor, int64(r.LastEventSeq),
+	}, nil
+}
+
+// jsonColumn is v as gorm's JSON serializer stores it: NULL for null.
+func jsonColumn(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil || string(b) == "null" {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// saveProgress writes the progressColumns of runs (loaded and locked by
+// applyUpdates) in one UPDATE ... FROM a VALUES list.
+func (s *Store) saveProgress(tx *gorm.DB, runs []*Run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	cols := progressColumns()
+	names := make([]string, len(cols))
+	sets := make([]string, 0, len(cols))
+	params := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.name
+		params[i] = "?"
+		if s.dialect == dialectPostgres {
+			params[i] = "CAST(? AS " + c.pgType + ")"
+		}
+		if c.name != "seq" {
+			sets = append(sets, c.name+" = v."+c.name)
+		}
+	}
+	row := "(" + strings.Join(params, ", ") + ")"
+	var (
+		q    strings.Builder
+		args = make([]any, 0, len(runs)*len(cols))
+	)
+	q.WriteString("WITH v (" + strings.Join(names, ", ") + ") AS (VALUES ")
+	for i, r := range runs {
+		s.sanitize(r)
+		vals, err := progressValues(r)
+		if err != nil {
+			return fmt.Errorf("save run %q: %w", r.ID, err)
+		}
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(row)
+		args = append(args, vals...)
+	}
+	q.WriteString(") UPDATE runs SET " + strings.Join(sets, ", ") + " FROM v WHERE runs.seq = v.seq")
+	res := tx.Exec(q.String(), args...)
+	if res.Error != nil {
+		return fmt.Errorf("save runs: %w", res.Error)
+	}
+	if res.RowsAffected != int64(len(runs)) {
+		return fmt.Errorf("save runs: %d of %d runs written", res.RowsAffected, len(runs))
+	}
+	return nil
 }
 
 // upsertTasks writes task logs, the last one of each (run, task) winning,

@@ -142,21 +142,51 @@ func testStateCounts(t *testing.T, s *models.Store) {
 
 func testUpdateRun(t *testing.T, s *models.Store) {
 	ctx := context.Background()
-	require.NoError(t, s.CreateRun(ctx, newRun("up-1", nil)))
+	run := newRun("up-1", map[string]string{"k": "v"})
+	run.Owner = "alice"
+	run.Attachments = []models.Attachment{{Name: "wf.cwl", Key: "k", Size: 3}}
+	require.NoError(t, s.CreateRun(ctx, run))
 	code := 0
+	start := time.Date(2026, 11, 29, 5, 0, 0, 123456000, time.UTC)
 	err := s.UpdateRun(ctx, "up-1", func(r *models.Run) ([]models.TaskLog, error) {
-		r.State, r.ExitCode, r.LastEventSeq = models.Complete, &code, 9
+		// fn sees the run's progress, id and engine, never its request.
+		require.Equal(t, "up-1", r.ID)
+		require.Equal(t, "mock", r.Engine)
+		require.Equal(t, models.Queued, r.State)
+		require.Zero(t, r.Request.WorkflowURL)
+		r.State, r.ExitCode, r.LastEventSeq, r.Attempt = models.Complete, &code, 9, 2
 		r.Outputs = json.RawMessage(`{"out":"x"}`)
+		r.StartTime, r.EndTime = &start, &start
+		r.Cmd, r.SystemLogs = []string{"cwltool", "wf.cwl"}, []string{"began"}
+		r.ErrorMessage, r.Executor = "none", "ex-1"
+		// Not progress: not stored.
+		r.Owner, r.Request.WorkflowURL, r.CancelRequested = "mallory", "evil.cwl", true
 		return []models.TaskLog{{ID: "t1", Name: "step one"}, {ID: "t2", Name: "step two"}}, nil
 	})
 	require.NoError(t, err)
+	got, err := s.GetRun(ctx, "up-1")
+	require.NoError(t, err)
+	require.Equal(t, 2, got.Attempt)
+	require.True(t, start.Equal(*got.StartTime), "start %v", got.StartTime)
+	require.True(t, start.Equal(*got.EndTime), "end %v", got.EndTime)
+	require.Equal(t, []string{"cwltool", "wf.cwl"}, got.Cmd)
+	require.Equal(t, []string{"began"}, got.SystemLogs)
+	require.Equal(t, "none", got.ErrorMessage)
+	require.Equal(t, "ex-1", got.Executor)
+	require.Equal(t, "alice", got.Owner)
+	require.Equal(t, "wf.cwl", got.Request.WorkflowURL)
+	require.JSONEq(t, `{"x":1}`, string(got.Request.WorkflowParams))
+	require.Equal(t, map[string]string{"k": "v"}, got.Request.Tags)
+	require.Equal(t, run.Attachments, got.Attachments)
+	require.False(t, got.CancelRequested)
+	require.True(t, got.UpdatedAt.After(got.CreatedAt) || got.UpdatedAt.Equal(got.CreatedAt))
 	// Upsert: the same task id again updates, never duplicates.
 	err = s.UpdateRun(ctx, "up-1", func(r *models.Run) ([]models.TaskLog, error) {
 		return []models.TaskLog{{ID: "t1", Name: "step one", ExitCode: &code}}, nil
 	})
 	require.NoError(t, err)
 
-	got, err := s.GetRun(ctx, "up-1")
+	got, err = s.GetRun(ctx, "up-1")
 	require.NoError(t, err)
 	require.Equal(t, models.Complete, got.State)
 	require.Equal(t, uint64(9), got.LastEventSeq)
