@@ -29,6 +29,7 @@ func TestStartEmbeddedRefusesReservedPort(t *testing.T) {
 
 type busFixture struct {
 	ctx   context.Context
+	nc    *nats.Conn
 	js    jetstream.JetStream
 	names events.Names
 	bus   *events.Bus
@@ -57,7 +58,7 @@ func setup(t *testing.T) busFixture {
 	require.NoError(t, err)
 	bus, err := events.Provision(ctx, js, names, events.Config{})
 	require.NoError(t, err)
-	return busFixture{ctx: ctx, js: js, names: names, bus: bus}
+	return busFixture{ctx: ctx, nc: nc, js: js, names: names, bus: bus}
 }
 
 func TestProvisionIsIdempotent(t *testing.T) {
@@ -192,4 +193,41 @@ func TestQueueCollectorReportsPending(t *testing.T) {
 	require.Equal(t, 3.0, found["wes_queue_pending"+key])
 	require.Equal(t, 0.0, found["wes_queue_ack_pending"+key])
 	require.Equal(t, 0.0, found["wes_queue_redelivered"+key])
+}
+
+// WatchStates reports the run id and state of every state change, in
+// order, and skips task-only events and payloads it cannot read.
+func TestWatchStates(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	pub := events.NewPublisher(f.js, f.names)
+	got := make(chan events.StateChange, 10)
+	sub, err := events.WatchStates(f.nc, f.names, func(c events.StateChange) { got <- c })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, f.nc.Flush())
+
+	code := 0
+	require.NoError(t, pub.PublishEvent(f.ctx, events.RunEvent{RunID: "r1", Attempt: 1, State: models.Initializing, Source: "ex-1",
+		Workflow: &events.WorkflowRef{URL: "wf.cwl", Tags: map[string]string{"a": "b"}}}))
+	require.NoError(t, pub.PublishEvent(f.ctx, events.RunEvent{RunID: "r1", Attempt: 1, Source: "ex-1",
+		Tasks: []models.TaskLog{{ID: "t1"}}}))
+	require.NoError(t, f.nc.Publish(f.names.EventSubject("r2"), []byte(`{"run_id":`)))
+	require.NoError(t, pub.PublishEvent(f.ctx, events.RunEvent{RunID: "r1", Attempt: 1, State: models.Complete, Source: "ex-1",
+		ExitCode: &code, Outputs: []byte(`{"o":1}`), Tasks: []models.TaskLog{{ID: "t2"}}}))
+
+	for _, want := range []events.StateChange{{RunID: "r1", State: models.Initializing}, {RunID: "r1", State: models.Complete}} {
+		select {
+		case c := <-got:
+			require.Equal(t, want, c)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no state change %v", want)
+		}
+	}
+	require.NoError(t, f.nc.Flush())
+	select {
+	case c := <-got:
+		t.Fatalf("unexpected state change %v", c)
+	case <-time.After(100 * time.Millisecond):
+	}
 }

@@ -77,7 +77,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	}
 	defer nc.Close()
 	subscribe := func(fn bench.StateFunc) (func(), error) {
-		sub, err := events.WatchStates(nc, names, func(ev events.RunEvent) { fn(ev.RunID, string(ev.State)) })
+		sub, err := events.WatchStates(nc, names, func(c events.StateChange) { fn(c.RunID, string(c.State)) })
 		if err != nil {
 			return nil, err
 		}
