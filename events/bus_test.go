@@ -213,6 +213,8 @@ func TestWatchStates(t *testing.T) {
 	require.NoError(t, pub.PublishEvent(f.ctx, events.RunEvent{RunID: "r1", Attempt: 1, Source: "ex-1",
 		Tasks: []models.TaskLog{{ID: "t1"}}}))
 	require.NoError(t, f.nc.Publish(f.names.EventSubject("r2"), []byte(`{"run_id":`)))
+	require.NoError(t, f.nc.Publish(f.names.EventSubject("r3"), []byte(`{"v":1,"state":"RUNNING"}`)))
+	require.NoError(t, f.nc.Publish(f.names.EventSubject("r4"), []byte(`{"v":1,"run_id":"r4","state":7}`)))
 	require.NoError(t, pub.PublishEvent(f.ctx, events.RunEvent{RunID: "r1", Attempt: 1, State: models.Complete, Source: "ex-1",
 		ExitCode: &code, Outputs: []byte(`{"o":1}`), Tasks: []models.TaskLog{{ID: "t2"}}}))
 

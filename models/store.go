@@ -272,10 +272,13 @@ func (s *Store) StateCounts(ctx context.Context, owner string) (map[State]int64,
 	return counts, nil
 }
 
-// UpdateRun loads the run with that id under a row lock, lets fn change it,
-// and writes it back with the task logs fn returns, in one transaction. If
-// fn returns an error (ErrSkip to mean "nothing to do") nothing is written
-// and the error is returned.
+// UpdateRun loads the progress of the run with that id under a row lock,
+// lets fn change it, and writes it back with the task logs fn returns, in
+// one transaction. fn sees and may change only the run's id, engine and
+// progressColumns (state, times, results, executor): the run's request,
+// owner and cancel flag are neither loaded nor written. If fn returns an
+// error (ErrSkip to mean "nothing to do") nothing is written and the error
+// is returned.
 func (s *Store) UpdateRun(ctx context.Context, id string, fn func(*Run) ([]TaskLog, error)) error {
 	errs, err := s.UpdateRuns(ctx, []RunUpdate{{ID: id, Fn: fn}})
 	if err != nil {

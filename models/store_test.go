@@ -143,6 +143,8 @@ func testStateCounts(t *testing.T, s *models.Store) {
 func testUpdateRun(t *testing.T, s *models.Store) {
 	ctx := context.Background()
 	run := newRun("up-1", map[string]string{"k": "v"})
+	run.CreatedAt = time.Now().UTC().Add(-time.Hour).Truncate(time.Microsecond)
+	run.UpdatedAt = run.CreatedAt
 	run.Owner = "alice"
 	run.Attachments = []models.Attachment{{Name: "wf.cwl", Key: "k", Size: 3}}
 	require.NoError(t, s.CreateRun(ctx, run))
@@ -167,6 +169,7 @@ func testUpdateRun(t *testing.T, s *models.Store) {
 	got, err := s.GetRun(ctx, "up-1")
 	require.NoError(t, err)
 	require.Equal(t, 2, got.Attempt)
+	require.Equal(t, 0, *got.ExitCode)
 	require.True(t, start.Equal(*got.StartTime), "start %v", got.StartTime)
 	require.True(t, start.Equal(*got.EndTime), "end %v", got.EndTime)
 	require.Equal(t, []string{"cwltool", "wf.cwl"}, got.Cmd)
@@ -179,12 +182,22 @@ func testUpdateRun(t *testing.T, s *models.Store) {
 	require.Equal(t, map[string]string{"k": "v"}, got.Request.Tags)
 	require.Equal(t, run.Attachments, got.Attachments)
 	require.False(t, got.CancelRequested)
-	require.True(t, got.UpdatedAt.After(got.CreatedAt) || got.UpdatedAt.Equal(got.CreatedAt))
-	// Upsert: the same task id again updates, never duplicates.
+	require.True(t, got.UpdatedAt.After(run.CreatedAt.Add(30*time.Minute)), "updated_at %v", got.UpdatedAt)
+	require.True(t, run.CreatedAt.Equal(got.CreatedAt), "created_at %v", got.CreatedAt)
+	// Upsert: the same task id again updates, never duplicates. What fn
+	// clears (as a new attempt clears its command and exit code) is cleared.
 	err = s.UpdateRun(ctx, "up-1", func(r *models.Run) ([]models.TaskLog, error) {
+		require.Equal(t, []string{"cwltool", "wf.cwl"}, r.Cmd)
+		r.Cmd, r.ExitCode, r.EndTime = nil, nil, nil
 		return []models.TaskLog{{ID: "t1", Name: "step one", ExitCode: &code}}, nil
 	})
 	require.NoError(t, err)
+	got, err = s.GetRun(ctx, "up-1")
+	require.NoError(t, err)
+	require.Nil(t, got.Cmd)
+	require.Nil(t, got.ExitCode)
+	require.Nil(t, got.EndTime)
+	require.NotNil(t, got.StartTime)
 
 	got, err = s.GetRun(ctx, "up-1")
 	require.NoError(t, err)
