@@ -457,44 +457,43 @@ func (s *Store) applyUpdates(tx *gorm.DB, updates []RunUpdate, errs []error) err
 	return s.upsertTasks(tx, tasks)
 }
 
+// progressColumn is a column of a run that UpdateRuns writes: its name,
+// its PostgreSQL type (for the casts of saveProgress's VALUES list) and
+// its value in a run, JSON columns encoded as gorm's serializer stores them.
+type progressColumn struct {
+	name, pgType string
+	value        func(*Run) (any, error)
+}
+
 // progressColumns are the columns of a run that UpdateRuns writes, after
 // seq: what a run's events change. It reads them with id and engine; the
 // request, its attachments, owner and cancel flag are neither read nor
 // written, which keeps their JSON out of every projected event's round
-// trip. Each column has its PostgreSQL type, for the casts of
-// saveProgress's VALUES list.
-func progressColumns() []struct{ name, pgType string } {
-	return []struct{ name, pgType string }{
-		{"seq", "bigint"}, {"state", "text"}, {"attempt", "integer"}, {"updated_at", "timestamptz"},
-		{"start_time", "timestamptz"}, {"end_time", "timestamptz"}, {"exit_code", "integer"},
-		{"cmd", "text"}, {"system_logs", "text"}, {"outputs", "text"},
-		{"error_message", "text"}, {"executor", "text"}, {"last_event_seq", "bigint"},
+// trip.
+func progressColumns() []progressColumn {
+	field := func(f func(*Run) any) func(*Run) (any, error) {
+		return func(r *Run) (any, error) { return f(r), nil }
 	}
-}
-
-// progressValues lists r's progressColumns, JSON columns encoded as gorm's
-// JSON serializer stores them.
-func progressValues(r *Run) ([]any, error) {
-	cmd, err := jsonColumn(r.Cmd)
-	if err != nil {
-		return nil, err
+	return []progressColumn{
+		{"seq", "bigint", field(func(r *Run) any { return r.Seq })},
+		{"state", "text", field(func(r *Run) any { return string(r.State) })},
+		{"attempt", "integer", field(func(r *Run) any { return r.Attempt })},
+		{"updated_at", "timestamptz", field(func(r *Run) any { return r.UpdatedAt })},
+		{"start_time", "timestamptz", field(func(r *Run) any { return r.StartTime })},
+		{"end_time", "timestamptz", field(func(r *Run) any { return r.EndTime })},
+		{"exit_code", "integer", field(func(r *Run) any { return r.ExitCode })},
+		{"cmd", "text", func(r *Run) (any, error) { return jsonColumn(r.Cmd) }},
+		{"system_logs", "text", func(r *Run) (any, error) { return jsonColumn(r.SystemLogs) }},
+		{"outputs", "text", func(r *Run) (any, error) {
+			if len(r.Outputs) == 0 {
+				return nil, nil
+			}
+			return jsonColumn(r.Outputs)
+		}},
+		{"error_message", "text", field(func(r *Run) any { return r.ErrorMessage })},
+		{"executor", "text", field(func(r *Run) any { return r.Executor })},
+		{"last_event_seq", "bigint", field(func(r *Run) any { return int64(r.LastEventSeq) })},
 	}
-	logs, err := jsonColumn(r.SystemLogs)
-	if err != nil {
-		return nil, err
-	}
-	var outputs any
-	if len(r.Outputs) > 0 {
-		if outputs, err = jsonColumn(r.Outputs); err != nil {
-			return nil, err
-		}
-	}
-	return []any{
-		r.Seq, string(r.State), r.Attempt, r.UpdatedAt,
-		r.StartTime, r.EndTime, r.ExitCode,
-		cmd, logs, outputs,
-		r.ErrorMessage, r.Executor, int64(r.LastEventSeq),
-	}, nil
 }
 
 // jsonColumn is v as gorm's JSON serializer stores it: NULL for null.
@@ -534,15 +533,17 @@ func (s *Store) saveProgress(tx *gorm.DB, runs []*Run) error {
 	q.WriteString("WITH v (" + strings.Join(names, ", ") + ") AS (VALUES ")
 	for i, r := range runs {
 		s.sanitize(r)
-		vals, err := progressValues(r)
-		if err != nil {
-			return fmt.Errorf("save run %q: %w", r.ID, err)
+		for _, c := range cols {
+			v, err := c.value(r)
+			if err != nil {
+				return fmt.Errorf("save run %q: %s: %w", r.ID, c.name, err)
+			}
+			args = append(args, v)
 		}
 		if i > 0 {
 			q.WriteString(", ")
 		}
 		q.WriteString(row)
-		args = append(args, vals...)
 	}
 	q.WriteString(") UPDATE runs SET " + strings.Join(sets, ", ") + " FROM v WHERE runs.seq = v.seq")
 	res := tx.Exec(q.String(), args...)
