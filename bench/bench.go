@@ -65,7 +65,13 @@ type Result struct {
 	MockDurationS float64 `json:"mock_duration_s"`
 	Submitted     int     `json:"submitted"`
 	Completed     int     `json:"completed"`
-	SubmitSeconds float64 `json:"submit_seconds"`
+	// Dispatched counts the runs seen INITIALIZING, whose dispatch
+	// latencies make the percentiles; DispatchedEarly counts those among
+	// them seen INITIALIZING before their submission's answer arrived
+	// (an executor can be that fast): their dispatch latency counts as 0.
+	Dispatched      int     `json:"dispatched"`
+	DispatchedEarly int     `json:"dispatched_before_answer"`
+	SubmitSeconds   float64 `json:"submit_seconds"`
 
 	SubmitPerSec float64 `json:"submit_per_sec"`
 	SubmitP50    float64 `json:"submit_p50_ms"`
@@ -312,6 +318,10 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 	for _, s := range samples {
 		submitLat = append(submitLat, s.accepted.Sub(s.sent))
 		if at, ok := tr.initialized(s.id); ok {
+			res.Dispatched++
+			if at.Before(s.accepted) {
+				res.DispatchedEarly++
+			}
 			dispatchLat = append(dispatchLat, max(0, at.Sub(s.accepted)))
 		}
 		st, at, ok := tr.final(s.id)

@@ -155,6 +155,10 @@ func printBench(w io.Writer, r *bench.Result) {
 	}
 	fmt.Fprintf(w, "%d clients, %s submissions%s, mock runs of %gs: %d submitted in %.1fs, %d completed\n",
 		r.Concurrency, r.Format, rate, r.MockDurationS, r.Submitted, r.SubmitSeconds, r.Completed)
+	if r.DispatchedEarly > 0 {
+		fmt.Fprintf(w, "%d of %d runs were INITIALIZING before their submission's answer arrived (dispatch 0 ms)\n",
+			r.DispatchedEarly, r.Dispatched)
+	}
 	fmt.Fprintln(tw, "\tper second\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
 	fmt.Fprintf(tw, "submit\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.SubmitPerSec, r.SubmitP50, r.SubmitP95, r.SubmitP99, r.SubmitMax)
 	fmt.Fprintf(tw, "dispatch (200 → INITIALIZING)\t\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.DispatchP50, r.DispatchP95, r.DispatchP99, r.DispatchMax)
