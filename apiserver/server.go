@@ -108,8 +108,8 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay outbo
 		catalog: catalog, relay: relay,
 		// One commit at a time: the submissions that arrive meanwhile
 		// share the next. More flushers split a load into more, smaller
-		// transactions: with four, the whole machine spent 10-15% more CPU
-		// per run (PostgreSQL's 25-30% more) at 16 and 64 clients, and
+		// transactions: with four, the whole machine spent 8-17% more CPU
+		// per run (PostgreSQL's 30-47% more) at 16 and 64 clients, and
 		// answered 12% fewer submissions at 16 (README, Where the time went).
 		commits: &groupCommit{store: store, deliver: relay.Deliver, maxBatch: 128, maxFlushers: 1, timeout: 10 * time.Second},
 		tokens:  pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
