@@ -30,7 +30,8 @@ import (
 // which is what a crash looks like. A hand-back whose PREEMPTED event was
 // lost (NATS down at shutdown, or the reconciler's event about the same
 // delivery got there first and took its message id) counts as an attempt:
-// the error is on the side of trying less.
+// the error is on the side of trying less. So does a delivery that an
+// attempt still running here took over (see Executor.claim).
 //
 // Since MaxDeliver is unlimited (a run must not be silently dropped by
 // JetStream, leaving it QUEUED for ever), the executor bounds deliveries

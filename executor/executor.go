@@ -82,6 +82,10 @@ type Executor struct {
 	cancelHard context.CancelCauseFunc
 	inflight   sync.WaitGroup
 	cancels    *cancelWatch
+	// running is the attempt in progress here of each run, by run id
+	// (see claim). Guarded by runningMu.
+	runningMu sync.Mutex
+	running   map[string]*attempt
 	// leftovers takes the directories of finished runs to remove, away
 	// from the runs' slots (see sweep).
 	leftovers chan string
@@ -154,6 +158,7 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 		log:   log,
 		slots: make(chan struct{}, cfg.Slots), hard: hard, cancelHard: cancel, m: newMetrics(reg, cfg.Slots),
 		cancels:   newCancelWatch(bus.Cancel, log.With("component", "cancel-watch")),
+		running:   map[string]*attempt{},
 		leftovers: make(chan string, 4096),
 	}
 }

@@ -33,7 +33,8 @@ type attempt struct {
 	log   *slog.Logger
 
 	// mu orders heartbeats and settling: no InProgress once the message is
-	// acknowledged one way or the other.
+	// acknowledged one way or the other. It guards msg, which a later
+	// delivery of the run replaces (see claim), and settled.
 	mu      sync.Mutex
 	settled bool
 
@@ -61,9 +62,55 @@ func (e *Executor) handle(msg jetstream.Msg) {
 	if a.n > 1 {
 		e.m.redelivered.Inc()
 	}
+	if !e.claim(a) {
+		return
+	}
+	defer e.release(a)
 	e.m.busy.Inc()
 	defer e.m.busy.Dec()
 	a.run()
+}
+
+// claim records a as the attempt in progress of its run, and reports
+// whether a is to run. It is not when an attempt of the same run is in
+// progress here, its message not yet settled: JetStream delivered the run
+// again because no heartbeat reached it within AckWait (a NATS node
+// restarting, its consumer electing a leader). The attempt in progress
+// then goes on with the new delivery's message, which it heartbeats and
+// settles; a second attempt beside it would report an outcome the first
+// one's settling could not match, and settling either would take the
+// run's message from the queue while the other still ran.
+func (e *Executor) claim(a *attempt) bool {
+	e.runningMu.Lock()
+	defer e.runningMu.Unlock()
+	if cur := e.running[a.sub.RunID]; cur != nil && cur.adopt(a.msg, a.n) {
+		return false
+	}
+	e.running[a.sub.RunID] = a
+	return true
+}
+
+// release forgets a once it is over.
+func (e *Executor) release(a *attempt) {
+	e.runningMu.Lock()
+	defer e.runningMu.Unlock()
+	if e.running[a.sub.RunID] == a {
+		delete(e.running, a.sub.RunID)
+	}
+}
+
+// adopt makes msg, delivery n of a's run, the message a heartbeats and
+// settles, unless a settled its own already (msg is then a delivery of
+// its own, a retry, and runs as a new attempt).
+func (a *attempt) adopt(msg jetstream.Msg, n int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.settled {
+		return false
+	}
+	a.msg = msg
+	a.log.Warn("the run was delivered again while it runs here (no heartbeat reached JetStream within AckWait); the attempt goes on with the new delivery", "delivery", n)
+	return true
 }
 
 func (a *attempt) run() {

@@ -370,3 +370,51 @@ func TestTaskBufferKeepsTheNewestUpdate(t *testing.T) {
 	b.putBack(sent)
 	require.Equal(t, []models.TaskLog{{ID: "b", Name: "3"}, {ID: "a", Name: "2"}}, b.take())
 }
+
+// TestARedeliveryOfARunningRunJoinsItsAttempt: JetStream delivers a run
+// again while this executor still runs it (here AckWait is cut below the
+// heartbeat interval, as when heartbeats cannot reach a consumer electing
+// a leader). The attempt in progress must take the new delivery over: no
+// second attempt beside it, and its outcome settles the run's message.
+func TestARedeliveryOfARunningRunJoinsItsAttempt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	release := make(chan struct{})
+	p := &testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine", job.RunID})
+		select {
+		case <-release:
+			return providers.Result{ExitCode: 0}, nil
+		case <-ctx.Done():
+			return providers.Result{}, ctx.Err()
+		}
+	}}
+	f.start(t, Config{AckWait: 30 * time.Second, Slots: 4}, p)
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+
+	// Heartbeats come every 10 s; with AckWait at 300 ms JetStream
+	// delivers the run again and again.
+	durable := f.names.ExecutorConsumer(testEngine)
+	cons, err := f.js.Consumer(f.ctx, f.names.RunsStream(), durable)
+	require.NoError(t, err)
+	cfg := cons.CachedInfo().Config
+	cfg.AckWait = 300 * time.Millisecond
+	_, err = f.js.UpdateConsumer(f.ctx, f.names.RunsStream(), cfg)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(f.ctx)
+		return err == nil && info.NumRedelivered > 0
+	}, 10*time.Second, 50*time.Millisecond, "JetStream did not deliver the run again")
+	time.Sleep(time.Second) // a few more deliveries
+
+	close(release)
+	done := f.waitState(t, runID, models.Complete, 30*time.Second)
+	require.Equal(t, 1, done.Attempt)
+	for _, ev := range f.runEvents(t, runID) {
+		require.Equal(t, 1, ev.Attempt, "a second attempt ran beside the first:%s", describe(f.runEvents(t, runID)))
+	}
+	require.EqualValues(t, 1, p.calls.Load())
+	require.Eventually(t, func() bool { return f.runsLeft(t) == 0 }, 5*time.Second, 50*time.Millisecond,
+		"the run's message is still queued: settling did not reach the latest delivery")
+}
