@@ -47,6 +47,10 @@ type Config struct {
 	// Wait bounds how long to wait, after the last submission, for the runs
 	// to complete and be recorded.
 	Wait time.Duration
+	// SubmitOnly measures the API alone: the bench neither follows the
+	// runs' events nor waits for them, so dispatch and end to end are not
+	// measured (pause the executors to keep them off the machine).
+	SubmitOnly bool
 }
 
 // StateFunc is called for every run state change published, as it arrives.
@@ -60,6 +64,7 @@ type Subscribe func(fn StateFunc) (stop func(), err error)
 // Result is what one benchmark measured. Latencies are in milliseconds.
 type Result struct {
 	Concurrency   int     `json:"concurrency"`
+	SubmitOnly    bool    `json:"submit_only,omitempty"`
 	Rate          float64 `json:"rate,omitempty"`
 	Format        string  `json:"format"`
 	MockDurationS float64 `json:"mock_duration_s"`
@@ -201,11 +206,13 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 	}
 
 	tr := &tracker{runs: map[string]*runTimes{}, changed: make(chan struct{}, 1)}
-	stop, err := subscribe(tr.observe)
-	if err != nil {
-		return nil, fmt.Errorf("follow run events: %w", err)
+	if !cfg.SubmitOnly {
+		stop, err := subscribe(tr.observe)
+		if err != nil {
+			return nil, fmt.Errorf("follow run events: %w", err)
+		}
+		defer stop()
 	}
-	defer stop()
 
 	var (
 		mu      sync.Mutex
@@ -256,59 +263,19 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 	wg.Wait()
 	submitted := time.Since(start)
 
-	// Wait for every accepted run's final event, then for the database to
-	// record them all.
-	deadline := time.NewTimer(cfg.Wait)
-	defer deadline.Stop()
-	pending := make(map[string]struct{}, len(samples))
-	for _, s := range samples {
-		pending[s.id] = struct{}{}
-	}
-	timedOut := false
-	for seen := 0; !timedOut; {
-		ended := tr.finishedSince(seen)
-		seen += len(ended)
-		for _, id := range ended {
-			delete(pending, id)
-		}
-		if len(pending) == 0 {
-			break
-		}
-		// observe records a run's end before it signals, and a signal
-		// pending in the buffer covers every end recorded before it is
-		// taken: no end is missed.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-deadline.C:
-			timedOut = true
-		case <-tr.changed:
-		}
-	}
-	want := completeBefore
-	for _, s := range samples {
-		if st, _, ok := tr.final(s.id); ok && st == "COMPLETE" {
-			want++
-		}
-	}
-	var recorded time.Time
-	for !timedOut {
-		n, err := api.completeCount(ctx)
-		if err == nil && n >= want {
-			recorded = time.Now()
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-deadline.C:
-			timedOut = true
-		case <-time.After(20 * time.Millisecond):
+	var (
+		recorded time.Time
+		timedOut bool
+	)
+	if !cfg.SubmitOnly {
+		recorded, timedOut, err = waitForRuns(ctx, cfg.Wait, api, tr, samples, completeBefore)
+		if err != nil {
+			return nil, err
 		}
 	}
 
 	res := &Result{
-		Concurrency: cfg.Concurrency, Rate: cfg.Rate, Format: "json", MockDurationS: cfg.MockDuration.Seconds(),
+		Concurrency: cfg.Concurrency, SubmitOnly: cfg.SubmitOnly, Rate: cfg.Rate, Format: "json", MockDurationS: cfg.MockDuration.Seconds(),
 		Submitted: len(samples), SubmitSeconds: submitted.Seconds(), Errors: errs,
 	}
 	if cfg.Multipart {
@@ -317,6 +284,9 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 	var submitLat, dispatchLat, e2eLat []time.Duration
 	for _, s := range samples {
 		submitLat = append(submitLat, s.accepted.Sub(s.sent))
+		if cfg.SubmitOnly {
+			continue
+		}
 		if at, ok := tr.initialized(s.id); ok {
 			res.Dispatched++
 			if at.Before(s.accepted) {
@@ -350,6 +320,60 @@ func Run(ctx context.Context, cfg Config, subscribe Subscribe) (*Result, error) 
 		res.ErrorsTotal += n
 	}
 	return res, nil
+}
+
+// waitForRuns waits, at most wait, for every accepted run's final event,
+// then for the database to record all of the COMPLETE ones: recorded is
+// when it did, timedOut says it did not in time.
+func waitForRuns(ctx context.Context, wait time.Duration, api *apiClient, tr *tracker, samples []sample, completeBefore int64) (recorded time.Time, timedOut bool, err error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	pending := make(map[string]struct{}, len(samples))
+	for _, s := range samples {
+		pending[s.id] = struct{}{}
+	}
+	for seen := 0; !timedOut; {
+		ended := tr.finishedSince(seen)
+		seen += len(ended)
+		for _, id := range ended {
+			delete(pending, id)
+		}
+		if len(pending) == 0 {
+			break
+		}
+		// observe records a run's end before it signals, and a signal
+		// pending in the buffer covers every end recorded before it is
+		// taken: no end is missed.
+		select {
+		case <-ctx.Done():
+			return time.Time{}, false, ctx.Err()
+		case <-deadline.C:
+			timedOut = true
+		case <-tr.changed:
+		}
+	}
+	want := completeBefore
+	for _, s := range samples {
+		if st, _, ok := tr.final(s.id); ok && st == "COMPLETE" {
+			want++
+		}
+	}
+	for !timedOut {
+		n, err := api.completeCount(ctx)
+		if err == nil && n >= want {
+			recorded = time.Now()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, false, ctx.Err()
+		case <-deadline.C:
+			timedOut = true
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	return recorded, timedOut, nil
 }
 
 // percentiles returns p50, p95, p99 and max in milliseconds.

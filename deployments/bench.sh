@@ -8,7 +8,8 @@
 #      latency below capacity: submit, dispatch and end to end at BENCH_RATE/s;
 #      the submission target: BENCH_SUBMIT_RATE/s offered by 64 clients;
 #   4. scaling: slot-bound runs on one executor, then on two;
-#   5. GET /runs latency over BENCH_FILL (1,000,000) runs.
+#   5. GET /runs latency over BENCH_FILL (1,000,000) runs;
+#   6. submissions alone: the API with the executors paused, 64 clients.
 #
 #   bash deployments/bench.sh            # or: task bench
 #
@@ -40,7 +41,8 @@ NATS_SERVER=/usr/sbin/nats-server
 
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # A paused executor takes its TERM only once it runs again.
+  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   psql "$PG" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$OUT/nats" "$OUT/runs"
@@ -164,5 +166,23 @@ if [[ $FILL -gt 0 ]]; then
   "$WES" bench fill --runs "$FILL"
   "$WES" bench list --page-size 100 | tee "$OUT/list.txt"
 fi
+
+# Last, because the runs it submits stay queued: the executors are paused
+# (SIGSTOP keeps them listed for the registry's TTL, 30 s, so that the API
+# still accepts the mock engine for these 20 s) and
+# the API, NATS, PostgreSQL and the load generator have the machine to
+# themselves.
 echo
-echo "bench: results in $OUT (results.jsonl, ceilings.json, bench.svg, list.txt, logs/)"
+echo "== submissions alone: executors paused, 64 clients for 20 s"
+kill -STOP "$ex1" "$ex2"
+status=0
+"$WES" bench --submit-only --concurrency 64 --duration 20s --json >"$OUT/alone.json" || status=$?
+kill -CONT "$ex1" "$ex2"
+[[ $status -eq 0 ]] || { echo "bench: submissions alone failed"; exit "$status"; }
+python3 -c "
+import json,sys
+r=json.loads(sys.stdin.read())
+print(f\"{r['submit_per_sec']:.0f} submissions/s: p50 {r['submit_p50_ms']:.1f} ms, p99 {r['submit_p99_ms']:.1f} ms; {r['errors_total']} errors\")
+" <"$OUT/alone.json"
+echo
+echo "bench: results in $OUT (results.jsonl, ceilings.json, rate.json, sustained.json, alone.json, bench.svg, list.txt, logs/)"

@@ -139,6 +139,16 @@ func TestBenchCommand(t *testing.T) {
 		require.LessOrEqual(t, r["dispatch_max_ms"], r["e2e_max_ms"], "a run is dispatched before it completes")
 	}
 
+	// Submissions alone: answered, recorded, neither followed nor waited for.
+	var alone map[string]any
+	require.NoError(t, json.Unmarshal(wes("--submit-only", "--concurrency", "4", "--runs", "40", "--json"), &alone))
+	require.Equal(t, true, alone["submit_only"], "%v", alone)
+	require.EqualValues(t, 40, alone["submitted"], "%v", alone)
+	require.EqualValues(t, 0, alone["errors_total"], "%v", alone)
+	require.Greater(t, alone["submit_per_sec"], 0.0, "%v", alone)
+	require.LessOrEqual(t, alone["submit_p50_ms"], alone["submit_p99_ms"], "%v", alone)
+	require.EqualValues(t, 0, alone["dispatched"], "submit-only does not follow the runs: %v", alone)
+
 	var ceil map[string]float64
 	require.NoError(t, json.Unmarshal(wes("ceilings", "--concurrency", "2", "--duration", "500ms", "--json"), &ceil))
 	for _, k := range []string{"pg_insert_per_sec", "js_publish_per_sec", "js_async_publish_per_sec"} {

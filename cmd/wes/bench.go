@@ -20,11 +20,13 @@ import (
 )
 
 const benchUsage = `Usage:
-  wes bench [--concurrency N[,N…]] [--runs N | --duration D] [--rate R] [--mock-duration D] [--json] [--svg FILE]
+  wes bench [--concurrency N[,N…]] [--runs N | --duration D] [--rate R] [--mock-duration D] [--submit-only] [--json] [--svg FILE]
       submit mock runs to $WES_API_URL and report submit, dispatch and end-to-end
       throughput and latency; follows the runs' events on $WES_NATS_URL.
       A list of concurrencies runs one benchmark after another (a sweep);
-      --svg draws them.
+      --svg draws them. --submit-only measures submissions alone: it neither
+      follows nor waits for the runs (pause the executors to measure the API
+      by itself).
   wes bench ceilings [--concurrency N] [--duration D] [--json]
       what PostgreSQL ($WES_DATABASE_URL) and JetStream ($WES_NATS_URL) sustain
       by themselves: single-row insert transactions/s and publish/ack rates
@@ -61,6 +63,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the runs to complete after the last submission")
 	asJSON := fs.Bool("json", false, "print one JSON object per benchmark")
 	svg := fs.String("svg", "", "write a chart of the sweep to this SVG file")
+	submitOnly := fs.Bool("submit-only", false, "measure submissions alone: do not follow or wait for the runs")
 	if _, err := parseFlags(fs, args); err != nil {
 		return errUsage
 	}
@@ -71,21 +74,24 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--concurrency: %w", err)
 	}
-	nc, names, err := benchNATS(env)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	subscribe := func(fn bench.StateFunc) (func(), error) {
-		sub, err := events.WatchStates(nc, names, func(c events.StateChange) { fn(c.RunID, string(c.State)) })
+	var subscribe bench.Subscribe
+	if !*submitOnly {
+		nc, names, err := benchNATS(env)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		// The subscription must be in place before the first submission.
-		if err := nc.Flush(); err != nil {
-			return nil, err
+		defer nc.Close()
+		subscribe = func(fn bench.StateFunc) (func(), error) {
+			sub, err := events.WatchStates(nc, names, func(c events.StateChange) { fn(c.RunID, string(c.State)) })
+			if err != nil {
+				return nil, err
+			}
+			// The subscription must be in place before the first submission.
+			if err := nc.Flush(); err != nil {
+				return nil, err
+			}
+			return func() { _ = sub.Unsubscribe() }, nil
 		}
-		return func() { _ = sub.Unsubscribe() }, nil
 	}
 	var results []*bench.Result
 	for i, c := range levels {
@@ -94,7 +100,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 		}
 		res, err := bench.Run(ctx, bench.Config{
 			APIURL: env.cfg.APIURL, Token: env.getenv("WES_TOKEN"), Concurrency: c, Runs: *runs, Duration: *duration,
-			MockDuration: *mockDuration, Multipart: *multipart, Wait: *wait, Rate: *rate,
+			MockDuration: *mockDuration, Multipart: *multipart, Wait: *wait, Rate: *rate, SubmitOnly: *submitOnly,
 		}, subscribe)
 		if err != nil {
 			return err
@@ -153,16 +159,23 @@ func printBench(w io.Writer, r *bench.Result) {
 	if r.Rate > 0 {
 		rate = fmt.Sprintf(" at most %.0f/s", r.Rate)
 	}
-	fmt.Fprintf(w, "%d clients, %s submissions%s, mock runs of %gs: %d submitted in %.1fs, %d completed\n",
-		r.Concurrency, r.Format, rate, r.MockDurationS, r.Submitted, r.SubmitSeconds, r.Completed)
+	if r.SubmitOnly {
+		fmt.Fprintf(w, "%d clients, %s submissions%s, submissions alone: %d submitted in %.1fs\n",
+			r.Concurrency, r.Format, rate, r.Submitted, r.SubmitSeconds)
+	} else {
+		fmt.Fprintf(w, "%d clients, %s submissions%s, mock runs of %gs: %d submitted in %.1fs, %d completed\n",
+			r.Concurrency, r.Format, rate, r.MockDurationS, r.Submitted, r.SubmitSeconds, r.Completed)
+	}
 	if r.DispatchedEarly > 0 {
 		fmt.Fprintf(w, "%d of %d runs were INITIALIZING before their submission's answer arrived (dispatch 0 ms)\n",
 			r.DispatchedEarly, r.Dispatched)
 	}
 	fmt.Fprintln(tw, "\tper second\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
 	fmt.Fprintf(tw, "submit\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.SubmitPerSec, r.SubmitP50, r.SubmitP95, r.SubmitP99, r.SubmitMax)
-	fmt.Fprintf(tw, "dispatch (200 → INITIALIZING)\t\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.DispatchP50, r.DispatchP95, r.DispatchP99, r.DispatchMax)
-	fmt.Fprintf(tw, "end to end (submit → COMPLETE)\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.E2EPerSec, r.E2EP50, r.E2EP95, r.E2EP99, r.E2EMax)
+	if !r.SubmitOnly {
+		fmt.Fprintf(tw, "dispatch (200 → INITIALIZING)\t\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.DispatchP50, r.DispatchP95, r.DispatchP99, r.DispatchMax)
+		fmt.Fprintf(tw, "end to end (submit → COMPLETE)\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.E2EPerSec, r.E2EP50, r.E2EP95, r.E2EP99, r.E2EMax)
+	}
 	tw.Flush()
 	if r.ErrorsTotal > 0 {
 		fmt.Fprintf(w, "errors: %v\n", r.Errors)
