@@ -35,6 +35,8 @@ type Relay struct {
 	log      *slog.Logger
 	kick     chan struct{}
 	fresh    chan []models.OutboxMessage
+	// published carries the seqs of acknowledged rows to the deleter.
+	published chan []int64
 }
 
 const (
@@ -42,8 +44,13 @@ const (
 	// relayMinAge keeps the periodic sweep off rows that were committed a
 	// moment ago and are being published from memory.
 	relayMinAge = 2 * time.Second
-	// relayPublishTimeout bounds one batch's wait for acks.
+	// relayPublishTimeout bounds one batch's wait for acks, and one delete.
 	relayPublishTimeout = 5 * time.Second
+	// relayDeleteBatch caps the rows one delete removes; relayDeleteQueue
+	// is how many published batches may wait for the deleter before
+	// publishing waits for it.
+	relayDeleteBatch = 4096
+	relayDeleteQueue = 64
 )
 
 // NewRelay returns a relay that sweeps every interval.
@@ -54,6 +61,7 @@ func NewRelay(store OutboxStore, pub Publisher, interval time.Duration, log *slo
 	return &Relay{
 		store: store, pub: pub, interval: interval, log: log.With("component", "relay"),
 		kick: make(chan struct{}, 1), fresh: make(chan []models.OutboxMessage, 1024),
+		published: make(chan []int64, relayDeleteQueue),
 	}
 }
 
@@ -79,8 +87,18 @@ func (r *Relay) Deliver(msgs ...models.OutboxMessage) {
 	}
 }
 
-// Run relays until ctx ends.
+// Run relays until ctx ends; the rows it published by then are deleted
+// before it returns. A relay runs once.
 func (r *Relay) Run(ctx context.Context) error {
+	deleted := make(chan struct{})
+	go func() {
+		defer close(deleted)
+		r.deleteLoop(context.WithoutCancel(ctx))
+	}()
+	defer func() {
+		close(r.published)
+		<-deleted
+	}()
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	r.sweep(ctx, time.Now()) // what an earlier process left
@@ -127,8 +145,8 @@ func (r *Relay) sweep(ctx context.Context, cutoff time.Time) {
 	}
 }
 
-// publish publishes msgs, deletes the rows of those JetStream stored and
-// returns how many failed; those stay in the outbox.
+// publish publishes msgs, hands the rows of those JetStream stored to the
+// deleter and returns how many failed; those stay in the outbox.
 func (r *Relay) publish(ctx context.Context, msgs []models.OutboxMessage) (failed int) {
 	pctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
 	errs := r.pub.PublishOutbox(pctx, msgs)
@@ -148,10 +166,37 @@ func (r *Relay) publish(ctx context.Context, msgs []models.OutboxMessage) (faile
 	if failed > 3 {
 		r.log.Warn("outbox messages left for the next sweep", "failed", failed, "of", len(msgs))
 	}
-	if err := r.store.DeleteOutbox(ctx, done...); err != nil {
-		r.log.Warn("cannot delete published outbox messages; they will be published again (deduplicated)", "err", err)
+	if len(done) > 0 {
+		r.published <- done
 	}
 	return failed
+}
+
+// deleteLoop deletes the rows publish hands over, all that wait in one
+// statement, until published is closed and drained. ctx outlives Run's, so
+// that what was published before shutdown is deleted; each delete has its
+// own timeout.
+func (r *Relay) deleteLoop(ctx context.Context) {
+	for seqs := range r.published {
+	gather:
+		for len(seqs) < relayDeleteBatch {
+			select {
+			case more, ok := <-r.published:
+				if !ok {
+					break gather
+				}
+				seqs = append(seqs, more...)
+			default:
+				break gather
+			}
+		}
+		dctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
+		err := r.store.DeleteOutbox(dctx, seqs...)
+		cancel()
+		if err != nil {
+			r.log.Warn("cannot delete published outbox messages; they will be published again (deduplicated)", "rows", len(seqs), "err", err)
+		}
+	}
 }
 
 // runIDOf names the run an outbox message is about: a run.submitted

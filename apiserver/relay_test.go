@@ -16,30 +16,48 @@ import (
 	"github.com/wes-dev/wes/models/modelstest"
 )
 
-func TestRelay(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// relayEnv is an embedded NATS with the project's streams and a run store
+// on PostgreSQL, for the relay to work between.
+type relayEnv struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	names  events.Names
+	store  *models.Store
+	pub    *events.Publisher
+	insert func(id string, payload []byte) models.OutboxMessage
+}
+
+func newRelayEnv(t *testing.T, ns string) *relayEnv {
+	t.Helper()
+	ctx := t.Context()
 	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
 	require.NoError(t, err)
-	defer srv.Shutdown()
+	t.Cleanup(srv.Shutdown)
 	nc, err := nats.Connect(srv.URL())
 	require.NoError(t, err)
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	names, err := events.NewNames("RELAY")
+	names, err := events.NewNames(ns)
 	require.NoError(t, err)
 	_, err = events.Provision(ctx, js, names, events.Config{})
 	require.NoError(t, err)
-	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
-	pub := events.NewPublisher(js, names)
-
-	insert := func(id string, payload []byte) models.OutboxMessage {
+	e := &relayEnv{nc: nc, js: js, names: names, store: modelstest.NewStore(t, modelstest.PostgresURL(t)), pub: events.NewPublisher(js, names)}
+	e.insert = func(id string, payload []byte) models.OutboxMessage {
 		run, _ := testRun(id, "https://example.com/wf.cwl")
 		msg := &models.OutboxMessage{Subject: names.SubmitSubject("mock"), MsgID: id, Payload: payload}
-		require.NoError(t, store.CreateRuns(ctx, []*models.Run{run}, []*models.OutboxMessage{msg}))
+		require.NoError(t, e.store.CreateRuns(ctx, []*models.Run{run}, []*models.OutboxMessage{msg}))
 		return *msg
 	}
+	return e
+}
+
+func TestRelay(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newRelayEnv(t, "RELAY")
+	nc, js, names, store, pub, insert := e.nc, e.js, e.names, e.store, e.pub, e.insert
+
 	// Left by an earlier process: the start-up sweep publishes it.
 	insert("left-1", []byte(`{"n":1}`))
 	// Too big for NATS: it fails alone and stays in the outbox.
@@ -75,4 +93,81 @@ func TestRelay(t *testing.T) {
 	info, err := stream.Info(ctx)
 	require.NoError(t, err)
 	require.EqualValues(t, 301, info.State.Msgs)
+}
+
+// gatedDeletes holds every DeleteOutbox until the gate opens: a commit
+// that takes long.
+type gatedDeletes struct {
+	*models.Store
+	gate <-chan struct{}
+}
+
+func (g gatedDeletes) DeleteOutbox(ctx context.Context, seqs ...int64) error {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.Store.DeleteOutbox(ctx, seqs...)
+}
+
+// ackedPublisher says when a publish call has its acks: the relay has then
+// seen them, which the stream's state alone does not tell.
+type ackedPublisher struct {
+	Publisher
+	acked chan<- struct{}
+}
+
+func (p ackedPublisher) PublishOutbox(ctx context.Context, msgs []models.OutboxMessage) []error {
+	errs := p.Publisher.PublishOutbox(ctx, msgs)
+	p.acked <- struct{}{}
+	return errs
+}
+
+// A slow delete of published rows holds up no later publish (dispatch does
+// not wait on the database), and shutdown waits for the deletes.
+func TestRelayPublishesWhileDeletesWait(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newRelayEnv(t, "RELAYSLOW")
+	gate := make(chan struct{})
+	acked := make(chan struct{}, 16)
+	relay := NewRelay(gatedDeletes{e.store, gate}, ackedPublisher{e.pub, acked}, time.Hour, nil)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+
+	stream, err := e.js.Stream(ctx, e.names.RunsStream())
+	require.NoError(t, err)
+	// One at a time: each is published while every earlier delete waits.
+	for i := range 5 {
+		relay.Deliver(e.insert(fmt.Sprintf("slow-%d", i), []byte(`{}`)))
+		select {
+		case <-acked:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d was not published while the deletes before it wait", i)
+		}
+		info, err := stream.Info(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, i+1, info.State.Msgs)
+	}
+	n, err := e.store.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, n, "no row is deleted before its delete is let through")
+
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) with the deletes of published rows still waiting", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return once the deletes went through")
+	}
+	n, err = e.store.OutboxBacklog(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, n, "the rows published before shutdown are deleted")
 }
