@@ -37,6 +37,9 @@ type Relay struct {
 	fresh    chan []models.OutboxMessage
 	// published carries the seqs of acknowledged rows to the deleter.
 	published chan []int64
+	// deleteLinger is how long the deleter gathers rows before a delete
+	// (relayDeleteLinger).
+	deleteLinger time.Duration
 }
 
 const (
@@ -51,6 +54,11 @@ const (
 	// publishing waits for it.
 	relayDeleteBatch = 4096
 	relayDeleteQueue = 64
+	// relayDeleteLinger is how long the deleter gathers published rows
+	// before it deletes them: at a few submissions a second, one delete
+	// (a transaction) then covers many instead of one each. It is far
+	// below relayMinAge, so that the sweep does not publish them again.
+	relayDeleteLinger = 100 * time.Millisecond
 )
 
 // NewRelay returns a relay that sweeps every interval.
@@ -61,7 +69,7 @@ func NewRelay(store OutboxStore, pub Publisher, interval time.Duration, log *slo
 	return &Relay{
 		store: store, pub: pub, interval: interval, log: log.With("component", "relay"),
 		kick: make(chan struct{}, 1), fresh: make(chan []models.OutboxMessage, 1024),
-		published: make(chan []int64, relayDeleteQueue),
+		published: make(chan []int64, relayDeleteQueue), deleteLinger: relayDeleteLinger,
 	}
 }
 
@@ -172,12 +180,13 @@ func (r *Relay) publish(ctx context.Context, msgs []models.OutboxMessage) (faile
 	return failed
 }
 
-// deleteLoop deletes the rows publish hands over, all that wait in one
-// statement, until published is closed and drained. ctx outlives Run's, so
-// that what was published before shutdown is deleted; each delete has its
-// own timeout.
+// deleteLoop deletes the rows publish hands over, those that come within
+// deleteLinger of the first in one statement, until published is closed
+// and drained. ctx outlives Run's, so that what was published before
+// shutdown is deleted; each delete has its own timeout.
 func (r *Relay) deleteLoop(ctx context.Context) {
 	for seqs := range r.published {
+		linger := time.NewTimer(r.deleteLinger)
 	gather:
 		for len(seqs) < relayDeleteBatch {
 			select {
@@ -186,10 +195,11 @@ func (r *Relay) deleteLoop(ctx context.Context) {
 					break gather
 				}
 				seqs = append(seqs, more...)
-			default:
+			case <-linger.C:
 				break gather
 			}
 		}
+		linger.Stop()
 		dctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
 		err := r.store.DeleteOutbox(dctx, seqs...)
 		cancel()

@@ -171,3 +171,50 @@ func TestRelayPublishesWhileDeletesWait(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "the rows published before shutdown are deleted")
 }
+
+// countedDeletes reports the rows of each DeleteOutbox once it is done.
+type countedDeletes struct {
+	*models.Store
+	deletes chan<- []int64
+}
+
+func (c countedDeletes) DeleteOutbox(ctx context.Context, seqs ...int64) error {
+	err := c.Store.DeleteOutbox(ctx, seqs...)
+	c.deletes <- seqs
+	return err
+}
+
+// Rows published one by one, a few a second, are deleted together: one
+// transaction for those that come within the linger, not one each.
+func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newRelayEnv(t, "RELAYLINGER")
+	deletes := make(chan []int64, 16)
+	acked := make(chan struct{}, 16)
+	relay := NewRelay(countedDeletes{e.store, deletes}, ackedPublisher{e.pub, acked}, time.Hour, nil)
+	relay.deleteLinger = time.Second
+	go func() { _ = relay.Run(ctx) }()
+
+	var want []int64
+	for i := range 3 {
+		msg := e.insert(fmt.Sprintf("linger-%d", i), []byte(`{}`))
+		want = append(want, msg.Seq)
+		relay.Deliver(msg)
+		select {
+		case <-acked:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d was not published", i)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case seqs := <-deletes:
+		require.Equal(t, want, seqs, "one delete for the three rows")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the published rows were not deleted")
+	}
+	n, err := e.store.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
