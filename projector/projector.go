@@ -27,9 +27,12 @@ type Projector struct {
 	bus    *events.Bus
 	log    *slog.Logger
 	m      metrics
+	// linger is how long a batch waits for more events (batchLinger).
+	linger time.Duration
 }
 
 type metrics struct {
+	batches     prometheus.Histogram
 	events      *prometheus.CounterVec
 	transitions *prometheus.CounterVec
 	durations   *prometheus.HistogramVec
@@ -44,6 +47,10 @@ func New(store Store, bus *events.Bus, holder string, reg prometheus.Registerer,
 		log = slog.Default()
 	}
 	m := metrics{
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "wes_projector_batch_events", Help: "Events applied per database transaction by the projector.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wes_projector_events_total",
 			Help: "Run events seen by the projector, by result (applied, dropped: refused by the transition table or of an older attempt, duplicate, poison).",
@@ -62,8 +69,8 @@ func New(store Store, bus *events.Bus, holder string, reg prometheus.Registerer,
 			Name: "wes_projector_backlog_events", Help: "Events in the stream beyond the projector's stored position, as of the active projector's last look (every few seconds).",
 		}),
 	}
-	reg.MustRegister(m.events, m.transitions, m.durations, m.lag, m.backlog)
-	return &Projector{holder: holder, store: store, bus: bus, log: log.With("component", "projector"), m: m}
+	reg.MustRegister(m.batches, m.events, m.transitions, m.durations, m.lag, m.backlog)
+	return &Projector{holder: holder, store: store, bus: bus, log: log.With("component", "projector"), m: m, linger: batchLinger}
 }
 
 // Run applies events until ctx ends. One projector at a time (across API
@@ -138,8 +145,14 @@ func (p *Projector) retireLegacyConsumer(ctx context.Context) error {
 	return nil
 }
 
-// batchSize bounds the events applied in one transaction.
-const batchSize = 256
+const (
+	// batchSize bounds the events applied in one transaction.
+	batchSize = 256
+	// batchLinger is how long a batch waits for more events after its
+	// first. A short run's events come milliseconds apart: waiting puts
+	// them in one transaction instead of one each.
+	batchLinger = 10 * time.Millisecond
+)
 
 var errLeaseLost = errors.New("lost the projector lease")
 
@@ -199,7 +212,8 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 				p.m.backlog.Set(float64(info.State.LastSeq - pos))
 			}
 		}
-		// Wait for one event, then take every event already waiting.
+		// Wait for one event, then for more, until the batch is full or
+		// batchLinger has passed.
 		var batch []jetstream.Msg
 		select {
 		case <-ctx.Done():
@@ -209,15 +223,20 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 		case <-time.After(2 * time.Second):
 			continue
 		}
+		linger := time.NewTimer(p.linger)
 	more:
 		for len(batch) < batchSize {
 			select {
 			case m := <-msgs:
 				batch = append(batch, m)
-			default:
+			case <-linger.C:
 				break more
+			case <-ctx.Done():
+				linger.Stop()
+				return nil
 			}
 		}
+		linger.Stop()
 		if pos, err = p.applyBatch(ctx, lease, pos, floor, batch); err != nil {
 			return err
 		}
@@ -346,6 +365,7 @@ func (p *Projector) commit(ctx context.Context, lease *events.Lease, cp models.C
 			for i, e := range applied {
 				e.result = results[i]
 			}
+			p.m.batches.Observe(float64(len(entries)))
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()

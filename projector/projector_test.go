@@ -193,3 +193,41 @@ func TestProjectorTakesOverTheLegacyConsumer(t *testing.T) {
 	_, err = js.Consumer(ctx, names.EventsStream(), names.ProjectorConsumer())
 	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound)
 }
+
+// A short run's events, which come milliseconds apart, are applied in one
+// transaction: the batch waits for them.
+func TestProjectorBatchesEventsThatComeTogether(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, names, bus := embeddedBus(t, "LINGER")
+	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
+	queuedRun(t, store, "r")
+	pub := events.NewPublisher(js, names)
+	reg := prometheus.NewRegistry()
+	p := projector.New(store, bus, "test", reg, nil)
+	projector.SetLinger(p, time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	for _, state := range []models.State{models.Initializing, models.Running, models.Complete} {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: state, Source: "x"}))
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool {
+		r, err := store.GetRun(ctx, "r")
+		return err == nil && r.State == models.Complete
+	}, 20*time.Second, 20*time.Millisecond)
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var batches uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "wes_projector_batch_events" {
+			batches = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	require.EqualValues(t, 1, batches, "one transaction for the run's three events")
+}
