@@ -282,7 +282,7 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			}
 			continue
 		}
-		got := e.start(batch)
+		got, pending := e.start(batch)
 		cancel()
 		if got == 0 {
 			e.releaseSlots(1)
@@ -291,12 +291,17 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 			}
 			continue
 		}
-		// Work is waiting: fill the other free slots in one request.
+		// More work is waiting: fill the other free slots in one request.
+		// (When none is, as the delivery said, that request would come
+		// back empty: a round trip per run at a few runs a second.)
+		if pending == 0 {
+			continue
+		}
 		if n := e.takeFreeSlots(); n > 0 {
 			more, err := cons.FetchNoWait(n)
 			got := 0
 			if err == nil {
-				got = e.start(more)
+				got, _ = e.start(more)
 			}
 			e.releaseSlots(n - got)
 		}
@@ -304,18 +309,23 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 }
 
 // start runs each message of batch as it arrives, in a slot taken for it
-// beforehand, and returns how many there were.
-func (e *Executor) start(batch jetstream.MessageBatch) int {
-	got := 0
+// beforehand, and returns how many there were and how many more the
+// consumer held when the last one was delivered.
+func (e *Executor) start(batch jetstream.MessageBatch) (got int, pending uint64) {
 	for msg := range batch.Messages() {
 		got++
+		if meta, err := msg.Metadata(); err == nil {
+			pending = meta.NumPending
+		} else {
+			pending = 1 // unknown: ask
+		}
 		e.inflight.Add(1)
 		go func() {
 			defer func() { <-e.slots; e.inflight.Done() }()
 			e.handle(msg)
 		}()
 	}
-	return got
+	return got, pending
 }
 
 // takeFreeSlots takes every slot free now, without waiting, and returns

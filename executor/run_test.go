@@ -8,9 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -329,6 +332,45 @@ func TestADirlessRunHasNoDirectoryAndItsLogsAreStored(t *testing.T) {
 		require.NoError(t, err, name)
 		require.Equal(t, want, string(got), name)
 	}
+}
+
+// TestNoEmptyFetchesBetweenRuns: an executor asks for more runs to fill its
+// free slots only when the delivery it got says more are waiting. At a few
+// runs a second that request would come back empty: a round trip per run.
+func TestNoEmptyFetchesBetweenRuns(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	var noWait atomic.Int32
+	sub, err := f.nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT."+f.names.RunsStream()+".>", func(m *nats.Msg) {
+		if strings.Contains(string(m.Data), `"no_wait":true`) {
+			noWait.Add(1)
+		}
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, f.nc.Flush())
+	p := dirlessProvider{&testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+		return providers.Result{}, nil
+	}}}
+	// Runs waiting when it starts: it fills its free slots at once.
+	queued := make([]string, 6)
+	for i := range queued {
+		queued[i] = f.submit(t)
+	}
+	f.start(t, Config{AckWait: 5 * time.Second, Slots: 4}, p)
+	for _, id := range queued {
+		f.waitState(t, id, models.Complete, 30*time.Second)
+	}
+	require.NoError(t, f.nc.Flush())
+	require.NotZero(t, noWait.Load(), "the free slots are filled with one request")
+
+	// One run at a time: nothing more waits when each is delivered.
+	noWait.Store(0)
+	for range 3 {
+		f.waitState(t, f.submit(t), models.Complete, 30*time.Second)
+	}
+	require.NoError(t, f.nc.Flush())
+	require.Zero(t, noWait.Load(), "requests for more runs while none waited")
 }
 
 func TestMemLogDropsWhatIsPastItsLimit(t *testing.T) {
