@@ -26,9 +26,10 @@ type PutOptions struct {
 	// Known says that Current is what the name holds now, as its caller
 	// knows it (nil for nothing: a first put of a name no one else
 	// writes): PutObject then does not look the object up (a request to
-	// the server) to find the chunks it replaces. A Current that is wrong
-	// leaves the replaced object's chunks behind, unreachable: space, not
-	// wrong data.
+	// the server) to find the chunks it replaces, and a nil Current
+	// stores the object's info without a rollup. A Current that is wrong
+	// leaves the replaced object's chunks behind, unreachable (and, if it
+	// is nil, the replaced info, superseded): space, not wrong data.
 	Known   bool
 	Current *jetstream.ObjectInfo
 }
@@ -106,7 +107,14 @@ func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, opts PutO
 		return fail(err)
 	}
 	meta := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name))))
-	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	// The rollup removes the info this one replaces. A name its caller
+	// knows to be new has none, and a rollup is not free: the server
+	// (2.9) purges the subject by scanning the per-subject state of every
+	// block of the stream, for each put, which grows with the bucket and
+	// held up the executors' other publishes for up to 0.2 s.
+	if !opts.Known || opts.Current != nil {
+		meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
 	meta.Data = data
 	if _, err := b.JS.PublishMsg(ctx, meta); err != nil {
 		// The info may have been stored all the same (its ack lost): its

@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,12 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 			n += c
 		}
 		return n
+	}
+	infosOf := func(name string) uint64 {
+		subject := fmt.Sprintf("$O.%s.M.%s", f.names.ObjectsBucket(), base64.URLEncoding.EncodeToString([]byte(name)))
+		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(subject))
+		require.NoError(t, err)
+		return info.State.Subjects[subject]
 	}
 	for _, tc := range []struct {
 		size, chunk int
@@ -77,13 +84,27 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 			events.PutOptions{Known: true, Current: third})
 		require.NoError(t, err)
 		require.Zero(t, chunksOf(third.NUID))
-		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("fresh, it thought")),
+		fifth, err := f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("fresh, it thought")),
 			events.PutOptions{Known: true})
 		require.NoError(t, err)
 		require.EqualValues(t, 1, chunksOf(fourth.NUID), "a writer wrong about what the name holds leaves its chunks")
+		require.EqualValues(t, 2, infosOf("runs/r/logs/stdout"), "and the info it replaced (a new name's info rolls nothing up)")
 		got, err = f.bus.Objects.GetString(f.ctx, "runs/r/logs/stdout")
 		require.NoError(t, err)
 		require.Equal(t, "fresh, it thought", got, "but the object is what it wrote")
+		list, err := f.bus.Objects.List(f.ctx)
+		require.NoError(t, err)
+		var listed []string
+		for _, o := range list {
+			if o.Name == "runs/r/logs/stdout" {
+				listed = append(listed, o.Digest)
+			}
+		}
+		require.Equal(t, []string{fifth.Digest}, listed, "and it is listed once, as what it wrote")
+		_, err = f.bus.PutObject(f.ctx, "runs/r/logs/stdout", bytes.NewReader([]byte("known again")),
+			events.PutOptions{Known: true, Current: fifth})
+		require.NoError(t, err)
+		require.EqualValues(t, 1, infosOf("runs/r/logs/stdout"), "a put over a known object rolls up the infos before it")
 	})
 
 	t.Run("a reader that fails leaves nothing", func(t *testing.T) {
