@@ -309,13 +309,19 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 }
 
 // start runs each message of batch as it arrives, in a slot taken for it
-// beforehand, and returns how many there were and how many more the
-// consumer held when the last one was delivered.
+// beforehand, and returns how many there were and whether more may wait
+// (pending > 0): the consumer's count when the last one was delivered.
+// That count is of runs never delivered, so a redelivery, such as the
+// runs an executor handed back at shutdown or left when it died, counts
+// as more waiting: its like are not counted.
 func (e *Executor) start(batch jetstream.MessageBatch) (got int, pending uint64) {
 	for msg := range batch.Messages() {
 		got++
 		if meta, err := msg.Metadata(); err == nil {
 			pending = meta.NumPending
+			if meta.NumDelivered > 1 {
+				pending = max(pending, 1)
+			}
 		} else {
 			pending = 1 // unknown: ask
 		}

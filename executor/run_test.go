@@ -337,9 +337,10 @@ func TestADirlessRunHasNoDirectoryAndItsLogsAreStored(t *testing.T) {
 // TestNoEmptyFetchesBetweenRuns: an executor asks for more runs to fill its
 // free slots only when the delivery it got says more are waiting. At a few
 // runs a second that request would come back empty: a round trip per run.
-func TestNoEmptyFetchesBetweenRuns(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
+// countNoWaitFetches counts the requests for runs that ask not to wait:
+// those that fill an executor's free slots.
+func countNoWaitFetches(t *testing.T, f *fixture) *atomic.Int32 {
+	t.Helper()
 	var noWait atomic.Int32
 	sub, err := f.nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT."+f.names.RunsStream()+".>", func(m *nats.Msg) {
 		if strings.Contains(string(m.Data), `"no_wait":true`) {
@@ -349,15 +350,27 @@ func TestNoEmptyFetchesBetweenRuns(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, f.nc.Flush())
-	p := dirlessProvider{&testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+	return &noWait
+}
+
+// instantProvider returns a provider that completes every run at once,
+// without a directory.
+func instantProvider() providers.Provider {
+	return dirlessProvider{&testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
 		return providers.Result{}, nil
 	}}}
+}
+
+func TestNoEmptyFetchesBetweenRuns(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	noWait := countNoWaitFetches(t, f)
 	// Runs waiting when it starts: it fills its free slots at once.
 	queued := make([]string, 6)
 	for i := range queued {
 		queued[i] = f.submit(t)
 	}
-	f.start(t, Config{AckWait: 5 * time.Second, Slots: 4}, p)
+	f.start(t, Config{AckWait: 5 * time.Second, Slots: 4}, instantProvider())
 	for _, id := range queued {
 		f.waitState(t, id, models.Complete, 30*time.Second)
 	}
@@ -371,6 +384,45 @@ func TestNoEmptyFetchesBetweenRuns(t *testing.T) {
 	}
 	require.NoError(t, f.nc.Flush())
 	require.Zero(t, noWait.Load(), "requests for more runs while none waited")
+}
+
+// TestRedeliveredRunsFillFreeSlots: runs handed back (here with Nak, as an
+// executor shutting down does) are delivered again, and the consumer
+// counts none of them as pending. The first redelivery must still make
+// the executor fill its free slots in one request.
+func TestRedeliveredRunsFillFreeSlots(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	queued := make([]string, 6)
+	for i := range queued {
+		queued[i] = f.submit(t)
+	}
+	cfg := Config{AckWait: 5 * time.Second, Slots: 4}
+	cons, err := f.js.CreateOrUpdateConsumer(f.ctx, f.names.RunsStream(), jetstream.ConsumerConfig{
+		Durable:       f.names.ExecutorConsumer(testEngine),
+		FilterSubject: f.names.SubmitSubject(testEngine),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+	})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(len(queued), jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	handedBack := 0
+	for msg := range batch.Messages() {
+		require.NoError(t, msg.Nak())
+		handedBack++
+	}
+	require.Equal(t, len(queued), handedBack)
+	require.NoError(t, f.nc.Flush())
+
+	noWait := countNoWaitFetches(t, f)
+	f.start(t, cfg, instantProvider())
+	for _, id := range queued {
+		f.waitState(t, id, models.Complete, 30*time.Second)
+	}
+	require.NoError(t, f.nc.Flush())
+	require.NotZero(t, noWait.Load(), "the free slots are filled with one request when handed-back runs wait")
 }
 
 func TestMemLogDropsWhatIsPastItsLimit(t *testing.T) {
