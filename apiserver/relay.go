@@ -55,9 +55,10 @@ const (
 	relayDeleteBatch = 4096
 	relayDeleteQueue = 64
 	// relayDeleteLinger is how long the deleter gathers published rows
-	// before it deletes them: at a few submissions a second, one delete
-	// (a transaction) then covers many instead of one each. It is far
-	// below relayMinAge, so that the sweep does not publish them again.
+	// before it deletes them: from tens of submissions a second (ten rows
+	// at 100/s), one delete (a transaction) then covers many instead of
+	// one each. It is far below relayMinAge, so that the periodic sweep
+	// does not publish them again (a Kick's sweep may: deduplicated).
 	relayDeleteLinger = 100 * time.Millisecond
 )
 

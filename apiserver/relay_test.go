@@ -172,16 +172,27 @@ func TestRelayPublishesWhileDeletesWait(t *testing.T) {
 	require.Zero(t, n, "the rows published before shutdown are deleted")
 }
 
-// countedDeletes reports the rows of each DeleteOutbox once it is done.
+// countedDeletes reports the rows of each DeleteOutbox once it is done,
+// and each read of the outbox (a sweep).
 type countedDeletes struct {
 	*models.Store
 	deletes chan<- []int64
+	reads   chan<- struct{}
 }
 
 func (c countedDeletes) DeleteOutbox(ctx context.Context, seqs ...int64) error {
 	err := c.Store.DeleteOutbox(ctx, seqs...)
 	c.deletes <- seqs
 	return err
+}
+
+func (c countedDeletes) PendingOutbox(ctx context.Context, limit int, before time.Time) ([]models.OutboxMessage, error) {
+	msgs, err := c.Store.PendingOutbox(ctx, limit, before)
+	select {
+	case c.reads <- struct{}{}:
+	default:
+	}
+	return msgs, err
 }
 
 // Rows published one by one, a few a second, are deleted together: one
@@ -192,9 +203,17 @@ func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
 	e := newRelayEnv(t, "RELAYLINGER")
 	deletes := make(chan []int64, 16)
 	acked := make(chan struct{}, 16)
-	relay := NewRelay(countedDeletes{e.store, deletes}, ackedPublisher{e.pub, acked}, time.Hour, nil)
+	reads := make(chan struct{}, 1)
+	relay := NewRelay(countedDeletes{e.store, deletes, reads}, ackedPublisher{e.pub, acked}, time.Hour, nil)
 	relay.deleteLinger = time.Second
 	go func() { _ = relay.Run(ctx) }()
+	// The sweep Run starts with must not find the rows below: it would
+	// publish one twice.
+	select {
+	case <-reads:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the relay did not sweep the outbox when it started")
+	}
 
 	var want []int64
 	for i := range 3 {
