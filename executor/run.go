@@ -416,11 +416,14 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 		a.log.Error("processes of the run could not be stopped", "err", err)
 		notes = append(notes, fmt.Sprintf("not every process of the run could be stopped on executor %s: %s", a.e.cfg.ID, survivors(err)))
 	}
+	// A cancel or a shutdown decides the outcome only of an attempt it
+	// stopped: one whose engine had finished by then keeps its result.
+	stopped := err != nil
 	switch {
-	case errors.Is(cause, errCanceled):
+	case stopped && errors.Is(cause, errCanceled):
 		return verdict{outcome: "canceled", verb: ack,
 			ev: events.RunEvent{State: models.Canceled, SystemLog: joinLogs(append([]string{"canceled by the user"}, notes...)...)}}
-	case errors.Is(cause, errShutdown):
+	case stopped && errors.Is(cause, errShutdown):
 		return verdict{outcome: "handed_back", verb: nak,
 			ev: events.RunEvent{State: models.Preempted, SystemLog: joinLogs(append([]string{fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)}, notes...)...)}}
 	case err != nil:

@@ -3,6 +3,7 @@ package executor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,30 @@ func TestHeartbeatsGoOnWhileTheEngineStops(t *testing.T) {
 	}
 	require.EqualValues(t, 1, p.calls.Load())
 	require.Zero(t, f.runsLeft(t))
+}
+
+// TestACancelAfterTheEngineFinishedKeepsItsResult: the cancel flag
+// reaches the attempt as its engine ends on its own (the provider returns
+// a result, not the context's error). The run is COMPLETE, with its
+// outputs: the cancel stopped nothing.
+func TestACancelAfterTheEngineFinishedKeepsItsResult(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	p := dirlessProvider{&testProvider{run: func(ctx context.Context, _ providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		<-ctx.Done()
+		return providers.Result{ExitCode: 0, Outputs: json.RawMessage(`{"answer":42}`)}, nil
+	}}}
+	f.start(t, Config{AckWait: 5 * time.Second}, p)
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+	_, err := f.bus.Cancel.Put(f.ctx, runID, []byte("1"))
+	require.NoError(t, err)
+	done := f.waitState(t, runID, models.Complete, 30*time.Second)
+	require.JSONEq(t, `{"answer":42}`, string(done.Outputs))
+	for _, ev := range f.runEvents(t, runID) {
+		require.NotEqual(t, models.Canceled, ev.State, "%s", describe(f.runEvents(t, runID)))
+	}
 }
 
 // TestCancelReachesTheRunAfterTheWatchFailed: the cancel flags' bucket is

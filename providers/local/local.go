@@ -216,6 +216,10 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	select {
 	case <-exited:
 	case <-ctx.Done():
+	}
+	select {
+	case <-exited: // it ended on its own, if a cancel came too: its outcome stands
+	default:
 		terr := terminate(root, marker, d.stop, p.cfg.CancelGrace)
 		if terr != nil {
 			log.Error("engine processes survived", "err", terr)
