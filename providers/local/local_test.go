@@ -493,3 +493,25 @@ func TestEngineArgs(t *testing.T) {
 		require.ErrorContains(t, err, "--latency-wait")
 	})
 }
+
+// A toil retry resumes the job store only if the last attempt stored its
+// root job there; a store without one is removed, for --restart would fail
+// on it.
+func TestToilArgvRestart(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	r := &runSpec{work: work, outputs: filepath.Join(work, "out"), tmp: filepath.Join(work, "tmp"),
+		workflow: "wf.cwl", params: "params.json", cores: 1}
+	store := filepath.Join(work, "jobstore")
+
+	require.NotContains(t, toil().argv("toil-cwl-runner", r), "--restart", "a first attempt has nothing to resume")
+
+	require.NoError(t, os.MkdirAll(filepath.Join(store, "jobs"), 0o750))
+	require.NotContains(t, toil().argv("toil-cwl-runner", r), "--restart", "the store has no root job")
+	require.NoDirExists(t, store, "the unusable store is removed")
+
+	require.NoError(t, os.MkdirAll(filepath.Join(store, "files", "shared"), 0o750))
+	require.NoError(t, os.WriteFile(filepath.Join(store, "files", "shared", "rootJobStoreID"), []byte("kind-CWLWorkflow/instance-x"), 0o640))
+	require.Contains(t, toil().argv("toil-cwl-runner", r), "--restart")
+	require.DirExists(t, store)
+}

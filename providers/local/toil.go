@@ -37,9 +37,17 @@ func toil() engine {
 				"--maxCores", strconv.Itoa(r.cores),
 				"--clean", "onSuccess",
 			}
-			// A retry resumes the job store the last attempt left.
-			if _, err := os.Stat(filepath.Join(r.work, "jobstore")); err == nil {
+			// A retry resumes the job store the last attempt left, if that
+			// attempt got as far as storing its root job. One that did not
+			// (its workflow or inputs failed to load, it was killed early)
+			// left a store that --restart cannot open: toil would fail on
+			// that, not on what the attempt did. It is started afresh.
+			store := filepath.Join(r.work, "jobstore")
+			if _, err := os.Stat(filepath.Join(store, "files", "shared", "rootJobStoreID")); err == nil {
 				argv = append(argv, "--restart")
+			} else {
+				// Should this fail, toil refuses the store that exists, and says so.
+				_ = os.RemoveAll(store)
 			}
 			argv = append(argv, r.engineArgs...)
 			return append(argv, r.workflow, r.params)
