@@ -303,7 +303,8 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 		return nil, err
 	}
 	r.workflow = wf
-	params, err := resolveInputs(job.Request.WorkflowParams, r.inputs, p.cfg.AllowLocalWorkflows, e.outdirParam, r.outputs)
+	salad := job.Request.WorkflowType == "CWL" // cwltool and toil read the params with schema-salad
+	params, err := resolveInputs(job.Request.WorkflowParams, r.inputs, p.cfg.AllowLocalWorkflows, salad, e.outdirParam, r.outputs)
 	if err != nil {
 		return nil, err
 	}
@@ -367,8 +368,11 @@ func inside(dir, rel string) (string, error) {
 
 // resolveInputs makes relative "location"/"path" members of File and
 // Directory objects in workflow_params absolute paths below inputs, and
-// refuses local absolute ones unless allowed.
-func resolveInputs(params json.RawMessage, inputs string, allowLocal bool, outdirParam, outputs string) ([]byte, error) {
+// refuses local absolute ones unless allowed. For an engine that reads the
+// params with schema-salad (salad), whose directives ($include, $import,
+// $mixin, $schemas, …) read files too, it refuses those as well, but for
+// $namespaces, which only names prefixes.
+func resolveInputs(params json.RawMessage, inputs string, allowLocal, salad bool, outdirParam, outputs string) ([]byte, error) {
 	if len(params) == 0 {
 		params = json.RawMessage(`{}`)
 	}
@@ -383,6 +387,13 @@ func resolveInputs(params json.RawMessage, inputs string, allowLocal bool, outdi
 	}
 	var errs []error
 	models.VisitObjects(v, func(t map[string]any) {
+		if salad && !allowLocal {
+			for k := range t {
+				if strings.HasPrefix(k, "$") && k != "$namespaces" {
+					errs = append(errs, fmt.Errorf("input key %q: schema-salad directives can read files of the executor's host, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file and give its location", k))
+				}
+			}
+		}
 		if !models.IsFileObject(t) {
 			return
 		}

@@ -324,6 +324,7 @@ func TestResolveInputs(t *testing.T) {
 		name        string
 		params      string
 		allowLocal  bool
+		salad       bool // a CWL engine's params
 		outdirParam string
 		want        string // JSON; empty: an error is expected
 		errHas      string
@@ -370,6 +371,17 @@ func TestResolveInputs(t *testing.T) {
 			params: `{"a": {"class": "File", "location": "https://example.org/a.txt"}, "b": {"class": "File", "location": "http://example.org/b.txt"}}`,
 			want:   `{"a": {"class": "File", "location": "https://example.org/a.txt"}, "b": {"class": "File", "location": "http://example.org/b.txt"}}`,
 		},
+		{name: "$include refused", params: `{"msg": {"$include": "/etc/hostname"}}`, salad: true, errHas: `input key "$include": schema-salad directives`},
+		{name: "$import in an array refused", params: `{"fs": [{"$import": "file:///etc/x.yml"}]}`, salad: true, errHas: `"$import"`},
+		{name: "$schemas refused", params: `{"$schemas": ["/etc/x.owl"]}`, salad: true, errHas: `"$schemas"`},
+		{
+			name:   "$namespaces kept",
+			params: `{"$namespaces": {"edam": "http://edamontology.org/"}, "f": {"class": "File", "location": "a.txt", "format": "edam:format_1929"}}`,
+			salad:  true,
+			want:   `{"$namespaces": {"edam": "http://edamontology.org/"}, "f": {"class": "File", "location": "/runs/r1/inputs/a.txt", "format": "edam:format_1929"}}`,
+		},
+		{name: "$include allowed with local paths", params: `{"msg": {"$include": "/data/x.txt"}}`, salad: true, allowLocal: true, want: `{"msg": {"$include": "/data/x.txt"}}`},
+		{name: "$ keys of a snakemake config left alone", params: `{"$price": "3"}`, want: `{"$price": "3"}`},
 		{name: "unknown scheme refused", params: `{"f": {"class": "File", "location": "s3://bucket/a.txt"}}`, errHas: `scheme "s3"`},
 		{name: "not JSON", params: `{"f": `, errHas: "workflow_params"},
 		{
@@ -395,7 +407,7 @@ func TestResolveInputs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := resolveInputs(json.RawMessage(tc.params), inputs, tc.allowLocal, tc.outdirParam, outputs)
+			got, err := resolveInputs(json.RawMessage(tc.params), inputs, tc.allowLocal, tc.salad, tc.outdirParam, outputs)
 			if tc.want == "" {
 				require.Error(t, err, "resolved to %s", got)
 				require.ErrorContains(t, err, tc.errHas)
