@@ -179,6 +179,9 @@ func owner(p *Principal) string {
 // found", so that its existence is not revealed.
 func (h *handlers) run(r *http.Request) (*models.Run, error) {
 	id := mux.Vars(r)["run_id"]
+	if checkText("run id", id) != nil { // no run has it; the database would refuse to look
+		return nil, fmt.Errorf("run %q: %w", id, models.ErrNotFound)
+	}
 	run, err := h.s.store.GetRun(r.Context(), id)
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/wes-dev/wes/models"
 )
@@ -99,10 +100,13 @@ func decodeJSONBody(body io.Reader, lim Limits) (rawRequest, error) {
 	var raw rawRequest
 	data, err := io.ReadAll(io.LimitReader(body, lim.MaxFieldBytes+1))
 	if err != nil {
-		return raw, err
+		return raw, bodyError("request body", err)
 	}
 	if int64(len(data)) > lim.MaxFieldBytes {
 		return raw, withStatus(http.StatusRequestEntityTooLarge, nil, "JSON body is larger than the limit of %d bytes (WES_MAX_FIELD_BYTES); attach large inputs with multipart/form-data", lim.MaxFieldBytes)
+	}
+	if !utf8.Valid(data) {
+		return raw, badRequest("request body is not valid UTF-8, as JSON must be")
 	}
 	if err := checkDepth("request body", data, lim.MaxJSONDepth); err != nil {
 		return raw, err
@@ -187,6 +191,9 @@ func decodeMultipart(ctx context.Context, mr *multipart.Reader, lim Limits, sink
 		if int64(len(value)) > lim.MaxFieldBytes {
 			return raw, atts, withStatus(http.StatusRequestEntityTooLarge, nil, "form field %q is larger than the limit of %d bytes (WES_MAX_FIELD_BYTES)", name, lim.MaxFieldBytes)
 		}
+		if !utf8.Valid(value) {
+			return raw, atts, badRequest("form field %q is not valid UTF-8", name)
+		}
 		if slices.Contains(jsonFields, name) {
 			if len(bytes.TrimSpace(value)) == 0 {
 				value = []byte("null")
@@ -215,8 +222,13 @@ func receiveAttachment(ctx context.Context, part *multipart.Part, have []models.
 	if err != nil {
 		return models.Attachment{}, err
 	}
-	if slices.ContainsFunc(have, func(a models.Attachment) bool { return a.Name == name }) {
-		return models.Attachment{}, badRequest("attachment %q given more than once", name)
+	for _, a := range have {
+		switch {
+		case a.Name == name:
+			return models.Attachment{}, badRequest("attachment %q given more than once", name)
+		case strings.HasPrefix(name, a.Name+"/"), strings.HasPrefix(a.Name, name+"/"):
+			return models.Attachment{}, badRequest("attachments %q and %q: one is a file and would be a directory of the other", a.Name, name)
+		}
 	}
 	key, size, err := sink.put(ctx, name, part)
 	if errors.Is(err, errBrokerUnavailable) {
@@ -312,7 +324,7 @@ func (raw rawRequest) parse(lim Limits) (models.RunRequest, error) {
 		if required && s == "" {
 			return "", badRequest("%s is required", name)
 		}
-		return s, nil
+		return s, checkText(name, s)
 	}
 	if req.WorkflowType, err = str("workflow_type", raw.WorkflowType, true); err != nil {
 		return req, err
@@ -334,7 +346,7 @@ func (raw rawRequest) parse(lim Limits) (models.RunRequest, error) {
 		return req, badRequest("workflow_engine is required when workflow_engine_version is given")
 	}
 
-	params, err := unquote("workflow_params", raw.WorkflowParams)
+	params, err := unquote("workflow_params", raw.WorkflowParams, lim.MaxJSONDepth)
 	if err != nil {
 		return req, err
 	}
@@ -346,7 +358,7 @@ func (raw rawRequest) parse(lim Limits) (models.RunRequest, error) {
 	}
 	req.WorkflowParams = params
 
-	if v, err := unquote("tags", raw.Tags); err != nil {
+	if v, err := unquote("tags", raw.Tags, lim.MaxJSONDepth); err != nil {
 		return req, err
 	} else if len(v) > 0 && string(v) != "null" {
 		if err := json.Unmarshal(v, &req.Tags); err != nil {
@@ -360,21 +372,46 @@ func (raw rawRequest) parse(lim Limits) (models.RunRequest, error) {
 		if k == "" || len(k) > 256 || len(v) > 1024 {
 			return req, badRequest("tag %q: keys must be 1 to 256 bytes and values at most 1024 bytes", k)
 		}
+		if err := checkText(fmt.Sprintf("tag %q", k), k+v); err != nil {
+			return req, err
+		}
 	}
 
-	if v, err := unquote("workflow_engine_parameters", raw.WorkflowEngineParameters); err != nil {
+	if v, err := unquote("workflow_engine_parameters", raw.WorkflowEngineParameters, lim.MaxJSONDepth); err != nil {
 		return req, err
 	} else if len(v) > 0 && string(v) != "null" {
 		if err := json.Unmarshal(v, &req.WorkflowEngineParameters); err != nil {
 			return req, badRequest("workflow_engine_parameters must be a JSON object whose values are strings or null: %v", jsonMsg(err))
 		}
 	}
+	for k, v := range req.WorkflowEngineParameters {
+		text := k
+		if v != nil { // null: a flag without a value
+			text += *v
+		}
+		if err := checkText(fmt.Sprintf("workflow_engine_parameters %q", k), text); err != nil {
+			return req, err
+		}
+	}
 	return req, nil
 }
 
+// checkText refuses text a database cannot store as given: NUL characters
+// and invalid UTF-8.
+func checkText(what, s string) error {
+	switch {
+	case !utf8.ValidString(s):
+		return badRequest("%s is not valid UTF-8", what)
+	case strings.IndexByte(s, 0) >= 0:
+		return badRequest("%s contains a NUL character", what)
+	}
+	return nil
+}
+
 // unquote accepts a JSON field given either as JSON or as a string that
-// holds JSON (as multipart clients and some JSON clients send it).
-func unquote(name string, v json.RawMessage) (json.RawMessage, error) {
+// holds JSON (as multipart clients and some JSON clients send it). The
+// JSON a string holds is bounded in depth like any other (maxDepth).
+func unquote(name string, v json.RawMessage, maxDepth int) (json.RawMessage, error) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 || v[0] != '"' {
 		return v, nil
@@ -389,6 +426,9 @@ func unquote(name string, v json.RawMessage) (json.RawMessage, error) {
 	}
 	if !json.Valid([]byte(s)) {
 		return nil, badRequest("%s is not valid JSON", name)
+	}
+	if err := checkDepth(name, []byte(s), maxDepth); err != nil {
+		return nil, err
 	}
 	return json.RawMessage(s), nil
 }

@@ -513,6 +513,26 @@ func TestDecodeSubmissionRefused(t *testing.T) {
 			body:   cwlForm(file("a", "1"), file("b", "2"), file("c", "3"), file("d", "4"), file("e", "5")),
 			status: 413, msg: "more than 5 attachments"},
 
+		// Text no database stores, JSON in a string nested too deep,
+		// attachments that would be a file and a directory at once.
+		{name: "json NUL in a tag value", body: jsonBody(`{` + wf + `, "tags": {"a": "x\u0000y"}}`),
+			status: 400, msg: `tag "a" contains a NUL character`},
+		{name: "json NUL in workflow_type_version", body: jsonBody(`{"workflow_type": "CWL", "workflow_type_version": "1\u0000", "workflow_url": "https://example.com/wf.cwl"}`),
+			status: 400, msg: "workflow_type_version contains a NUL character"},
+		{name: "json NUL in an engine parameter", body: jsonBody(`{` + wf + `, "workflow_engine_parameters": {"x": "\u0000"}}`),
+			status: 400, msg: `workflow_engine_parameters "x" contains a NUL character`},
+		{name: "multipart invalid UTF-8 in workflow_url", body: form(field("workflow_type", "CWL"), field("workflow_type_version", "1.0"), field("workflow_url", "https://example.com/\xff.cwl")),
+			status: 400, msg: `form field "workflow_url" is not valid UTF-8`},
+		{name: "json body of invalid UTF-8", body: jsonBody(`{` + wf + `, "tags": {"a": "` + "\xff" + `"}}`),
+			status: 400, msg: "request body is not valid UTF-8"},
+		{name: "json workflow_params string nested too deep", body: jsonBody(`{` + wf + `, "workflow_params": "{\"a\": [[[[[[[[[[1]]]]]]]]]]}"}`),
+			limits: func(l *Limits) { l.MaxJSONDepth = 8 },
+			status: 400, msg: "deeper than 8"},
+		{name: "attachment under an attached file", body: cwlForm(file("a", "1"), file("a/b", "2")),
+			status: 400, msg: `attachments "a" and "a/b": one is a file and would be a directory of the other`},
+		{name: "attachment over a directory of attachments", body: cwlForm(file("d/x", "1"), file("d", "2")),
+			status: 400, msg: `attachments "d/x" and "d"`},
+
 		// Content types.
 		{name: "text/plain", body: body{contentType: "text/plain", data: []byte(seedJSON)},
 			status: 415, msg: `Content-Type "text/plain" is not accepted`},

@@ -248,10 +248,22 @@ func (h *handlers) listRuns(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if n := len(q["tag"]); n > h.s.cfg.Limits.MaxTags {
+		h.fail(w, r, badRequest("%d tag filters given, at most %d allowed (a run has at most that many tags)", n, h.s.cfg.Limits.MaxTags))
+		return
+	}
 	for _, kv := range q["tag"] {
 		k, v, ok := strings.Cut(kv, ":")
 		if !ok || k == "" {
 			h.fail(w, r, badRequest("tag filter %q must be key:value", kv))
+			return
+		}
+		if err := checkText(fmt.Sprintf("tag filter %q", k), kv); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		if _, dup := lq.Tags[k]; dup {
+			h.fail(w, r, badRequest("tag %q filtered on twice: a run has one value per tag", k))
 			return
 		}
 		if lq.Tags == nil {
@@ -400,7 +412,12 @@ func (h *handlers) getTask(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	t, err := h.s.store.GetTask(r.Context(), run.ID, mux.Vars(r)["task_id"])
+	id := mux.Vars(r)["task_id"]
+	if checkText("task id", id) != nil { // no task has it; the database would refuse to look
+		h.fail(w, r, fmt.Errorf("task %q: %w", id, models.ErrNotFound))
+		return
+	}
+	t, err := h.s.store.GetTask(r.Context(), run.ID, id)
 	if err != nil {
 		h.fail(w, r, err)
 		return

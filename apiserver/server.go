@@ -127,31 +127,46 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Metrics != nil {
 		r.Handle("/metrics", s.cfg.Metrics).Methods(http.MethodGet)
 	}
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, req, s.log, withStatus(http.StatusNotFound, nil, "no such endpoint %s; the API is under %s", req.URL.Path, BasePaths[0]))
+	})
+	notAllowed := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, req, s.log, withStatus(http.StatusMethodNotAllowed, nil, "method %s is not allowed on %s", req.Method, req.URL.Path))
+	})
+	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
 	for _, base := range BasePaths {
 		sr := r.PathPrefix(base).Subrouter()
 		h := &handlers{s: s, base: base}
-		sr.HandleFunc("/service-info", h.serviceInfo).Methods(http.MethodGet)
-		sr.HandleFunc("/runs", h.listRuns).Methods(http.MethodGet)
-		sr.HandleFunc("/runs", h.submit).Methods(http.MethodPost)
-		sr.HandleFunc("/runs/{run_id}", h.getRun).Methods(http.MethodGet)
-		sr.HandleFunc("/runs/{run_id}/status", h.getStatus).Methods(http.MethodGet)
-		sr.HandleFunc("/runs/{run_id}/cancel", h.cancel).Methods(http.MethodPost)
-		sr.HandleFunc("/runs/{run_id}/tasks", h.listTasks).Methods(http.MethodGet)
-		sr.HandleFunc("/runs/{run_id}/tasks/{task_id}", h.getTask).Methods(http.MethodGet)
-		sr.HandleFunc("/runs/{run_id}/logs/{stream:stdout|stderr}", h.getLog).Methods(http.MethodGet, http.MethodHead)
-		sr.HandleFunc("/runs/{run_id}/outputs", h.listOutputs).Methods(http.MethodGet)
-		sr.HandleFunc("/runs/{run_id}/outputs/{path:.+}", h.getOutput).Methods(http.MethodGet, http.MethodHead)
+		routes := []struct {
+			path    string
+			handler http.HandlerFunc
+			methods []string
+		}{
+			{"/service-info", h.serviceInfo, []string{http.MethodGet}},
+			{"/runs", h.listRuns, []string{http.MethodGet}},
+			{"/runs", h.submit, []string{http.MethodPost}},
+			{"/runs/{run_id}", h.getRun, []string{http.MethodGet}},
+			{"/runs/{run_id}/status", h.getStatus, []string{http.MethodGet}},
+			{"/runs/{run_id}/cancel", h.cancel, []string{http.MethodPost}},
+			{"/runs/{run_id}/tasks", h.listTasks, []string{http.MethodGet}},
+			{"/runs/{run_id}/tasks/{task_id}", h.getTask, []string{http.MethodGet}},
+			{"/runs/{run_id}/logs/{stream:stdout|stderr}", h.getLog, []string{http.MethodGet, http.MethodHead}},
+			{"/runs/{run_id}/outputs", h.listOutputs, []string{http.MethodGet}},
+			{"/runs/{run_id}/outputs/{path:.+}", h.getOutput, []string{http.MethodGet, http.MethodHead}},
+		}
+		for _, rt := range routes {
+			sr.HandleFunc(rt.path, rt.handler).Methods(rt.methods...)
+		}
+		// A known path asked with another method: 405 (mux's own
+		// method-mismatch answer does not reach through a subrouter).
+		for _, rt := range routes {
+			sr.Handle(rt.path, notAllowed) // the first of a path's twins serves
+		}
 	}
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.ready).Methods(http.MethodGet)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeError(w, req, s.log, withStatus(http.StatusNotFound, nil, "no such endpoint %s; the API is under %s", req.URL.Path, BasePaths[0]))
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeError(w, req, s.log, withStatus(http.StatusMethodNotAllowed, nil, "method %s is not allowed on %s", req.Method, req.URL.Path))
-	})
 	return s.recoverer(s.accessLog(r))
 }
 

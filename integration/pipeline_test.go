@@ -333,6 +333,30 @@ func TestSubmitRefusals(t *testing.T) {
 	var er errorResponse
 	require.Equal(t, http.StatusNotFound, e.getJSON("/runs/unknown", &er))
 	require.Equal(t, 404, er.StatusCode)
+
+	// Text the database cannot hold, in ids, filters and tags: a 4xx that
+	// says so, never a 500 from the database refusing it.
+	for path, want := range map[string]int{
+		"/runs/%00": 404, "/runs/%ff/status": 404, "/runs/unknown/tasks/%00": 404,
+		"/runs?tag=a:%00": 400, "/runs?tag=a:%ff": 400,
+		"/runs?tag=a:1&tag=a:2":                   400,
+		"/runs?" + strings.Repeat("tag=k:v&", 65): 400, // more filters than a run may have tags
+	} {
+		er = errorResponse{}
+		require.Equal(t, want, e.getJSON(path, &er), path)
+		require.Equal(t, want, er.StatusCode, path)
+	}
+	er = errorResponse{}
+	require.Equal(t, http.StatusBadRequest, e.post("/runs", "application/json",
+		strings.NewReader(`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"https://x/y.cwl","tags":{"a":"x\u0000y"}}`), &er))
+	require.Contains(t, er.Msg, "NUL")
+	// A known path with a method it does not take.
+	req, err := http.NewRequest(http.MethodDelete, e.apiBase+"/runs/unknown", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 	var list struct {
 		Runs []any `json:"runs"`
 	}
