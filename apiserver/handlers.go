@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
@@ -119,7 +118,7 @@ func (h *handlers) submit(w http.ResponseWriter, r *http.Request) {
 	lim := h.s.cfg.Limits
 	r.Body = http.MaxBytesReader(w, r.Body, lim.MaxRequestBytes)
 	id := uuid.Must(uuid.NewV7()).String()
-	sink := &objectSink{objects: h.s.bus.Objects, runID: id}
+	sink := &objectSink{bus: h.s.bus, runID: id}
 	run, err := h.prepare(r, id, sink)
 	if err == nil {
 		err = h.s.enqueue(run)
@@ -433,17 +432,20 @@ func toTaskLog(t *models.TaskLog) taskLog {
 }
 
 // objectSink streams attachments into the object store and can remove what
-// it stored when the submission fails.
+// it stored when the submission fails. A put that fails, the client gone
+// mid-upload included, removes its own chunks (events.Bus.PutObject).
 type objectSink struct {
-	objects jetstream.ObjectStore
-	runID   string
-	keys    []string
+	bus   *events.Bus
+	runID string
+	keys  []string
 }
 
 func (s *objectSink) put(ctx context.Context, name string, r io.Reader) (string, int64, error) {
 	key := events.AttachmentKey(s.runID, name)
 	src := &errReader{r: r}
-	info, err := s.objects.Put(ctx, jetstream.ObjectMeta{Name: key}, src)
+	// The run is new, and each of its attachment names comes once: there
+	// is nothing to replace.
+	info, err := s.bus.PutObject(ctx, key, src, events.PutOptions{Known: true})
 	if src.err != nil && !errors.Is(src.err, io.EOF) {
 		return "", 0, src.err // the client's body failed (too large, cut off)
 	}
@@ -458,7 +460,7 @@ func (s *objectSink) discard(log interface{ Warn(string, ...any) }) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, k := range s.keys {
-		if err := s.objects.Delete(ctx, k); err != nil {
+		if err := s.bus.Objects.Delete(ctx, k); err != nil {
 			log.Warn("cannot remove attachment of a refused submission", "run_id", s.runID, "key", k, "err", err)
 		}
 	}

@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -501,4 +503,51 @@ func TestRetryFailuresOnRequest(t *testing.T) {
 	st, _ = e.waitState(once, 30*time.Second, "EXECUTOR_ERROR", "COMPLETE", "SYSTEM_ERROR")
 	require.Equal(t, "EXECUTOR_ERROR", st)
 	require.NotContains(t, strings.Join(e.run(once).RunLog.SystemLogs, "\n"), "retrying", "no retry unless asked")
+}
+
+// An upload the client abandons mid-attachment leaves no chunk in the
+// object store: the put removes what it stored, though the request's
+// context is gone.
+func TestAbandonedUploadLeavesNoChunks(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames(ns)
+	require.NoError(t, err)
+	ctx := context.Background()
+	objects, err := js.Stream(ctx, "OBJ_"+names.ObjectsBucket())
+	require.NoError(t, err)
+	stored := func() uint64 {
+		info, err := objects.Info(ctx)
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+	before := stored()
+
+	host := strings.TrimPrefix(e.apiBase, "http://")
+	host = host[:strings.IndexByte(host, '/')]
+	conn, err := net.Dial("tcp", host)
+	require.NoError(t, err)
+	const boundary = "abandoned"
+	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"workflow_type\"\r\n\r\nCWL\r\n" +
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"workflow_attachment\"; filename=\"big.txt\"\r\n\r\n"
+	sent := 3 << 20
+	fmt.Fprintf(conn, "POST /ga4gh/wes/v1/runs HTTP/1.1\r\nHost: %s\r\nContent-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n%s",
+		host, boundary, len(head)+2*sent, head)
+	_, err = conn.Write(bytes.Repeat([]byte("x"), sent))
+	require.NoError(t, err)
+	// Some chunks are stored by now; then the client goes, abruptly.
+	require.Eventually(t, func() bool { return stored() > before }, 10*time.Second, 20*time.Millisecond, "the upload never reached the object store")
+	require.NoError(t, conn.(*net.TCPConn).SetLinger(0))
+	require.NoError(t, conn.Close())
+
+	require.Eventually(t, func() bool { return stored() == before }, 10*time.Second, 50*time.Millisecond,
+		"chunks of the abandoned upload are left in the object store")
 }
