@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,8 +63,10 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 	}
 	note := ""
 	if len(skipped) > 0 {
-		note = fmt.Sprintf("%d output file(s) exceed WES_MAX_OUTPUT_BYTES (%d bytes) and stay on executor %s: %s",
-			len(skipped), a.e.cfg.MaxOutputBytes, a.e.cfg.ID, strings.Join(skipped, ", "))
+		// Those files are the run's only copy: its directory stays.
+		a.keepDir = true
+		note = fmt.Sprintf("%d output file(s) exceed WES_MAX_OUTPUT_BYTES (%d bytes) and stay in %s on executor %s: %s",
+			len(skipped), a.e.cfg.MaxOutputBytes, dir, a.e.cfg.ID, strings.Join(skipped, ", "))
 	}
 	if len(outputs) == 0 {
 		return outputs, note, nil
@@ -72,13 +75,20 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 	if err := json.Unmarshal(outputs, &v); err != nil {
 		return nil, "", fmt.Errorf("outputs: %w", err)
 	}
-	prefix := "file://" + filepath.ToSlash(dir) + "/"
+	prefix := filepath.ToSlash(dir) + "/"
 	models.VisitObjects(v, func(t map[string]any) {
-		if loc, ok := t["location"].(string); ok && strings.HasPrefix(loc, prefix) {
-			if rel := strings.TrimPrefix(loc, prefix); stored[rel] {
-				t["location"] = events.OutputLocationScheme + rel
-				delete(t, "path")
-			}
+		loc, ok := t["location"].(string)
+		if !ok {
+			return
+		}
+		// Engines percent-encode locations (cwltool: a%20b.txt).
+		u, err := url.Parse(loc)
+		if err != nil || u.Scheme != "file" || !strings.HasPrefix(u.Path, prefix) {
+			return
+		}
+		if rel := strings.TrimPrefix(u.Path, prefix); stored[rel] {
+			t["location"] = events.OutputLocationScheme + rel
+			delete(t, "path")
 		}
 	})
 	out, err := json.Marshal(v)

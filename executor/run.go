@@ -38,6 +38,10 @@ type attempt struct {
 	mu      sync.Mutex
 	settled bool
 
+	// keepDir says the run's directory holds what exists nowhere else
+	// (outputs over the size cap): it is not removed.
+	keepDir bool
+
 	tasks taskBuffer
 }
 
@@ -528,7 +532,7 @@ func (a *attempt) settleMsg(v verdict) {
 	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
-	if (v.verb == ack || v.verb == term) && a.needsDir() && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
+	if (v.verb == ack || v.verb == term) && a.needsDir() && !a.keepDir && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
 		// The run is over and its logs and outputs are in the object
 		// store: its directory would only fill the disk.
 		a.e.removeRunDir(a.sub.RunID)

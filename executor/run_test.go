@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -536,4 +537,49 @@ func TestARedeliveryOfARunningRunJoinsItsAttempt(t *testing.T) {
 	require.EqualValues(t, 1, p.calls.Load())
 	require.Eventually(t, func() bool { return f.runsLeft(t) == 0 }, 5*time.Second, 50*time.Millisecond,
 		"the run's message is still queued: settling did not reach the latest delivery")
+}
+
+// TestOutputsAreStoredAndTheirLocationsRewritten: a stored output's
+// location becomes a reference to the object store, even when the engine
+// percent-encoded it (cwltool does); a file over WES_MAX_OUTPUT_BYTES
+// keeps its local location, and the run's directory, which holds its only
+// copy, is not removed.
+func TestOutputsAreStoredAndTheirLocationsRewritten(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	p := &testProvider{run: func(_ context.Context, job providers.Job, _ providers.Reporter) (providers.Result, error) {
+		out := filepath.Join(job.Dir, "outputs")
+		if err := os.MkdirAll(out, 0o750); err != nil {
+			return providers.Result{}, err
+		}
+		if err := os.WriteFile(filepath.Join(out, "a b#c.txt"), []byte("small"), 0o640); err != nil {
+			return providers.Result{}, err
+		}
+		if err := os.WriteFile(filepath.Join(out, "big.bin"), bytes.Repeat([]byte("x"), 200), 0o640); err != nil {
+			return providers.Result{}, err
+		}
+		small := (&url.URL{Scheme: "file", Path: filepath.Join(out, "a b#c.txt")}).String()
+		outputs, err := json.Marshal(map[string]any{
+			"small": map[string]any{"class": "File", "location": small},
+			"big":   map[string]any{"class": "File", "location": "file://" + filepath.Join(out, "big.bin")},
+		})
+		return providers.Result{Outputs: outputs, OutputDir: out}, err
+	}}
+	workDir := t.TempDir()
+	f.start(t, Config{AckWait: 5 * time.Second, WorkDir: workDir, MaxOutputBytes: 100}, p)
+	runID := f.submit(t)
+	done := f.waitState(t, runID, models.Complete, 30*time.Second)
+
+	var got map[string]struct {
+		Location string `json:"location"`
+	}
+	require.NoError(t, json.Unmarshal(done.Outputs, &got))
+	require.Equal(t, events.OutputLocationScheme+"a b#c.txt", got["small"].Location, "%s", done.Outputs)
+	require.Equal(t, "file://"+filepath.Join(workDir, runID, "outputs", "big.bin"), got["big"].Location)
+	require.Contains(t, done.SystemLog, "exceed WES_MAX_OUTPUT_BYTES")
+	obj, err := f.bus.Objects.GetBytes(f.ctx, events.OutputKey(runID, "a b#c.txt"))
+	require.NoError(t, err)
+	require.Equal(t, "small", string(obj))
+	time.Sleep(200 * time.Millisecond) // a removal would be under way
+	require.FileExists(t, filepath.Join(workDir, runID, "outputs", "big.bin"), "the only copy of an output over the cap is kept")
 }
