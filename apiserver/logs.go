@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -54,10 +55,19 @@ func (h *handlers) serveObject(w http.ResponseWriter, r *http.Request, key, cont
 	if download != "" {
 		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": download}))
 	}
+	// Every range of a multi-range request reads the object from its start
+	// (objectSeeker): past a few, the whole object is the answer, as RFC
+	// 9110 allows.
+	if strings.Count(r.Header.Get("Range"), ",") >= maxRanges {
+		r.Header.Del("Range")
+	}
 	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
 	defer rs.Close()
 	http.ServeContent(w, r, path.Base(key), info.ModTime, rs)
 }
+
+// maxRanges bounds the ranges of one request that are served as ranges.
+const maxRanges = 16
 
 // followInterval is how often a followed log is checked for growth.
 const followInterval = time.Second
