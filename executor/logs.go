@@ -107,7 +107,11 @@ func (*memLog) Close() error { return nil }
 
 // shipLogs copies the engine's stdout and stderr to the object store, where
 // the API serves them, every LogInterval while they grow and once more when
-// stop is called.
+// stop is called. An object is written whole, so a copy of a large log
+// costs its size: while the run goes on, a log is copied again only after
+// ten times as long as its last copy took, and a copy may take as long as
+// its size needs (logPutTimeout). The last copy is tried until it is
+// stored, up to logFinalTries times: it is the log's tail.
 func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 	sizes := [2]int64{-1, -1}
 	// What each log's object holds, when this attempt knows it: nothing
@@ -116,44 +120,65 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 	// put then need not ask the server what it replaces.
 	var current [2]*jetstream.ObjectInfo
 	known := [2]bool{a.n == 1, a.n == 1}
-	ship := func(ctx context.Context) {
-		for i, l := range logs {
-			r, size, ok := l.snapshot()
-			if !ok {
-				continue
-			}
-			if size == sizes[i] {
-				r.Close()
-				continue
-			}
-			// A put is bounded on its own: an object store that does not
-			// answer (its stream electing a leader) must not hold the run,
-			// or an executor's shutdown, for long.
-			pctx, cancel := context.WithTimeout(ctx, logPutTimeout)
-			// A chunk is the log's size (at most the default): a buffer of
-			// the chunk size is allocated for every put, and logs are
-			// mostly a few lines.
-			info, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, logNames[i]), r, events.PutOptions{
-				ChunkSize: int(min(max(size, 1), events.DefaultChunkSize)),
-				Known:     known[i], Current: current[i],
-			})
-			cancel()
-			r.Close()
-			if err != nil {
-				// The object may or may not have been replaced.
-				known[i] = false
-				a.log.Warn("cannot store log", "log", logNames[i], "err", err)
-				continue
-			}
-			sizes[i], current[i], known[i] = size, info, true
+	var notBefore [2]time.Time
+	// shipOne copies log i if it grew, and reports whether it is stored.
+	shipOne := func(ctx context.Context, i int, final bool) bool {
+		if !final && time.Now().Before(notBefore[i]) {
+			return true
 		}
+		r, size, ok := logs[i].snapshot()
+		if !ok {
+			return false
+		}
+		defer r.Close()
+		if size == sizes[i] {
+			return true
+		}
+		// A put is bounded on its own: an object store that does not
+		// answer (its stream electing a leader) must not hold the run,
+		// or an executor's shutdown, for long.
+		pctx, cancel := context.WithTimeout(ctx, logPutTimeout(size))
+		defer cancel()
+		began := time.Now()
+		// A chunk is the log's size (at most the default): a buffer of
+		// the chunk size is allocated for every put, and logs are
+		// mostly a few lines.
+		info, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, logNames[i]), r, events.PutOptions{
+			ChunkSize: int(min(max(size, 1), events.DefaultChunkSize)),
+			Known:     known[i], Current: current[i],
+		})
+		if err != nil {
+			// The object may or may not have been replaced.
+			known[i] = false
+			a.log.Warn("cannot store log", "log", logNames[i], "bytes", size, "final", final, "err", err)
+			return false
+		}
+		sizes[i], current[i], known[i] = size, info, true
+		notBefore[i] = time.Now().Add(10 * time.Since(began))
+		return true
 	}
-	stopShipping := every(context.Background(), a.e.cfg.LogInterval, ship)
+	stopShipping := every(context.Background(), a.e.cfg.LogInterval, func(ctx context.Context) {
+		for i := range logs {
+			shipOne(ctx, i, false)
+		}
+	})
 	return func() {
 		stopShipping()
-		ship(context.Background())
+		for i := range logs {
+			delay := 200 * time.Millisecond
+			for try := 1; !shipOne(context.Background(), i, true) && try < logFinalTries; try++ {
+				time.Sleep(delay)
+				delay *= 4
+			}
+		}
 	}
 }
 
-// logPutTimeout bounds one copy of a log to the object store.
-const logPutTimeout = 5 * time.Second
+// logFinalTries bounds the tries of a log's last copy.
+const logFinalTries = 4
+
+// logPutTimeout bounds one copy of a log of size bytes to the object
+// store: 5 s, and a second more for every 8 MiB.
+func logPutTimeout(size int64) time.Duration {
+	return 5*time.Second + time.Duration(size/(8<<20))*time.Second
+}

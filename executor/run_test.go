@@ -583,3 +583,38 @@ func TestOutputsAreStoredAndTheirLocationsRewritten(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // a removal would be under way
 	require.FileExists(t, filepath.Join(workDir, runID, "outputs", "big.bin"), "the only copy of an output over the cap is kept")
 }
+
+// TestTheLastLogCopyIsTriedAgain: the object store is gone for a moment
+// when the run ends (its stream electing a leader, say). The last copy of
+// the logs, their tail, is tried again until it is stored.
+func TestTheLastLogCopyIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	release := make(chan struct{})
+	p := dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		fmt.Fprintln(job.Stdout, "the tail")
+		select {
+		case <-release:
+			return providers.Result{}, nil
+		case <-ctx.Done():
+			return providers.Result{}, ctx.Err()
+		}
+	}}}
+	// No copy while the run goes on: the last one is the only one.
+	f.start(t, Config{AckWait: 5 * time.Second, LogInterval: time.Hour}, p)
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+
+	require.NoError(t, f.js.DeleteStream(f.ctx, "OBJ_"+f.names.ObjectsBucket()))
+	close(release)
+	// JetStream's publish itself tries a stream that is not there for
+	// half a second; this outlasts two of our tries.
+	time.Sleep(1500 * time.Millisecond)
+	f.provision(t)
+
+	f.waitState(t, runID, models.Complete, 30*time.Second)
+	got, err := f.bus.Objects.GetBytes(f.ctx, events.LogKey(runID, "stdout"))
+	require.NoError(t, err, "the log's last copy was not tried again")
+	require.Equal(t, "the tail\n", string(got))
+}
