@@ -173,6 +173,9 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if _, err := os.Stat(d.path); err != nil {
 		return providers.Result{}, fmt.Errorf("engine %s is no longer installed at %s (it was when this executor started): %w", d.name, d.path, err)
 	}
+	if err := stopEarlierAttempts(job.RunID, job.Attempt); err != nil {
+		return providers.Result{}, fmt.Errorf("%w: %w", providers.ErrRetryable, err)
+	}
 	r, err := p.prepare(job, d.engine)
 	if err != nil {
 		return providers.Result{}, err

@@ -196,6 +196,20 @@ func terminate(root leader, marker string, sig syscall.Signal, grace time.Durati
 	return nil
 }
 
+// stopEarlierAttempts kills what earlier attempts of a run left running on
+// this host: an executor killed or cut off from NATS leaves its engine
+// behind, and the next attempt would share the run's directory with it.
+// Attempts are numbered by delivery, so the earlier ones are 1 to
+// attempt-1.
+func stopEarlierAttempts(runID string, attempt int) error {
+	for n := 1; n < attempt; n++ {
+		if err := terminate(leader{}, fmt.Sprintf("%s.%d", runID, n), syscall.SIGKILL, 0); err != nil {
+			return fmt.Errorf("attempt %d of the run left processes on this host: %w", n, err)
+		}
+	}
+	return nil
+}
+
 // waitExited blocks until root has exited, without reaping it (waitid with
 // WNOWAIT): until the caller waits for it, its pid and its process group
 // stay the run's, so that terminate can signal them safely. Should waitid

@@ -382,3 +382,30 @@ func TestRunProcessesFindsGroupMatesOfMarkedProcesses(t *testing.T) {
 	left := runProcesses(marker, leader{})
 	require.Empty(t, left, describe(left))
 }
+
+// What an earlier attempt of a run left on this host is killed before the
+// next attempt starts; the attempt's own processes and other runs' are not
+// touched.
+func TestStopEarlierAttempts(t *testing.T) {
+	t.Parallel()
+	run := randomID(t)
+	start := func(marker string) *exec.Cmd {
+		cmd := exec.Command("sleep", "300")
+		cmd.Env = []string{markerVar + "=" + marker}
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	first, current, other := start(run+".1"), start(run+".3"), start(randomID(t)+".1")
+	exited := make(chan struct{})
+	go func() { _ = first.Wait(); close(exited) }()
+
+	require.NoError(t, stopEarlierAttempts(run, 3))
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("attempt 1's engine is still running")
+	}
+	require.Contains(t, marked(run+".3"), current.Process.Pid, "the current attempt's own processes are left alone")
+	require.Contains(t, marked(other.Env[0][len(markerVar)+1:]), other.Process.Pid, "another run's processes are left alone")
+}
