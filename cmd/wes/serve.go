@@ -372,6 +372,10 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 
 // newAuthenticator picks the authenticator WES_AUTH_MODE names.
 func newAuthenticator(ctx context.Context, env *environment, cfg Config) (apiserver.Authenticator, error) {
+	if cfg.AuthMode != "none" && cfg.PublicURL == "" {
+		env.log.Warn("WES_PUBLIC_URL is not set: the log, task and output URLs the API returns are built from each request's Host header, " +
+			"which a caller chooses; clients send their credentials to them. Set WES_PUBLIC_URL to the address clients reach the API at.")
+	}
 	switch cfg.AuthMode {
 	case "none":
 		if host, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil || !isLoopback(host) {
