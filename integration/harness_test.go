@@ -160,6 +160,20 @@ func startContainer(kind string) (url string, err error) {
 	return fmt.Sprintf("nats://%s:%s", host, port.Port()), nil
 }
 
+// jetStream connects to url for a test's own look at the namespace's
+// streams.
+func jetStream(t *testing.T, url, namespace string) (jetstream.JetStream, events.Names) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	names, err := events.NewNames(namespace)
+	require.NoError(t, err)
+	return js, names
+}
+
 func deleteNamespace(t testing.TB, url, namespace string) {
 	nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
 	if err != nil {

@@ -12,11 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-
-	"github.com/wes-dev/wes/events"
 )
 
 // Runs submitted over HTTP (JSON and multipart) all reach their terminal
@@ -453,15 +450,9 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 	e.start("executor", nil, "executor")
 	e.waitEngine("mock")
 
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames(ns)
-	require.NoError(t, err)
+	js, names := jetStream(t, url, ns)
 	ctx := context.Background()
-	_, err = js.Publish(ctx, names.EventSubject("some-run"), []byte("not json"))
+	_, err := js.Publish(ctx, names.EventSubject("some-run"), []byte("not json"))
 	require.NoError(t, err)
 	_, err = js.Publish(ctx, names.EventSubject("some-run"), []byte(`{"v":99,"run_id":"some-run"}`))
 	require.NoError(t, err)
@@ -528,13 +519,7 @@ func TestAbandonedUploadLeavesNoChunks(t *testing.T) {
 	e := newEnv(t, url, ns)
 	e.startAPI()
 
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames(ns)
-	require.NoError(t, err)
+	js, names := jetStream(t, url, ns)
 	ctx := context.Background()
 	objects, err := js.Stream(ctx, "OBJ_"+names.ObjectsBucket())
 	require.NoError(t, err)
