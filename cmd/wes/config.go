@@ -27,7 +27,7 @@ type Config struct {
 	WorkDir             string  `envconfig:"WES_WORK_DIR" desc:"executor: directory of run directories (default: $WES_DATA_DIR/runs)"`
 	AckWait             Seconds `envconfig:"WES_EXECUTOR_ACK_WAIT" default:"30s" desc:"executor: heartbeat deadline before a run is given to another executor"`
 	ShutdownGrace       Seconds `envconfig:"WES_EXECUTOR_SHUTDOWN_GRACE" default:"10s" desc:"executor: how long running runs may finish after SIGTERM before they are handed back"`
-	ExecutorMetricsAddr string  `envconfig:"WES_EXECUTOR_METRICS_ADDR" default:"127.0.0.1:9464" desc:"executor: address of /metrics, /healthz and /readyz (empty: off)"`
+	ExecutorMetricsAddr string  `envconfig:"WES_EXECUTOR_METRICS_ADDR" default:"127.0.0.1:9464" desc:"executor: address of /metrics, /healthz and /readyz (off: none)"`
 	ExecutorTTL         Seconds `envconfig:"WES_EXECUTOR_TTL" default:"30s" desc:"how long an executor stays listed in service-info without a heartbeat"`
 	CancelGrace         Seconds `envconfig:"WES_CANCEL_GRACE" default:"20s" desc:"executor: how long an engine may take to stop after cancel before its processes are killed"`
 	EngineCores         int     `envconfig:"WES_ENGINE_CORES" default:"1" desc:"executor: cores one run's engine may use (snakemake --cores, toil --maxCores)"`

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -138,5 +139,20 @@ func TestNewLogger(t *testing.T) {
 			require.Contains(t, buf.String(), "r1")
 			require.Equal(t, tt.wantJSON, strings.HasPrefix(buf.String(), "{"))
 		})
+	}
+}
+
+// WES_EXECUTOR_METRICS_ADDR=off serves nothing (an empty variable means
+// its default, 127.0.0.1:9464).
+func TestServeOpsOff(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- serveOps(ctx, &environment{}, "off", nil, nil) }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("serveOps served with the address off")
 	}
 }

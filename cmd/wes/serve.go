@@ -437,7 +437,7 @@ func newRegistry() *prometheus.Registry {
 // serveOps serves /metrics, /healthz and /readyz for a process without the
 // API (an executor).
 func serveOps(ctx context.Context, env *environment, addr string, reg *prometheus.Registry, ready func() error) error {
-	if addr == "" {
+	if addr == "" || addr == "off" { // an empty variable is its default
 		return nil
 	}
 	mux := http.NewServeMux()
