@@ -104,6 +104,8 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 		select {
 		case <-ctx.Done():
 			return
+		case <-drainingOf(ctx): // the server shuts down: the client may follow again elsewhere
+			return
 		case <-time.After(followInterval):
 		}
 	}

@@ -62,3 +62,37 @@ func TestServeTLS(t *testing.T) {
 	err = ServeTLS(context.Background(), "127.0.0.1:0", TLSFiles{Cert: certFile}, http.NotFoundHandler(), slog.New(slog.DiscardHandler), nil)
 	require.ErrorContains(t, err, "both a certificate and a key")
 }
+
+// A stream that would last as long as its run (a followed log) ends when
+// the server shuts down, and the shutdown is clean.
+func TestShutdownEndsStreams(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	streaming := make(chan struct{})
+	go func() {
+		done <- Serve(ctx, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "following")
+			w.(http.Flusher).Flush()
+			close(streaming)
+			select {
+			case <-r.Context().Done():
+			case <-drainingOf(r.Context()):
+			}
+		}), slog.New(slog.DiscardHandler), func(a net.Addr) { addr <- a })
+	}()
+	resp, err := http.Get("http://" + (<-addr).String() + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	<-streaming
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		require.Less(t, time.Since(start), 5*time.Second)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the server did not shut down")
+	}
+}

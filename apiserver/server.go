@@ -233,19 +233,38 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, r
 	return ServeTLS(ctx, addr, TLSFiles{}, h, log, ready)
 }
 
+// drainingKey keys the channel that a server's shutdown closes, in the
+// context of each of its requests.
+type drainingKey struct{}
+
+// drainingOf returns the channel closed when the server serving ctx's
+// request shuts down (nil, never closed, outside a server).
+func drainingOf(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(drainingKey{}).(<-chan struct{})
+	return ch
+}
+
 // ServeTLS is Serve with HTTPS when tlsFiles names a certificate and key.
 func ServeTLS(ctx context.Context, addr string, tlsFiles TLSFiles, h http.Handler, log *slog.Logger, ready func(net.Addr)) error {
 	if (tlsFiles.Cert == "") != (tlsFiles.Key == "") {
 		return errors.New("TLS needs both a certificate and a key (WES_TLS_CERT, WES_TLS_KEY)")
 	}
+	// Shutdown waits for requests in flight, but a followed log would
+	// stream until its run ends: it watches draining and ends first.
+	draining, drain := context.WithCancel(context.Background())
+	defer drain()
 	srv := &http.Server{
-		Handler:           h,
+		Handler: h,
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), drainingKey{}, draining.Done())
+		},
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       10 * time.Minute, // attachments may be large
 		WriteTimeout:      0,                // log follow streams until the run ends
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(drain)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
