@@ -92,7 +92,13 @@ func New(cfg Config, bus *events.Bus, reg prometheus.Registerer, log *slog.Logge
 		Name: "wes_alerts_total", Help: "Alert deliveries by sink and result (sent, failed).",
 	}, []string{"sink", "result"})
 	reg.MustRegister(sent)
-	return &Alerter{cfg: cfg, bus: bus, http: &http.Client{Timeout: 10 * time.Second}, log: log.With("component", "alerting"), sent: sent}
+	// A redirect is not followed: it could take a callback, whose URL a
+	// caller names, past the operator's allow-list (a 307 re-posts the
+	// body anywhere). It counts as a failed delivery.
+	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	return &Alerter{cfg: cfg, bus: bus, http: client, log: log.With("component", "alerting"), sent: sent}
 }
 
 // Run delivers alerts until ctx ends.

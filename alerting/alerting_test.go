@@ -305,3 +305,18 @@ func TestDeliverUnreachable(t *testing.T) {
 	a := newAlerter(t, Config{Attempts: 1})
 	require.Error(t, a.deliver(context.Background(), url, []byte(`{}`)))
 }
+
+// A redirect is not followed, so that a callback cannot be sent past the
+// allow-list: the delivery fails and the other host hears nothing.
+func TestDeliverDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
+	elsewhere := newFlakyServer(t, 0)
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/admin", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirect.Close)
+	a := newAlerter(t, Config{Attempts: 1})
+	err := a.deliver(context.Background(), redirect.URL, []byte(`{}`))
+	require.ErrorContains(t, err, "HTTP 307")
+	require.Zero(t, elsewhere.requests.Load())
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,16 +36,30 @@ type RunSubmitted struct {
 // prefixes with WES_CALLBACK_ALLOW).
 const CallbackTag = "wes.callback_url"
 
-// CallbackAllowed reports whether url starts with one of the allowed
-// prefixes.
-func CallbackAllowed(url string, allow []string) bool {
+// CallbackAllowed reports whether raw is under one of the allowed prefixes:
+// the same scheme, host and port, and a path that starts with the prefix's
+// path, compared as parsed URLs (so "https://hooks.example.com@10.0.0.1/"
+// is not under "https://hooks.example.com"). A URL with user information,
+// a fragment or dot segments is never allowed.
+func CallbackAllowed(raw string, allow []string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.User != nil || u.Fragment != "" || u.Opaque != "" || u.Host == "" ||
+		(u.Scheme != "http" && u.Scheme != "https") || slices.ContainsFunc(strings.Split(u.Path, "/"), isDotSegment) {
+		return false
+	}
 	for _, p := range allow {
-		if p != "" && strings.HasPrefix(url, p) {
+		pu, err := url.Parse(p)
+		if p == "" || err != nil || pu.Host == "" {
+			continue
+		}
+		if strings.EqualFold(u.Scheme, pu.Scheme) && strings.EqualFold(u.Host, pu.Host) && strings.HasPrefix(u.EscapedPath(), pu.EscapedPath()) {
 			return true
 		}
 	}
 	return false
 }
+
+func isDotSegment(s string) bool { return s == "." || s == ".." }
 
 // RetryTag is the run tag ("true" or "false") that asks for workflow
 // failures (EXECUTOR_ERROR) to be retried, up to WES_MAX_ATTEMPTS attempts.

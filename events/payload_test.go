@@ -260,3 +260,31 @@ func TestEncodeSubmittedRoundTrip(t *testing.T) {
 	m.V = events.Version
 	require.Equal(t, m, got)
 }
+
+func TestCallbackAllowed(t *testing.T) {
+	t.Parallel()
+	allow := []string{"https://hooks.example.com/wes/", "http://127.0.0.1:8080"}
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://hooks.example.com/wes/run-done", true},
+		{"https://HOOKS.example.com/wes/x", true},
+		{"http://127.0.0.1:8080/anything", true},
+		{"https://hooks.example.com/other", false},            // outside the path
+		{"http://hooks.example.com/wes/x", false},             // another scheme
+		{"https://hooks.example.com:8443/wes/x", false},       // another port
+		{"http://127.0.0.1:8080@169.254.169.254/", false},     // user information naming the allowed host
+		{"http://127.0.0.1:80801/", false},                    // a port that starts like the allowed one
+		{"http://127.0.0.1:8080.evil.example/", false},        // a host that starts like it
+		{"https://hooks.example.com/wes/../admin", false},     // dot segments
+		{"https://hooks.example.com/wes/%2e%2e/admin", false}, // encoded dot segments
+		{"https://hooks.example.com/wes/x#frag", false},       // a fragment
+		{"ftp://hooks.example.com/wes/x", false},              // not http(s)
+		{"hooks.example.com/wes/x", false},                    // no scheme
+		{"", false},
+	} {
+		require.Equal(t, tc.ok, events.CallbackAllowed(tc.url, allow), tc.url)
+	}
+	require.False(t, events.CallbackAllowed("https://hooks.example.com/wes/x", nil), "nothing is allowed by default")
+}
