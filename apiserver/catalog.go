@@ -244,7 +244,8 @@ func (c *Catalog) remove(id string) {
 	delete(c.execs, id)
 }
 
-// live reports whether executor id announced itself within the TTL.
+// live reports whether executor id announced itself within the TTL (a
+// draining executor is live: it still holds its runs).
 func (c *Catalog) live(id string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -261,15 +262,15 @@ func (c *Catalog) settled() bool {
 	return !c.synced.IsZero() && c.now().Sub(c.synced) >= c.ttl
 }
 
-// engines lists every engine offered by a live executor, merged by name and
-// version, sorted by name then version.
+// engines lists every engine offered by a live executor that is not
+// draining, merged by name and version, sorted by name then version.
 func (c *Catalog) engines() []events.EngineInfo {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	cutoff := c.now().Add(-c.ttl)
 	merged := map[[2]string]events.EngineInfo{}
 	for _, ex := range c.execs {
-		if ex.seen.Before(cutoff) {
+		if ex.seen.Before(cutoff) || ex.info.Draining {
 			continue
 		}
 		for _, e := range ex.info.Engines {

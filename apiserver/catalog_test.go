@@ -173,3 +173,13 @@ func TestCatalogPutReplacesAnExecutor(t *testing.T) {
 	c.put(events.ExecutorInfo{ID: "x", Engines: []events.EngineInfo{cwltool}}, catalogNow)
 	require.Equal(t, []events.EngineInfo{cwltool}, c.engines())
 }
+
+// A draining executor takes no new runs, so its engines are not offered,
+// but it is live: the reconciler leaves its runs alone.
+func TestCatalogDrainingExecutor(t *testing.T) {
+	t.Parallel()
+	c := catalogWith([]events.EngineInfo{toil})
+	c.put(events.ExecutorInfo{ID: "leaving", Engines: []events.EngineInfo{cwltool}, Draining: true}, catalogNow)
+	require.Equal(t, []events.EngineInfo{toil}, c.engines())
+	require.True(t, c.live("leaving"))
+}

@@ -157,6 +157,10 @@ type ExecutorInfo struct {
 	Slots     int          `json:"slots"`
 	Engines   []EngineInfo `json:"engines"`
 	StartedAt time.Time    `json:"started_at"`
+	// Draining says the executor is shutting down: it takes no new runs,
+	// but still holds the runs in flight until they finish or it hands
+	// them back.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // EngineInfo describes one engine an executor can run.

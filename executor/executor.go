@@ -207,7 +207,13 @@ func (e *Executor) Run(ctx context.Context) error {
 		consumers[i] = cons
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return e.announce(gctx, engines) })
+	// The registry lists this executor until the runs in flight are over
+	// (after the soft stop below), as draining once pulling stops: the
+	// reconciler must not take its runs for orphans meanwhile.
+	actx, stopAnnouncing := context.WithCancel(context.Background())
+	announced := make(chan struct{})
+	go func() { defer close(announced); e.announce(actx, gctx.Done(), engines) }()
+	defer func() { stopAnnouncing(); <-announced }()
 	for i, eng := range engines {
 		g.Go(func() error { return e.pull(gctx, eng.Name, consumers[i]) })
 	}
@@ -353,8 +359,9 @@ func (e *Executor) releaseSlots(n int) {
 }
 
 // announce keeps this executor and its engines listed in the registry until
-// ctx ends, then removes the entry.
-func (e *Executor) announce(ctx context.Context, engines []providers.Engine) error {
+// ctx ends, then removes the entry; once draining closes, the entry says
+// the executor is draining.
+func (e *Executor) announce(ctx context.Context, draining <-chan struct{}, engines []providers.Engine) {
 	info := events.ExecutorInfo{ID: e.cfg.ID, Slots: e.cfg.Slots, StartedAt: time.Now().UTC()}
 	info.Host, _ = os.Hostname()
 	for _, eng := range engines {
@@ -364,24 +371,26 @@ func (e *Executor) announce(ctx context.Context, engines []providers.Engine) err
 		}
 		info.Engines = append(info.Engines, ei)
 	}
-	data, err := json.Marshal(info)
-	if err != nil {
-		return err
-	}
 	t := time.NewTicker(e.cfg.RegistryInterval)
 	defer t.Stop()
 	for {
-		putCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := e.bus.Executors.Put(putCtx, e.cfg.ID, data); err != nil && ctx.Err() == nil {
-			e.log.Warn("cannot announce executor", "err", err)
+		if data, err := json.Marshal(info); err != nil {
+			e.log.Error("cannot encode the executor's registry entry", "err", err)
+		} else {
+			putCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := e.bus.Executors.Put(putCtx, e.cfg.ID, data); err != nil && ctx.Err() == nil {
+				e.log.Warn("cannot announce executor", "err", err)
+			}
+			cancel()
 		}
-		cancel()
 		select {
 		case <-ctx.Done():
 			delCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = e.bus.Executors.Delete(delCtx, e.cfg.ID)
 			cancel()
-			return nil
+			return
+		case <-draining:
+			info.Draining, draining = true, nil
 		case <-t.C:
 		}
 	}

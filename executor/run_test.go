@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -617,4 +619,64 @@ func TestTheLastLogCopyIsTriedAgain(t *testing.T) {
 	got, err := f.bus.Objects.GetBytes(f.ctx, events.LogKey(runID, "stdout"))
 	require.NoError(t, err, "the log's last copy was not tried again")
 	require.Equal(t, "the tail\n", string(got))
+}
+
+// TestADrainingExecutorStaysListed: once an executor stops pulling, its
+// registry entry says it is draining (the API offers its engines no more)
+// and stays until its runs in flight are over, so that the reconciler does
+// not take them for orphans; then it goes.
+func TestADrainingExecutorStaysListed(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	release := make(chan struct{})
+	p := dirlessProvider{&testProvider{run: func(ctx context.Context, _ providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		select {
+		case <-release:
+			return providers.Result{}, nil
+		case <-ctx.Done():
+			return providers.Result{}, ctx.Err()
+		}
+	}}}
+	id := "drainer-" + randomHex(t, 3)
+	ex := New(Config{ID: id, AckWait: 5 * time.Second, ShutdownGrace: time.Minute, WorkDir: t.TempDir()},
+		f.bus, p, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ex.Run(ctx) }()
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+
+	entry := func() (events.ExecutorInfo, error) {
+		var info events.ExecutorInfo
+		e, err := f.bus.Executors.Get(f.ctx, id)
+		if err == nil {
+			err = json.Unmarshal(e.Value(), &info)
+		}
+		return info, err
+	}
+	info, err := entry()
+	require.NoError(t, err)
+	require.False(t, info.Draining)
+
+	cancel() // the executor shuts down with a run in flight
+	require.Eventually(t, func() bool {
+		info, err := entry()
+		return err == nil && info.Draining
+	}, 10*time.Second, 20*time.Millisecond, "the entry does not say the executor is draining")
+	time.Sleep(300 * time.Millisecond)
+	_, err = entry()
+	require.NoError(t, err, "the entry went while a run was in flight")
+
+	close(release)
+	f.waitState(t, runID, models.Complete, 30*time.Second)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the executor did not stop")
+	}
+	_, err = entry()
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the entry stays once the executor stopped")
 }
