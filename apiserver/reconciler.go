@@ -24,7 +24,7 @@ type registry interface {
 
 // HeldRunsStore is what the reconciler needs of the run store.
 type HeldRunsStore interface {
-	HeldRuns(ctx context.Context, limit int) ([]models.Run, error)
+	HeldRuns(ctx context.Context, after int64, limit int) ([]models.Run, error)
 }
 
 // eventPublisher publishes a run event.
@@ -54,8 +54,10 @@ type Reconciler struct {
 	pub      eventPublisher
 	lease    *events.Lease
 	interval time.Duration
-	log      *slog.Logger
-	repairs  *prometheus.CounterVec
+	// page is how many held runs are read at a time.
+	page    int
+	log     *slog.Logger
+	repairs *prometheus.CounterVec
 
 	// reconnects is the connection's reconnect count when last looked at;
 	// connectedSince is when it was last seen to change (or to connect).
@@ -76,7 +78,7 @@ func NewReconciler(store HeldRunsStore, catalog *Catalog, bus *events.Bus, holde
 	return &Reconciler{
 		store: store, catalog: catalog, registry: bus.Executors, conn: bus.JS.Conn(),
 		pub: events.NewPublisher(bus.JS, bus.Names), lease: events.NewLease(bus, "reconciler", holder),
-		interval: interval, log: log.With("component", "reconciler"), repairs: repairs,
+		interval: interval, page: 1000, log: log.With("component", "reconciler"), repairs: repairs,
 	}
 }
 
@@ -141,18 +143,35 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
+// reconcile looks at every held run, a page at a time.
 func (rc *Reconciler) reconcile(ctx context.Context) error {
-	runs, err := rc.store.HeldRuns(ctx, 1000)
-	if err != nil {
-		return err
-	}
 	gone := map[string]bool{}
+	for after := int64(0); ; {
+		runs, err := rc.store.HeldRuns(ctx, after, rc.page)
+		if err != nil {
+			return err
+		}
+		if err := rc.repair(ctx, runs, gone); err != nil {
+			return err
+		}
+		if len(runs) < rc.page {
+			return nil
+		}
+		after = runs[len(runs)-1].Seq
+	}
+}
+
+// repair marks the runs of executors that are gone PREEMPTED (CANCELED if
+// they were being canceled). gone caches what the registry said of each
+// executor.
+func (rc *Reconciler) repair(ctx context.Context, runs []models.Run, gone map[string]bool) error {
 	for _, r := range runs {
 		if r.Executor == "" || rc.catalog.live(r.Executor) {
 			continue
 		}
 		dead, ok := gone[r.Executor]
 		if !ok {
+			var err error
 			if dead, err = rc.gone(ctx, r.Executor); err != nil {
 				rc.log.Warn("cannot tell whether an executor is gone; its runs wait for the next pass", "executor", r.Executor, "err", err)
 			}

@@ -46,7 +46,8 @@ func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
 	ctx := context.Background()
 	bus, _ := reconcilerBus(t)
 	store := modelstest.NewStore(t, filepath.Join(t.TempDir(), "wes.db"))
-	for id, exec := range map[string]string{"run-alive": "alive", "run-gone": "gone"} {
+	for _, run := range [][2]string{{"run-alive", "alive"}, {"run-gone", "gone"}} {
+		id, exec := run[0], run[1]
 		require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: id, State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC(),
 			Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "https://example.com/wf.cwl"}}}, nil))
 		require.NoError(t, store.UpdateRun(ctx, id, func(r *models.Run) ([]models.TaskLog, error) {
@@ -68,6 +69,7 @@ func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	rc := NewReconciler(store, catalog, bus, "test", time.Second, reg, slog.New(slog.DiscardHandler))
+	rc.page = 1 // the dead executor's run is on the second page
 	require.NoError(t, rc.reconcile(ctx))
 
 	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})

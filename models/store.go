@@ -617,12 +617,13 @@ func isRefusal(err error) bool {
 	return errors.As(err, &te) || errors.Is(err, ErrStaleAttempt)
 }
 
-// HeldRuns returns up to limit runs that an executor should be holding:
-// INITIALIZING, RUNNING, PAUSED or CANCELING, oldest first.
-func (s *Store) HeldRuns(ctx context.Context, limit int) ([]Run, error) {
+// HeldRuns returns up to limit runs after seq after (0: from the first)
+// that an executor should be holding: INITIALIZING, RUNNING, PAUSED or
+// CANCELING, oldest first.
+func (s *Store) HeldRuns(ctx context.Context, after int64, limit int) ([]Run, error) {
 	var runs []Run
 	err := s.db.WithContext(ctx).
-		Where("state IN ?", []State{Initializing, Running, Paused, Canceling}).
+		Where("state IN ? AND seq > ?", []State{Initializing, Running, Paused, Canceling}, after).
 		Order("seq").Limit(limit).Find(&runs).Error
 	if err != nil {
 		return nil, fmt.Errorf("held runs: %w", classify(err))
