@@ -345,6 +345,28 @@ func (s *Store) ProjectRuns(ctx context.Context, cp Checkpoint, updates []RunUpd
 	return s.updateRuns(ctx, &cp, updates, beforeCommit)
 }
 
+// ForgetEventPositions makes every run forget the stream position of the
+// last event applied to it, provided checkpoint name is still at pos (else
+// ErrCheckpointMoved), in one transaction: for a stream that was
+// recreated, whose new events carry sequence numbers a run has seen
+// already and would skip as applied. The transition table still keeps
+// every run from going back.
+func (s *Store) ForgetEventPositions(ctx context.Context, name string, pos uint64) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Exec("UPDATE checkpoints SET updated_at = ? WHERE name = ? AND position = ?", time.Now().UTC(), name, int64(pos))
+		if res.Error != nil {
+			return fmt.Errorf("lock checkpoint %s: %w", name, classify(res.Error))
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("checkpoint %s at %d: %w", name, pos, ErrCheckpointMoved)
+		}
+		if err := tx.Exec("UPDATE runs SET last_event_seq = 0 WHERE last_event_seq > 0").Error; err != nil {
+			return fmt.Errorf("forget event positions: %w", classify(err))
+		}
+		return nil
+	})
+}
+
 // moveCheckpoint moves cp in tx. Its row lock makes a concurrent consumer
 // wait for this transaction, then find the checkpoint moved.
 func moveCheckpoint(tx *gorm.DB, cp *Checkpoint) error {

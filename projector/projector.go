@@ -17,6 +17,7 @@ import (
 // Store is what the projector needs of the run store.
 type Store interface {
 	Checkpoint(ctx context.Context, name string) (uint64, error)
+	ForgetEventPositions(ctx context.Context, name string, pos uint64) error
 	ProjectRuns(ctx context.Context, cp models.Checkpoint, updates []models.RunUpdate, beforeCommit func([]error) error) ([]error, error)
 }
 
@@ -172,6 +173,11 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 	if st := stream.CachedInfo().State; st.LastSeq < pos {
 		p.log.Error("the events stream is behind the projector's checkpoint: was it recreated? Reading it from its start",
 			"checkpoint", pos, "stream_last_seq", st.LastSeq)
+		// Its events' sequence numbers start again: runs must not take
+		// them for events they have seen.
+		if err := p.store.ForgetEventPositions(ctx, name, pos); err != nil {
+			return err
+		}
 		start, floor = 1, 0
 	} else if st.Msgs > 0 && st.FirstSeq > start {
 		p.log.Error("events expired from the stream before they were applied", "checkpoint", pos,

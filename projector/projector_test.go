@@ -231,3 +231,45 @@ func TestProjectorBatchesEventsThatComeTogether(t *testing.T) {
 	}
 	require.EqualValues(t, 1, batches, "one transaction for the run's three events")
 }
+
+// TestProjectorReadsARecreatedStream: the events stream is deleted and
+// created again (an operator's recovery). Its events' sequence numbers
+// start again from 1, below the positions runs have recorded; they must
+// still be applied.
+func TestProjectorReadsARecreatedStream(t *testing.T) {
+	ctx := context.Background()
+	js, names, bus := embeddedBus(t, "RECREATE")
+	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
+	queuedRun(t, store, "other")
+	queuedRun(t, store, "r")
+	pub := events.NewPublisher(js, names)
+	project := func(id string, want models.State) {
+		t.Helper()
+		pctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = projector.New(store, bus, "test", prometheus.NewRegistry(), nil).Run(pctx)
+		}()
+		defer func() { cancel(); <-done }()
+		require.Eventually(t, func() bool {
+			r, err := store.GetRun(ctx, id)
+			return err == nil && r.State == want
+		}, 10*time.Second, 20*time.Millisecond, "run %s never %s", id, want)
+	}
+	for _, st := range []models.State{models.Initializing, models.Running, models.Complete} {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "other", Attempt: 1, State: st, Source: "x"}))
+	}
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Initializing, Source: "x"}))
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Running, Source: "x"}))
+	project("r", models.Running)
+
+	require.NoError(t, js.DeleteStream(ctx, names.EventsStream()))
+	bus, err := events.Provision(ctx, js, names, events.Config{})
+	require.NoError(t, err)
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Complete, Source: "x"}))
+	project("r", models.Complete)
+	r, err := store.GetRun(ctx, "other")
+	require.NoError(t, err)
+	require.Equal(t, models.Complete, r.State, "a final state stays")
+}
