@@ -13,11 +13,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,7 +71,23 @@ type Alerter struct {
 	http *http.Client
 	log  *slog.Logger
 	sent *prometheus.CounterVec
+
+	mu sync.Mutex
+	// reached holds, by the stream sequence of an event whose delivery is
+	// tried again, the sinks it reached: a later try posts to the others
+	// only, so that one failing sink does not repeat the alert elsewhere.
+	reached map[uint64]map[string]bool
 }
+
+// Delivery bounds.
+const (
+	// alertWorkers is how many events are delivered at once (of different
+	// runs), so that a slow sink (a run's callback) does not hold up
+	// everyone's alerts.
+	alertWorkers = 8
+	// maxDeliver is how many times JetStream delivers an event.
+	maxDeliver = 20
+)
 
 // ConsumerName is the alerter's durable consumer on the events stream.
 const ConsumerName = "alerts"
@@ -98,7 +116,7 @@ func New(cfg Config, bus *events.Bus, reg prometheus.Registerer, log *slog.Logge
 	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
-	return &Alerter{cfg: cfg, bus: bus, http: client, log: log.With("component", "alerting"), sent: sent}
+	return &Alerter{cfg: cfg, bus: bus, http: client, log: log.With("component", "alerting"), sent: sent, reached: map[uint64]map[string]bool{}}
 }
 
 // Run delivers alerts until ctx ends.
@@ -106,7 +124,22 @@ func (a *Alerter) Run(ctx context.Context) error {
 	if a.cfg.WebhookURL == "" && a.cfg.SlackURL == "" && len(a.cfg.CallbackAllow) == 0 {
 		return nil
 	}
-	return events.Consume(ctx, a.bus.JS, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
+	// Events go to alertWorkers workers by run: a run's callbacks are
+	// posted in order, while a slow one holds up only the runs that share
+	// its worker.
+	var wg sync.WaitGroup
+	work := make([]chan jetstream.Msg, alertWorkers)
+	for i := range work {
+		work[i] = make(chan jetstream.Msg, 8)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range work[i] {
+				a.handle(ctx, msg)
+			}
+		}()
+	}
+	err := events.Consume(ctx, a.bus.JS, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
 		Durable:     ConsumerName,
 		Description: "posts alerts for failed runs",
 		AckPolicy:   jetstream.AckExplicitPolicy,
@@ -114,9 +147,18 @@ func (a *Alerter) Run(ctx context.Context) error {
 		// Only what happens from now on: a new alerter does not replay
 		// the whole history at its operators.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
-		MaxDeliver:    20,
+		MaxDeliver:    maxDeliver,
 		MaxAckPending: 64,
-	}, func(msg jetstream.Msg) { a.handle(ctx, msg) })
+	}, func(msg jetstream.Msg) {
+		h := fnv.New32a()
+		h.Write([]byte(msg.Subject()))      // one subject a run
+		work[h.Sum32()%alertWorkers] <- msg // a busy worker holds the consumer back
+	})
+	for _, w := range work {
+		close(w)
+	}
+	wg.Wait()
+	return err
 }
 
 func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
@@ -142,27 +184,63 @@ func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log := a.log.With("run_id", ev.RunID, "state", ev.State)
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = events.DeadLetter(ctx, a.bus, msg, "no metadata: "+err.Error())
+		return
+	}
+	key := meta.Sequence.Stream
+	failed := a.deliverAll(ctx, key, sinks, msg.InProgress)
+	if failed != nil {
+		if meta.NumDelivered >= maxDeliver {
+			a.forget(key) // JetStream delivers it no more
+			log.Error("alert given up", "err", failed, "deliveries", meta.NumDelivered)
+			return
+		}
+		delay := min(time.Duration(meta.NumDelivered)*30*time.Second, 10*time.Minute)
+		log.Warn("alert not delivered, will retry", "err", failed, "retry_in", delay)
+		_ = msg.NakWithDelay(delay)
+		return
+	}
+	a.forget(key)
+	log.Info("alert sent", "sinks", len(sinks))
+	_ = msg.Ack()
+}
+
+// deliverAll posts to each sink the event at stream sequence key has not
+// reached yet, telling JetStream the event is in progress before each
+// (inProgress: a sink may take a while), and returns what failed.
+func (a *Alerter) deliverAll(ctx context.Context, key uint64, sinks []sink, inProgress func() error) error {
 	var failed error
 	for _, sink := range sinks {
+		a.mu.Lock()
+		done := a.reached[key][sink.name]
+		a.mu.Unlock()
+		if done {
+			continue
+		}
+		_ = inProgress()
 		if err := a.deliver(ctx, sink.url, sink.body); err != nil {
 			a.sent.WithLabelValues(sink.name, "failed").Inc()
 			failed = errors.Join(failed, fmt.Errorf("%s: %w", sink.name, err))
 			continue
 		}
 		a.sent.WithLabelValues(sink.name, "sent").Inc()
-	}
-	if failed != nil {
-		meta, _ := msg.Metadata()
-		delay := 30 * time.Second
-		if meta != nil {
-			delay = min(time.Duration(meta.NumDelivered)*30*time.Second, 10*time.Minute)
+		a.mu.Lock()
+		if a.reached[key] == nil {
+			a.reached[key] = map[string]bool{}
 		}
-		log.Warn("alert not delivered, will retry", "err", failed, "retry_in", delay)
-		_ = msg.NakWithDelay(delay)
-		return
+		a.reached[key][sink.name] = true
+		a.mu.Unlock()
 	}
-	log.Info("alert sent", "sinks", len(sinks))
-	_ = msg.Ack()
+	return failed
+}
+
+// forget drops what deliverAll recorded of the event at key.
+func (a *Alerter) forget(key uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.reached, key)
 }
 
 // callback returns the URL the run asked its state changes to be posted

@@ -320,3 +320,27 @@ func TestDeliverDoesNotFollowRedirects(t *testing.T) {
 	require.ErrorContains(t, err, "HTTP 307")
 	require.Zero(t, elsewhere.requests.Load())
 }
+
+// When one sink fails, the event is tried again later, but only at the
+// sinks it has not reached: the others do not get the alert twice.
+func TestDeliverAllRetriesOnlyTheSinksThatFailed(t *testing.T) {
+	t.Parallel()
+	good, bad := newFlakyServer(t, 0), newFlakyServer(t, 1)
+	a := newAlerter(t, Config{Attempts: 1})
+	sinks := []sink{{"webhook", good.URL, []byte(`{}`)}, {"callback", bad.URL, []byte(`{}`)}}
+	var progress atomic.Int32
+	inProgress := func() error { progress.Add(1); return nil }
+
+	require.ErrorContains(t, a.deliverAll(context.Background(), 7, sinks, inProgress), "callback: HTTP 500")
+	require.NoError(t, a.deliverAll(context.Background(), 7, sinks, inProgress), "the second try reaches the callback")
+	require.EqualValues(t, 1, good.requests.Load(), "the webhook got the alert once")
+	require.EqualValues(t, 2, bad.requests.Load())
+	require.EqualValues(t, 3, progress.Load(), "JetStream is told before each delivery")
+
+	// Another event reaches every sink again.
+	require.NoError(t, a.deliverAll(context.Background(), 8, sinks, inProgress))
+	require.EqualValues(t, 2, good.requests.Load())
+	a.forget(7)
+	a.forget(8)
+	require.Empty(t, a.reached)
+}
