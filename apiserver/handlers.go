@@ -354,8 +354,7 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 			state = models.Canceled
 		}
 		ev := events.RunEvent{RunID: run.ID, State: state, Source: events.SourceAPI, SystemLog: "cancel requested",
-			Workflow: &events.WorkflowRef{URL: run.Request.WorkflowURL, Type: run.Request.WorkflowType,
-				Version: run.Request.WorkflowTypeVersion, Engine: run.Engine, Tags: run.Request.Tags}}
+			Workflow: events.Ref(run.Request, run.Engine)}
 		subject, msgID, data, err := h.s.enc.EncodeEvent(ev)
 		if err != nil {
 			return nil, err

@@ -180,8 +180,11 @@ func (rc *Reconciler) repair(ctx context.Context, runs []models.Run, gone map[st
 		if !dead {
 			continue
 		}
+		// The workflow, as on every state change, for subscribers
+		// (callbacks) that do not read the database.
 		ev := events.RunEvent{RunID: r.ID, Attempt: r.Attempt, Source: events.SourceAPI, State: models.Preempted,
-			SystemLog: fmt.Sprintf("executor %s stopped answering; the run waits for another executor", r.Executor)}
+			SystemLog: fmt.Sprintf("executor %s stopped answering; the run waits for another executor", r.Executor),
+			Workflow:  events.Ref(r.Request, r.Engine)}
 		kind := "orphaned"
 		if r.State == models.Canceling {
 			ev.State, kind = models.Canceled, "orphaned_cancel"

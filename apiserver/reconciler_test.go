@@ -81,6 +81,8 @@ func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
 		ev, err := events.DecodeRunEvent(m.Data())
 		require.NoError(t, err)
 		require.Equal(t, models.Preempted, ev.State)
+		require.NotNil(t, ev.Workflow, "callbacks hear of it")
+		require.Equal(t, "https://example.com/wf.cwl", ev.Workflow.URL)
 		repaired = append(repaired, ev.RunID)
 	}
 	require.Equal(t, []string{"run-gone"}, repaired, "only the run of the executor the registry no longer holds")

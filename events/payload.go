@@ -101,6 +101,11 @@ type WorkflowRef struct {
 	Tags    map[string]string `json:"tags,omitempty"`
 }
 
+// Ref names the workflow of a run with request req on engine.
+func Ref(req models.RunRequest, engine string) *WorkflowRef {
+	return &WorkflowRef{URL: req.WorkflowURL, Type: req.WorkflowType, Version: req.WorkflowTypeVersion, Engine: engine, Tags: req.Tags}
+}
+
 // MsgID is the Nats-Msg-Id of the event: the same fact reported twice
 // carries the same id, so JetStream stores it once.
 func (e RunEvent) MsgID() string {

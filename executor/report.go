@@ -201,9 +201,7 @@ func (a *attempt) publish(ctx context.Context, ev events.RunEvent) error {
 func (a *attempt) publishDedup(ctx context.Context, ev events.RunEvent) (duplicate bool, err error) {
 	ev.RunID, ev.Attempt, ev.Source = a.sub.RunID, a.n, a.e.cfg.ID
 	if ev.State != "" {
-		req := a.sub.Request
-		ev.Workflow = &events.WorkflowRef{URL: req.WorkflowURL, Type: req.WorkflowType,
-			Version: req.WorkflowTypeVersion, Engine: a.sub.Engine, Tags: req.Tags}
+		ev.Workflow = events.Ref(a.sub.Request, a.sub.Engine)
 	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
