@@ -1182,6 +1182,6 @@ outputs:
 	require.Equal(t, 0, *rl.RunLog.ExitCode)
 	require.Equal(t, "slept\n", fetch(t, e.outputURL(rl, "out")))
 	if len(orphans) > 0 {
-		t.Logf("NOTE: %d process(es) of attempt 1 outlived their SIGKILLed executor (pids %v): the engine ran on, unowned, next to attempt 2", len(orphans), orphans)
+		t.Logf("NOTE: %d process(es) of attempt 1 outlived their SIGKILLed executor (pids %v): the engine ran on, unowned, until it ended or an attempt on the same host killed it", len(orphans), orphans)
 	}
 }
