@@ -262,9 +262,11 @@ func runExit(rl *client.RunLog) error {
 	switch {
 	case rl.State == "COMPLETE":
 		return nil
-	case rl.RunLog.ExitCode != nil && *rl.RunLog.ExitCode != 0:
+	case rl.RunLog.ExitCode != nil && *rl.RunLog.ExitCode > 0 && *rl.RunLog.ExitCode < 256:
 		return exitCodeError{*rl.RunLog.ExitCode}
 	}
+	// No code, or one a process cannot exit with (the low 8 bits of 256
+	// are 0: success).
 	return exitCodeError{1}
 }
 
@@ -405,18 +407,30 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 	}
 	sub.WorkflowURL = filepath.Base(workflow)
 	sub.Attachments = map[string][]byte{}
-	add := func(p string) error {
-		rel, err := filepath.Rel(base, p)
+	absBase, err := filepath.Abs(base)
+	if err != nil {
+		return sub, err
+	}
+	// attach adds file p under its path relative to the workflow's
+	// directory, and returns that name.
+	attach := func(p string) (string, error) {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		rel, err := filepath.Rel(absBase, abs)
 		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return fmt.Errorf("%s is outside the workflow's directory %s: it cannot be attached under a relative name", p, base)
+			return "", fmt.Errorf("%s is outside the workflow's directory %s: it cannot be attached under a relative name", p, base)
 		}
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return err
+			return "", err
 		}
-		sub.Attachments[filepath.ToSlash(rel)] = data
-		return nil
+		name := filepath.ToSlash(rel)
+		sub.Attachments[name] = data
+		return name, nil
 	}
+	add := func(p string) error { _, err := attach(p); return err }
 	if err := addWithReferences(workflow, add, map[string]bool{}); err != nil {
 		return sub, err
 	}
@@ -429,14 +443,19 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 		if err != nil {
 			return sub, fmt.Errorf("%s: %w", params[0], err)
 		}
-		sub.Params = obj
-		// Relative input files of the params are attached too, under the
-		// same relative names the engine will resolve them by.
+		// Relative input files of the params (relative to the params
+		// file) are attached too, and the params name them by their
+		// attachment names, which the server resolves.
+		names := map[string]string{}
 		for _, loc := range fileLocations(obj) {
-			p := filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc))
-			if err := add(p); err != nil {
+			name, err := attach(filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc)))
+			if err != nil {
 				return sub, err
 			}
+			names[loc] = name
+		}
+		if sub.Params, err = relocate(obj, names); err != nil {
+			return sub, fmt.Errorf("%s: %w", params[0], err)
 		}
 	}
 	for _, p := range extra {
@@ -544,6 +563,33 @@ func paramsJSON(data []byte) (json.RawMessage, error) {
 		return nil, errors.New("params must be a mapping (a JSON object)")
 	}
 	return out, nil
+}
+
+// relocate replaces the location/path values of File objects that names
+// maps; params without such values are returned as they are.
+func relocate(params json.RawMessage, names map[string]string) (json.RawMessage, error) {
+	moved := false
+	for loc, name := range names {
+		moved = moved || loc != name
+	}
+	if !moved {
+		return params, nil
+	}
+	var v any
+	if err := json.Unmarshal(params, &v); err != nil {
+		return nil, err
+	}
+	models.VisitObjects(v, func(t map[string]any) {
+		if class, _ := t["class"].(string); class != "File" {
+			return
+		}
+		for _, k := range []string{"location", "path"} {
+			if s, ok := t[k].(string); ok && names[s] != "" {
+				t[k] = names[s]
+			}
+		}
+	})
+	return json.Marshal(v)
 }
 
 // fileLocations lists the relative location/path values of File objects.

@@ -226,6 +226,8 @@ steps:
 	"wf/Snakefile":           "configfile: \"config.yaml\"\nrule all:\n",
 	"wf/config.yaml":         "samples: [a]\n",
 	"wf/job-abs-and-url.yml": "a:\n  class: File\n  location: https://example.org/a.txt\n",
+	"wf/jobs/job.yml":        "reads:\n  class: File\n  location: in2.txt\n",
+	"wf/jobs/in2.txt":        "line\n",
 }
 
 func TestBuildSubmission(t *testing.T) {
@@ -258,6 +260,13 @@ func TestBuildSubmission(t *testing.T) {
 			wantType: "CWL", wantVersion: "v1.2", wantURL: "main.cwl",
 			wantAttachments: []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "wf/data/in.txt"},
 			wantParams:      `{"reads":{"class":"File","location":"data/in.txt"},"label":"x"}`,
+		},
+		{
+			name:     "a job in a sub-directory names its input by the attachment's name",
+			workflow: "wf/main.cwl", params: []string{"wf/jobs/job.yml"},
+			wantType: "CWL", wantVersion: "v1.2", wantURL: "main.cwl",
+			wantAttachments: []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "wf/jobs/in2.txt"},
+			wantParams:      `{"reads":{"class":"File","location":"jobs/in2.txt"}}`,
 		},
 		{
 			name:     "extra attachment, explicit type and version",
@@ -324,6 +333,20 @@ func TestBuildSubmission(t *testing.T) {
 	require.DirExists(t, wf)
 }
 
+// Paths given relative to the working directory and absolute ones mix.
+func TestBuildSubmissionRelativePaths(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, cwlProject)
+	t.Chdir(root)
+	sub, err := buildSubmission("wf/main.cwl", []string{filepath.Join(root, "wf", "job.yml")}, "", "", []string{filepath.Join(root, "wf", "extra", "notes.txt")})
+	require.NoError(t, err)
+	require.Contains(t, sub.Attachments, "extra/notes.txt")
+	require.Contains(t, sub.Attachments, "data/in.txt")
+	sub, err = buildSubmission(filepath.Join(root, "wf", "main.cwl"), []string{"wf/job.yml"}, "", "", nil)
+	require.NoError(t, err)
+	require.Contains(t, sub.Attachments, "data/in.txt")
+}
+
 func TestRunExit(t *testing.T) {
 	t.Parallel()
 	code := func(n int) *int { return &n }
@@ -341,6 +364,8 @@ func TestRunExit(t *testing.T) {
 		{name: "system error", state: "SYSTEM_ERROR", want: exitCodeError{1}},
 		{name: "canceled", state: "CANCELED", want: exitCodeError{1}},
 		{name: "canceled after the engine exited 130", state: "CANCELED", exitCode: code(130), want: exitCodeError{130}},
+		{name: "an exit code a process cannot have", state: "EXECUTOR_ERROR", exitCode: code(256), want: exitCodeError{1}},
+		{name: "a negative exit code", state: "EXECUTOR_ERROR", exitCode: code(-1), want: exitCodeError{1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
