@@ -154,7 +154,10 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 		if *stderr {
 			u = rl.RunLog.Stderr
 		}
-		return c.Stream(ctx, u, *follow, env.stdout)
+		if !*follow {
+			return c.Stream(ctx, u, false, env.stdout)
+		}
+		return followLog(ctx, c, id, u, env.stdout)
 	case "outputs":
 		dir := fs.String("dir", "", "download the files into this directory")
 		id, err := runID()
@@ -464,6 +467,60 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 		}
 	}
 	return sub, nil
+}
+
+// followLog streams a run's log until the run has ended. A stream that
+// ends before the run does (the API restarting, a proxy's timeout) is
+// followed again; what was printed already is skipped, for a follow starts
+// at the log's first byte.
+func followLog(ctx context.Context, c *client.Client, id, u string, w io.Writer) error {
+	var printed int64
+	delay := 500 * time.Millisecond
+	for {
+		err := c.Stream(ctx, u, true, &skipWriter{skip: printed, w: w, n: &printed})
+		var apiErr *client.APIError
+		if errors.As(err, &apiErr) && apiErr.StatusCode < 500 {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil {
+			st, serr := c.Status(ctx, id)
+			if serr == nil && client.Terminal(st.State) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// skipWriter drops the first skip bytes written to it and passes the rest
+// to w, counting in n every byte w has taken, skipped ones included.
+type skipWriter struct {
+	skip int64
+	w    io.Writer
+	n    *int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	all := len(p)
+	if s.skip > 0 {
+		cut := min(int64(len(p)), s.skip)
+		s.skip -= cut
+		p = p[cut:]
+	}
+	n, err := s.w.Write(p)
+	*s.n += int64(n)
+	if err != nil {
+		return all - len(p) + n, err
+	}
+	return all, nil
 }
 
 func cmpOr(a, b string) string {

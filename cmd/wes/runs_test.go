@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -381,4 +388,36 @@ func TestRunExit(t *testing.T) {
 			require.Equal(t, tt.want, ec)
 		})
 	}
+}
+
+// A followed log whose stream ends before the run (the API restarting) is
+// followed again, without printing twice what was printed.
+func TestFollowLogResumes(t *testing.T) {
+	t.Parallel()
+	var streams, statuses atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/status"):
+			state := "RUNNING"
+			if statuses.Add(1) > 1 {
+				state = "COMPLETE"
+			}
+			fmt.Fprintf(w, `{"run_id":"r","state":%q}`, state)
+		case strings.HasSuffix(r.URL.Path, "/logs/stdout"):
+			require.Equal(t, "true", r.URL.Query().Get("follow"))
+			if streams.Add(1) == 1 {
+				io.WriteString(w, "line 1\n") // and the server goes away
+				return
+			}
+			io.WriteString(w, "line 1\nline 2\n")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c := client.New(srv.URL, "")
+	var out bytes.Buffer
+	require.NoError(t, followLog(context.Background(), c, "r", srv.URL+"/runs/r/logs/stdout", &out))
+	require.Equal(t, "line 1\nline 2\n", out.String())
+	require.EqualValues(t, 2, streams.Load())
 }
