@@ -71,13 +71,16 @@ for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null &
 "$WES" migrate up >/dev/null
 WES_LISTEN_ADDR=$API_ADDR "$WES" api >"$OUT/logs/api.log" 2>&1 &
 api=$!; pids+=($api)
+# start_executor N [SLOTS]: executor bench-N, a child of this shell (so
+# that it can be waited for), its pid in $started.
 start_executor() {
   WES_EXECUTOR_ID=bench-$1 WES_EXECUTOR_SLOTS=${2:-32} WES_EXECUTOR_METRICS_ADDR=127.0.0.1:$((9470 + $1)) \
     "$WES" executor >"$OUT/logs/executor-$1.log" 2>&1 &
-  echo $!
+  started=$!
+  pids+=($started)
 }
-ex1=$(start_executor 1); pids+=($ex1)
-ex2=$(start_executor 2); pids+=($ex2)
+start_executor 1; ex1=$started
+start_executor 2; ex2=$started
 for _ in $(seq 1 100); do
   curl -sf "$WES_API_URL/service-info" | grep -q '"mock"' && break
   sleep 0.2
@@ -148,10 +151,10 @@ print(f\"{r['submit_per_sec']:.0f} submissions/s: p50 {r['submit_p50_ms']:.1f} m
 echo
 echo "== scaling: 400 mock runs of 250 ms, 16 slots per executor"
 kill -TERM "$ex1" "$ex2"; wait "$ex1" "$ex2" 2>/dev/null || true
-ex1=$(start_executor 1 16); pids+=($ex1)
+start_executor 1 16; ex1=$started
 sleep 2
 one=$("$WES" bench --concurrency 32 --runs 400 --mock-duration 250ms --json)
-ex2=$(start_executor 2 16); pids+=($ex2)
+start_executor 2 16; ex2=$started
 sleep 2
 two=$("$WES" bench --concurrency 32 --runs 400 --mock-duration 250ms --json)
 python3 -c "

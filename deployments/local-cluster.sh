@@ -99,7 +99,7 @@ wait_until() {
   shift 2
   for ((i = 0; i < timeout * 4; i++)); do
     if "$@"; then return 0; fi
-    for p in ${nats_pids[@]+"${nats_pids[@]}"} ${api_pids[@]+"${api_pids[@]}"}; do
+    for p in ${nats_pids[@]+"${nats_pids[@]}"} ${api_pids[@]+"${api_pids[@]}"} ${exec_pids[@]+"${exec_pids[@]}"}; do
       if ! kill -0 "$p" 2>/dev/null; then
         echo "local-cluster: a process died while waiting for $what; see $LOGS" >&2
         tail -n 5 "$LOGS"/*.log >&2
@@ -162,15 +162,16 @@ for n in 1 2 3; do
 done
 
 if [[ $MODE == smoke ]]; then
+  lists_mock() { WES_API_URL=http://$1/ga4gh/wes/v1 "$DIR/wes" service-info 2>/dev/null | grep -q '"mock"'; }
   smoke() {
     local wf=$DIR/smoke.cwl ids=() id n=0 api
     printf 'cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: echo\ninputs: []\noutputs: []\n' >"$wf"
     for api in $API_ADDR $API2_ADDR; do
-      until WES_API_URL=http://$api/ga4gh/wes/v1 "$DIR/wes" service-info 2>/dev/null | grep -q '"mock"'; do sleep 0.5; done
+      wait_until 60 "the mock engine at $api" lists_mock "$api" || return 1
     done
     local e
     for e in 1 2 3; do
-      until curl -fsS "http://127.0.0.1:946$e/readyz" >/dev/null 2>&1; do sleep 0.5; done
+      wait_until 60 "executor exec-$e" curl -fsS -o /dev/null "http://127.0.0.1:946$e/readyz" || return 1
     done
     for i in $(seq 1 12); do
       api=$API_ADDR; ((i % 2)) || api=$API2_ADDR
