@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -425,11 +426,27 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 			return "", fmt.Errorf("%s is outside the workflow's directory %s: it cannot be attached under a relative name", p, base)
 		}
+		name := filepath.ToSlash(rel)
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			// A directory (a Directory input, --attach DIR): its files,
+			// under their names below it.
+			return name, filepath.WalkDir(p, func(f string, d fs.DirEntry, err error) error {
+				if err != nil || !d.Type().IsRegular() {
+					return err
+				}
+				frel, err := filepath.Rel(absBase, filepath.Join(abs, strings.TrimPrefix(f, p)))
+				if err != nil {
+					return err
+				}
+				data, err := os.ReadFile(f)
+				sub.Attachments[filepath.ToSlash(frel)] = data
+				return err
+			})
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return "", err
 		}
-		name := filepath.ToSlash(rel)
 		sub.Attachments[name] = data
 		return name, nil
 	}
@@ -622,8 +639,8 @@ func paramsJSON(data []byte) (json.RawMessage, error) {
 	return out, nil
 }
 
-// relocate replaces the location/path values of File objects that names
-// maps; params without such values are returned as they are.
+// relocate replaces the location/path values of File and Directory
+// objects that names maps; params without such values are returned as they are.
 func relocate(params json.RawMessage, names map[string]string) (json.RawMessage, error) {
 	moved := false
 	for loc, name := range names {
@@ -637,7 +654,7 @@ func relocate(params json.RawMessage, names map[string]string) (json.RawMessage,
 		return nil, err
 	}
 	models.VisitObjects(v, func(t map[string]any) {
-		if class, _ := t["class"].(string); class != "File" {
+		if !models.IsFileObject(t) {
 			return
 		}
 		for _, k := range []string{"location", "path"} {
@@ -649,13 +666,14 @@ func relocate(params json.RawMessage, names map[string]string) (json.RawMessage,
 	return json.Marshal(v)
 }
 
-// fileLocations lists the relative location/path values of File objects.
+// fileLocations lists the relative location/path values of File and
+// Directory objects.
 func fileLocations(params json.RawMessage) []string {
 	var v any
 	_ = json.Unmarshal(params, &v)
 	var out []string
 	models.VisitObjects(v, func(t map[string]any) {
-		if class, _ := t["class"].(string); class != "File" {
+		if !models.IsFileObject(t) {
 			return
 		}
 		for _, k := range []string{"location", "path"} {

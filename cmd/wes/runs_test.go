@@ -161,7 +161,8 @@ func TestFileLocations(t *testing.T) {
 				"c":{"class":"File","path":"file:///tmp/c.txt"},"d":{"class":"File","location":"d.txt"}}`,
 			want: []string{"d.txt"},
 		},
-		{name: "not a File", params: `{"a":{"class":"Directory","location":"dir"},"b":{"location":"x.txt"}}`, want: nil},
+		{name: "a Directory", params: `{"a":{"class":"Directory","location":"dir"}}`, want: []string{"dir"}},
+		{name: "not a File or Directory", params: `{"b":{"location":"x.txt"},"c":{"class":"Other","location":"y.txt"}}`, want: nil},
 		{name: "not JSON", params: `nope`, want: nil},
 	}
 	for _, tt := range tests {
@@ -234,6 +235,9 @@ steps:
 	"wf/config.yaml":         "samples: [a]\n",
 	"wf/job-abs-and-url.yml": "a:\n  class: File\n  location: https://example.org/a.txt\n",
 	"wf/jobs/job.yml":        "reads:\n  class: File\n  location: in2.txt\n",
+	"wf/job-dir.yml":         "ref:\n  class: Directory\n  location: ref\n",
+	"wf/ref/a.txt":           "a\n",
+	"wf/ref/sub/b.txt":       "b\n",
 	"wf/jobs/in2.txt":        "line\n",
 }
 
@@ -274,6 +278,19 @@ func TestBuildSubmission(t *testing.T) {
 			wantType: "CWL", wantVersion: "v1.2", wantURL: "main.cwl",
 			wantAttachments: []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "wf/jobs/in2.txt"},
 			wantParams:      `{"reads":{"class":"File","location":"jobs/in2.txt"}}`,
+		},
+		{
+			name:     "a Directory input attaches the files below it",
+			workflow: "wf/main.cwl", params: []string{"wf/job-dir.yml"},
+			wantType: "CWL", wantVersion: "v1.2", wantURL: "main.cwl",
+			wantAttachments: []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "wf/ref/a.txt", "wf/ref/sub/b.txt"},
+			wantParams:      `{"ref":{"class":"Directory","location":"ref"}}`,
+		},
+		{
+			name:     "--attach of a directory",
+			workflow: "wf/tools/echo.cwl", extra: []string{"wf/tools"},
+			wantType: "CWL", wantVersion: "v1.2", wantURL: "echo.cwl",
+			wantAttachments: []string{"wf/tools/echo.cwl", "wf/tools/wc.cwl", "wf/tools/unused.cwl"},
 		},
 		{
 			name:     "extra attachment, explicit type and version",
