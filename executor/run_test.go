@@ -37,6 +37,22 @@ func blockUntilCanceled(stopFor time.Duration, stopping error) func(context.Cont
 	}
 }
 
+// runUntilReleased returns a provider (without run directories) whose runs
+// start, write line to stdout, and complete when release is closed, or end
+// with the context's error.
+func runUntilReleased(release <-chan struct{}, line string) providers.Provider {
+	return dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		fmt.Fprint(job.Stdout, line)
+		select {
+		case <-release:
+			return providers.Result{}, nil
+		case <-ctx.Done():
+			return providers.Result{}, ctx.Err()
+		}
+	}}}
+}
+
 // TestHeartbeatsGoOnWhileTheEngineStops: an engine that takes longer than
 // AckWait to stop after a cancel must not see its run delivered again
 // meanwhile; and processes that survived the stop are reported.
@@ -593,16 +609,7 @@ func TestTheLastLogCopyIsTriedAgain(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	release := make(chan struct{})
-	p := dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
-		r.Started([]string{"engine"})
-		fmt.Fprintln(job.Stdout, "the tail")
-		select {
-		case <-release:
-			return providers.Result{}, nil
-		case <-ctx.Done():
-			return providers.Result{}, ctx.Err()
-		}
-	}}}
+	p := runUntilReleased(release, "the tail\n")
 	// No copy while the run goes on: the last one is the only one.
 	f.start(t, Config{AckWait: 5 * time.Second, LogInterval: time.Hour}, p)
 	runID := f.submit(t)
@@ -629,15 +636,7 @@ func TestADrainingExecutorStaysListed(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	release := make(chan struct{})
-	p := dirlessProvider{&testProvider{run: func(ctx context.Context, _ providers.Job, r providers.Reporter) (providers.Result, error) {
-		r.Started([]string{"engine"})
-		select {
-		case <-release:
-			return providers.Result{}, nil
-		case <-ctx.Done():
-			return providers.Result{}, ctx.Err()
-		}
-	}}}
+	p := runUntilReleased(release, "")
 	id := "drainer-" + randomHex(t, 3)
 	ex := New(Config{ID: id, AckWait: 5 * time.Second, ShutdownGrace: time.Minute, WorkDir: t.TempDir()},
 		f.bus, p, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(tWriter{t}, nil)))
