@@ -193,8 +193,9 @@ func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 	failed := a.deliverAll(ctx, key, sinks, msg.InProgress)
 	if failed != nil {
 		if meta.NumDelivered >= maxDeliver {
-			a.forget(key) // JetStream delivers it no more
+			a.forget(key)
 			log.Error("alert given up", "err", failed, "deliveries", meta.NumDelivered)
+			_ = msg.Term()
 			return
 		}
 		delay := min(time.Duration(meta.NumDelivered)*30*time.Second, 10*time.Minute)
