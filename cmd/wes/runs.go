@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/yaml"
 
 	"github.com/wes-dev/wes/client"
@@ -283,36 +284,59 @@ func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	runs := []client.RunSummary{}
-	token := ""
-	for {
+	if *asJSON {
+		runs := []client.RunSummary{}
+		for token := ""; ; {
+			page, err := c.ListRuns(ctx, *pageSize, token, *state, tags)
+			if err != nil {
+				return err
+			}
+			runs = append(runs, page.Runs...)
+			if token = page.NextPageToken; token == "" || !*all {
+				break
+			}
+		}
+		return printJSON(env.stdout, runs)
+	}
+	// A table is printed a page at a time. A run summary has no workflow
+	// type: each row's comes from its run, read a few at a time.
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN ID\tSTATE\tTYPE\tSTART\tDURATION\tTAGS")
+	for token := ""; ; {
 		page, err := c.ListRuns(ctx, *pageSize, token, *state, tags)
 		if err != nil {
 			return err
 		}
-		runs = append(runs, page.Runs...)
+		types := make([]string, len(page.Runs))
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(8)
+		for i, r := range page.Runs {
+			g.Go(func() error {
+				rl, err := c.GetRun(gctx, r.RunID)
+				if err != nil {
+					types[i] = "?"
+					return nil // the row is still worth showing
+				}
+				var req struct {
+					Type    string `json:"workflow_type"`
+					Version string `json:"workflow_type_version"`
+				}
+				_ = json.Unmarshal(rl.Request, &req)
+				types[i] = req.Type + " " + req.Version
+				return nil
+			})
+		}
+		_ = g.Wait()
+		for i, r := range page.Runs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.State, types[i], r.StartTime, duration(r.StartTime, r.EndTime), formatTags(r.Tags))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 		if token = page.NextPageToken; token == "" || !*all {
-			break
+			return nil
 		}
 	}
-	if *asJSON {
-		return printJSON(env.stdout, runs)
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN ID\tSTATE\tTYPE\tSTART\tDURATION\tTAGS")
-	for _, r := range runs {
-		typ := ""
-		if rl, err := c.GetRun(ctx, r.RunID); err == nil {
-			var req struct {
-				Type    string `json:"workflow_type"`
-				Version string `json:"workflow_type_version"`
-			}
-			_ = json.Unmarshal(rl.Request, &req)
-			typ = req.Type + " " + req.Version
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.State, typ, r.StartTime, duration(r.StartTime, r.EndTime), formatTags(r.Tags))
-	}
-	return tw.Flush()
 }
 
 func duration(start, end string) string {

@@ -438,3 +438,34 @@ func TestFollowLogResumes(t *testing.T) {
 	require.Equal(t, "line 1\nline 2\n", out.String())
 	require.EqualValues(t, 2, streams.Load())
 }
+
+// runs list --all prints every page, each row with its run's workflow
+// type, or "?" when the run cannot be read.
+func TestRunsListPages(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/runs":
+			if r.URL.Query().Get("page_token") == "" {
+				io.WriteString(w, `{"runs":[{"run_id":"a","state":"COMPLETE","tags":{}},{"run_id":"b","state":"RUNNING","tags":{}}],"next_page_token":"p2"}`)
+				return
+			}
+			io.WriteString(w, `{"runs":[{"run_id":"c","state":"QUEUED","tags":{"k":"v"}}],"next_page_token":""}`)
+		case "/runs/b":
+			http.Error(w, `{"msg":"boom","status_code":500}`, http.StatusInternalServerError)
+		default:
+			fmt.Fprintf(w, `{"run_id":%q,"request":{"workflow_type":"CWL","workflow_type_version":"v1.2"}}`, strings.TrimPrefix(r.URL.Path, "/runs/"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var out bytes.Buffer
+	env := &environment{stdout: &out}
+	asJSON := false
+	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	require.NoError(t, runsList(context.Background(), env, client.New(srv.URL, ""), fs, &asJSON, []string{"--all", "--page-size", "2"}))
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 4, out.String())
+	require.Regexp(t, `^a\s+COMPLETE\s+CWL v1.2`, lines[1])
+	require.Regexp(t, `^b\s+RUNNING\s+\?`, lines[2])
+	require.Regexp(t, `^c\s+QUEUED\s+CWL v1.2\s+.*k=v`, lines[3])
+}
