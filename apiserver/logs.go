@@ -121,6 +121,7 @@ type objectSeeker struct {
 	off     int64
 	body    io.ReadCloser
 	bodyOff int64
+	cancel  context.CancelFunc // body's read deadline
 }
 
 func (o *objectSeeker) Seek(offset int64, whence int) (int64, error) {
@@ -148,10 +149,13 @@ func (o *objectSeeker) Read(p []byte) (int, error) {
 		o.Close()
 	}
 	if o.body == nil {
-		body, err := o.objects.Get(o.ctx, o.key)
+		ctx, cancel := context.WithTimeout(o.ctx, events.ReadTimeout(uint64(o.size)))
+		body, err := o.objects.Get(ctx, o.key)
 		if err != nil {
+			cancel()
 			return 0, err
 		}
+		o.cancel = cancel
 		if _, err := io.CopyN(io.Discard, body, o.off); err != nil {
 			body.Close()
 			return 0, err
@@ -169,6 +173,7 @@ func (o *objectSeeker) Close() error {
 		return nil
 	}
 	err := o.body.Close()
-	o.body = nil
+	o.cancel()
+	o.body, o.cancel = nil, nil
 	return err
 }

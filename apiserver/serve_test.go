@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
 )
 
 // ServeTLS answers HTTPS with the given certificate and shuts down when its
@@ -95,4 +100,42 @@ func TestShutdownEndsStreams(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the server did not shut down")
 	}
+}
+
+// An object read that outlasts nats.go's default timeout (5 s from the
+// start of the read, for a context without a deadline), as a slow client's
+// download of a large output does, is not cut short.
+func TestSlowObjectReadCompletes(t *testing.T) {
+	t.Parallel()
+	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "SLOW"})
+	require.NoError(t, err)
+	const size = 8 << 20
+	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: "big"}, bytes.NewReader(make([]byte, size)))
+	require.NoError(t, err)
+
+	rs := &objectSeeker{ctx: ctx, objects: obs, key: "big", size: size}
+	defer rs.Close()
+	buf := make([]byte, 1<<20)
+	total := 0
+	start := time.Now()
+	for {
+		n, err := io.ReadFull(rs, buf)
+		total += n
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		require.NoError(t, err, "after %v and %d bytes", time.Since(start), total)
+		time.Sleep(800 * time.Millisecond) // the client is slow
+	}
+	require.Equal(t, size, total)
+	require.Greater(t, time.Since(start), 5*time.Second)
 }

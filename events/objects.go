@@ -18,6 +18,15 @@ import (
 // DefaultChunkSize is the object store's default chunk size (nats.go's).
 const DefaultChunkSize = 128 << 10
 
+// ReadTimeout bounds the read of an object of size bytes: a minute, and a
+// second more for every 256 KiB. nats.go bounds an object read whose
+// context has no deadline by its default timeout, 5 s, from the start of
+// the read: a large object, or a reader slower than the store, would be
+// cut there.
+func ReadTimeout(size uint64) time.Duration {
+	return time.Minute + time.Duration(size/(256<<10))*time.Second
+}
+
 // PutOptions say how PutObject stores an object.
 type PutOptions struct {
 	// ChunkSize bounds a chunk (DefaultChunkSize if 0). One buffer of

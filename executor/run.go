@@ -368,6 +368,8 @@ func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attach
 			return err
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, events.ReadTimeout(uint64(max(att.Size, 0))))
+	defer cancel()
 	obj, err := a.e.bus.Objects.Get(ctx, att.Key)
 	if err != nil {
 		return fmt.Errorf("%w: %w", providers.ErrRetryable, err)
