@@ -156,3 +156,17 @@ func TestServeOpsOff(t *testing.T) {
 		t.Fatal("serveOps served with the address off")
 	}
 }
+
+// One WES_DATA_DIR serves one wes dev at a time.
+func TestLockDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	require.NoError(t, err)
+	_, err = lockDataDir(dir)
+	require.ErrorContains(t, err, "in use by another wes dev")
+	unlock()
+	unlock, err = lockDataDir(dir)
+	require.NoError(t, err, "free again once the first let go")
+	unlock()
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,11 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create WES_DATA_DIR: %w", err)
 	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = filepath.Join(cfg.DataDir, "wes.db")
 	}
@@ -85,6 +91,25 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	return runAll(ctx, append(api, exec)...)
+}
+
+// lockDataDir takes WES_DATA_DIR for this process: two `wes dev` on one
+// directory would share its SQLite database and NATS store (nats-server
+// locks neither), and the runs of one would wait for ever in the other's
+// queue. The lock goes with the process.
+func lockDataDir(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("lock WES_DATA_DIR: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("WES_DATA_DIR %s is in use by another wes dev: stop it, or give this one another WES_DATA_DIR", dir)
+		}
+		return nil, fmt.Errorf("lock WES_DATA_DIR: %w", err)
+	}
+	return func() { f.Close() }, nil
 }
 
 func runAPI(ctx context.Context, env *environment, _ []string) error {
