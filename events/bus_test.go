@@ -97,6 +97,43 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// Only the owner's settings are applied: a process started with others
+// (an executor without WES_EVENT_RETENTION) leaves the streams and buckets
+// as they are.
+func TestProvisionAppliesTheOwnersSettings(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	maxAge := func() time.Duration {
+		t.Helper()
+		s, err := f.js.Stream(f.ctx, f.names.EventsStream())
+		require.NoError(t, err)
+		info, err := s.Info(f.ctx)
+		require.NoError(t, err)
+		return info.Config.MaxAge
+	}
+	ttl := func() time.Duration {
+		t.Helper()
+		kv, err := f.js.KeyValue(f.ctx, f.names.ExecutorsBucket())
+		require.NoError(t, err)
+		st, err := kv.Status(f.ctx)
+		require.NoError(t, err)
+		return st.TTL()
+	}
+	_, err := events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, EventRetention: time.Hour, ExecutorTTL: 10 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, time.Hour, maxAge())
+	require.Equal(t, 10*time.Second, ttl())
+
+	_, err = events.Provision(f.ctx, f.js, f.names, events.Config{EventRetention: 720 * time.Hour, ExecutorTTL: time.Minute})
+	require.NoError(t, err)
+	require.Equal(t, time.Hour, maxAge(), "another process's retention is not applied")
+	require.Equal(t, 10*time.Second, ttl())
+
+	_, err = events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, EventRetention: 2 * time.Hour})
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, maxAge(), "the owner's is")
+}
+
 func TestPublisherDeduplicates(t *testing.T) {
 	t.Parallel()
 	f := setup(t)

@@ -22,6 +22,12 @@ type Config struct {
 	DuplicateWindow time.Duration
 	// EventRetention is how long run events stay in WES_EVENTS.
 	EventRetention time.Duration
+	// Owner makes this process's settings the namespace's: it updates
+	// the streams and buckets that exist to them. Other processes create
+	// what is missing and leave what exists as it is, so that one started
+	// with other settings (an executor without WES_EVENT_RETENTION or
+	// WES_NATS_REPLICAS) changes nothing.
+	Owner bool
 }
 
 // Bus holds the JetStream resources of one namespace.
@@ -38,8 +44,28 @@ type Bus struct {
 	objectsStream jetstream.Stream
 }
 
-// Provision creates or updates the streams, KV buckets and object store of
-// names. It is idempotent: every process calls it at start-up.
+// ensure returns the resource get finds, or the one create makes (one
+// another process made meanwhile, if create fails), or, for an owner, the
+// one createOrUpdate makes or brings to its config.
+func ensure[T any](owner bool, createOrUpdate, get, create func() (T, error)) (T, error) {
+	if owner {
+		return createOrUpdate()
+	}
+	if v, err := get(); err == nil {
+		return v, nil
+	}
+	v, err := create()
+	if err != nil {
+		if existing, gerr := get(); gerr == nil {
+			return existing, nil
+		}
+	}
+	return v, err
+}
+
+// Provision creates the streams, KV buckets and object store of names, and
+// for an owner (cfg.Owner) updates those that exist. It is idempotent:
+// every process calls it at start-up.
 func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Config) (*Bus, error) {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
@@ -77,13 +103,22 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 		MaxAge:      30 * 24 * time.Hour,
 	}}
 	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if _, err := ensure(cfg.Owner,
+			func() (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, sc) },
+			func() (jetstream.Stream, error) { return js.Stream(ctx, sc.Name) },
+			func() (jetstream.Stream, error) { return js.CreateStream(ctx, sc) }); err != nil {
 			return nil, fmt.Errorf("create stream %s: %w", sc.Name, err)
 		}
 	}
+	kv := func(kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+		return ensure(cfg.Owner,
+			func() (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, kc) },
+			func() (jetstream.KeyValue, error) { return js.KeyValue(ctx, kc.Bucket) },
+			func() (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, kc) })
+	}
 	b := &Bus{JS: js, Names: names}
 	var err error
-	if b.Cancel, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.Cancel, err = kv(jetstream.KeyValueConfig{
 		Bucket:      names.CancelBucket(),
 		Description: "cancel flags by run id",
 		Storage:     jetstream.FileStorage,
@@ -91,7 +126,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	}); err != nil {
 		return nil, fmt.Errorf("create KV %s: %w", names.CancelBucket(), err)
 	}
-	if b.Executors, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.Executors, err = kv(jetstream.KeyValueConfig{
 		Bucket:      names.ExecutorsBucket(),
 		Description: "live executors and the engines they run",
 		TTL:         cfg.ExecutorTTL,
@@ -100,7 +135,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	}); err != nil {
 		return nil, fmt.Errorf("create KV %s: %w", names.ExecutorsBucket(), err)
 	}
-	if b.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.Leases, err = kv(jetstream.KeyValueConfig{
 		Bucket:      names.LeasesBucket(),
 		Description: "leases of singleton jobs (the reconciler)",
 		TTL:         30 * time.Second,
@@ -109,12 +144,16 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	}); err != nil {
 		return nil, fmt.Errorf("create KV %s: %w", names.LeasesBucket(), err)
 	}
-	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	oc := jetstream.ObjectStoreConfig{
 		Bucket:      names.ObjectsBucket(),
 		Description: "run attachments, logs and outputs",
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-	}); err != nil {
+	}
+	if b.Objects, err = ensure(cfg.Owner,
+		func() (jetstream.ObjectStore, error) { return js.CreateOrUpdateObjectStore(ctx, oc) },
+		func() (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, oc.Bucket) },
+		func() (jetstream.ObjectStore, error) { return js.CreateObjectStore(ctx, oc) }); err != nil {
 		return nil, fmt.Errorf("create object store %s: %w", names.ObjectsBucket(), err)
 	}
 	if b.objectsStream, err = js.Stream(ctx, "OBJ_"+names.ObjectsBucket()); err != nil {

@@ -17,8 +17,8 @@ type Config struct {
 	DatabaseURL    string  `envconfig:"WES_DATABASE_URL" desc:"postgres://… URL or SQLite path (wes dev default: $WES_DATA_DIR/wes.db)"`
 	NATSURL        string  `envconfig:"WES_NATS_URL" default:"nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated (ignored by wes dev, which embeds its own)"`
 	NATSNamespace  string  `envconfig:"WES_NATS_NAMESPACE" default:"WES" desc:"prefix of every stream, subject and bucket"`
-	NATSReplicas   int     `envconfig:"WES_NATS_REPLICAS" default:"1" desc:"replicas of streams and buckets (3 on a NATS cluster)"`
-	EventRetention Seconds `envconfig:"WES_EVENT_RETENTION" default:"720h" desc:"how long run events stay in the events stream; a projector stopped for longer loses what expired"`
+	NATSReplicas   int     `envconfig:"WES_NATS_REPLICAS" default:"1" desc:"replicas of streams and buckets (3 on a NATS cluster); the API's value is applied, other processes only create what is missing"`
+	EventRetention Seconds `envconfig:"WES_EVENT_RETENTION" default:"720h" desc:"how long run events stay in the events stream (the API's value is applied); a projector stopped for longer loses what expired"`
 	DevNATSPort    int     `envconfig:"WES_DEV_NATS_PORT" default:"0" desc:"wes dev: port of the embedded NATS server (0: any free port; never 4222)"`
 
 	Provider            string  `envconfig:"DEFAULT_WES_PROVIDER" default:"local" desc:"executor backend: local (engines on PATH) or mock"`

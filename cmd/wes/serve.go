@@ -76,7 +76,7 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 	} else if len(applied) > 0 {
 		env.log.Info("database migrated", "versions", applied)
 	}
-	bus, nc, err := connect(ctx, env, cfg, "wes-dev")
+	bus, nc, err := connect(ctx, env, cfg, "wes-dev", true)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func runAPI(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer store.Close()
-	bus, nc, err := connect(ctx, env, env.cfg, "wes-api")
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-api", true)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func runAPI(ctx context.Context, env *environment, _ []string) error {
 }
 
 func runExecutor(ctx context.Context, env *environment, _ []string) error {
-	bus, nc, err := connect(ctx, env, env.cfg, "wes-executor")
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-executor", false)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func runProjector(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer store.Close()
-	bus, nc, err := connect(ctx, env, env.cfg, "wes-projector")
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-projector", false)
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func runAlerts(ctx context.Context, env *environment, _ []string) error {
 	if env.cfg.AlertWebhookURL == "" && env.cfg.AlertSlackURL == "" && len(env.cfg.CallbackAllow) == 0 {
 		return errors.New("set WES_ALERT_WEBHOOK_URL, WES_ALERT_SLACK_URL and/or WES_CALLBACK_ALLOW")
 	}
-	bus, nc, err := connect(ctx, env, env.cfg, "wes-alerts")
+	bus, nc, err := connect(ctx, env, env.cfg, "wes-alerts", false)
 	if err != nil {
 		return err
 	}
@@ -263,8 +263,10 @@ func openCurrentStore(ctx context.Context, cfg Config) (*models.Store, error) {
 }
 
 // connect connects to NATS (retrying for ever, so that a process may start
-// before NATS does) and provisions the streams and buckets.
-func connect(ctx context.Context, env *environment, cfg Config, name string) (*events.Bus, *nats.Conn, error) {
+// before NATS does) and provisions the streams and buckets: an owner (the
+// API) brings them to its settings, the others only create what is
+// missing.
+func connect(ctx context.Context, env *environment, cfg Config, name string, owner bool) (*events.Bus, *nats.Conn, error) {
 	log := env.log
 	opts := []nats.Option{nats.Name(name)}
 	if cfg.NATSCreds != "" {
@@ -301,7 +303,7 @@ func connect(ctx context.Context, env *environment, cfg Config, name string) (*e
 		return nil, nil, err
 	}
 	bus, err := events.ProvisionWithRetry(ctx, js, names, events.Config{
-		Replicas: cfg.NATSReplicas, ExecutorTTL: cfg.ExecutorTTL.D(), EventRetention: cfg.EventRetention.D(),
+		Replicas: cfg.NATSReplicas, ExecutorTTL: cfg.ExecutorTTL.D(), EventRetention: cfg.EventRetention.D(), Owner: owner,
 	}, func(err error) { log.Warn("waiting for NATS JetStream", "url", redactURLs(cfg.NATSURL), "err", err) })
 	if err != nil {
 		nc.Close()
