@@ -121,10 +121,14 @@ func (rc *Reconciler) registryUpForTTL(ctx context.Context) bool {
 	return time.Since(rc.registryUpSince) >= rc.catalog.ttl
 }
 
-// Run reconciles until ctx ends.
+// Run reconciles every interval until ctx ends. It looks more often when
+// the interval is long, so that its lease, renewed at each look, does not
+// lapse between passes.
 func (rc *Reconciler) Run(ctx context.Context) error {
-	t := time.NewTicker(rc.interval)
+	tick := min(rc.interval, events.LeaseTTL/3)
+	t := time.NewTicker(tick)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -137,6 +141,10 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.registryUpForTTL(ctx) || !rc.lease.Hold(ctx) {
 			continue
 		}
+		if time.Since(last)+tick/2 < rc.interval { // half a tick of slack: a late tick is not skipped
+			continue
+		}
+		last = time.Now()
 		if err := rc.reconcile(ctx); err != nil {
 			rc.log.Warn("reconcile failed", "err", err)
 		}

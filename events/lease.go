@@ -8,6 +8,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// LeaseTTL ends a lease its holder stopped renewing (the leases bucket's
+// TTL); a holder renews it at least every LeaseTTL/3.
+const LeaseTTL = 30 * time.Second
+
 // Lease makes one process at a time, among many, the holder of a job (the
 // projector, the reconciler). It lives in the leases bucket, whose TTL ends
 // a lease its holder stopped renewing. Not safe for concurrent use.
@@ -25,7 +29,7 @@ func NewLease(bus *Bus, key, holder string) *Lease {
 
 // Hold takes the lease if it is free, or renews it if this process holds
 // it, and reports whether this process holds it now. Call it well within
-// the bucket's TTL (30 s).
+// LeaseTTL.
 func (l *Lease) Hold(ctx context.Context) bool {
 	var (
 		rev uint64

@@ -138,7 +138,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	if b.Leases, err = kv(jetstream.KeyValueConfig{
 		Bucket:      names.LeasesBucket(),
 		Description: "leases of singleton jobs (the reconciler)",
-		TTL:         30 * time.Second,
+		TTL:         LeaseTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	}); err != nil {
