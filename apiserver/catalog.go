@@ -274,6 +274,9 @@ func (c *Catalog) engines() []events.EngineInfo {
 			continue
 		}
 		for _, e := range ex.info.Engines {
+			if !events.ValidEngineName(e.Name) {
+				continue // no queue could carry its runs
+			}
 			k := [2]string{e.Name, e.Version}
 			if _, ok := merged[k]; !ok {
 				merged[k] = e

@@ -183,3 +183,12 @@ func TestCatalogDrainingExecutor(t *testing.T) {
 	require.Equal(t, []events.EngineInfo{toil}, c.engines())
 	require.True(t, c.live("leaving"))
 }
+
+// An engine whose name cannot be a token of a NATS subject is not offered:
+// no queue could carry its runs.
+func TestCatalogSkipsUnusableEngineNames(t *testing.T) {
+	t.Parallel()
+	bad := events.EngineInfo{Name: "cwl.tool", Version: "1", WorkflowTypes: map[string][]string{"CWL": {"v1.2"}}}
+	c := catalogWith([]events.EngineInfo{bad, toil})
+	require.Equal(t, []events.EngineInfo{toil}, c.engines())
+}

@@ -176,6 +176,10 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.log.Warn("NO WORKFLOW ENGINE FOUND: this executor will take no runs; install an engine (see README) or set DEFAULT_WES_PROVIDER=mock")
 	}
 	for _, eng := range engines {
+		// The name is a token of NATS subjects and consumer names.
+		if !events.ValidEngineName(eng.Name) {
+			return fmt.Errorf("engine name %q cannot name a queue (lower-case letters, digits and '-', at most 32, starting with a letter)", eng.Name)
+		}
 		e.log.Info("engine available", "engine", eng.Name, "version", eng.Version, "workflow_types", eng.WorkflowTypes)
 	}
 
