@@ -141,7 +141,7 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 		if !rc.connectedForTTL() || !rc.catalog.settled() || !rc.registryUpForTTL(ctx) || !rc.lease.Hold(ctx) {
 			continue
 		}
-		if time.Since(last)+tick/2 < rc.interval { // half a tick of slack: a late tick is not skipped
+		if !due(last, time.Now(), tick, rc.interval) {
 			continue
 		}
 		last = time.Now()
@@ -149,6 +149,13 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 			rc.log.Warn("reconcile failed", "err", err)
 		}
 	}
+}
+
+// due reports whether a pass is due at now, the last one at last (zero:
+// none yet), looking every tick for one every interval. A tick that comes a
+// little early is not skipped: half a tick of slack.
+func due(last, now time.Time, tick, interval time.Duration) bool {
+	return last.IsZero() || now.Sub(last)+tick/2 >= interval
 }
 
 // reconcile looks at every held run, a page at a time.

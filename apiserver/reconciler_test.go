@@ -209,3 +209,27 @@ func TestCatalogRestartsASilentWatch(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "the lapsed executor is forgotten")
 	require.Eventually(t, c.settled, 5*time.Second, 50*time.Millisecond, "a restart for silence keeps the catalog settled")
 }
+
+func TestReconcilerDue(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name           string
+		since          time.Duration // 0: no pass yet
+		tick, interval time.Duration
+		want           bool
+	}{
+		{"first pass", 0, 10 * time.Second, time.Minute, true},
+		{"a tick of a long interval", 10 * time.Second, 10 * time.Second, time.Minute, false},
+		{"the interval is over", time.Minute, 10 * time.Second, time.Minute, true},
+		{"a tick a little early", 59 * time.Second, 10 * time.Second, time.Minute, true},
+		{"every tick when tick and interval agree", 999 * time.Millisecond, time.Second, time.Second, true},
+		{"half a tick early is too early", 400 * time.Millisecond, time.Second, time.Second, false},
+	} {
+		last := time.Time{}
+		if tc.since > 0 {
+			last = now.Add(-tc.since)
+		}
+		require.Equal(t, tc.want, due(last, now, tc.tick, tc.interval), tc.name)
+	}
+}
