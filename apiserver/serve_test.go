@@ -19,11 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-
-	"github.com/wes-dev/wes/events"
 )
 
 // ServeTLS answers HTTPS with the given certificate and shuts down when its
@@ -107,19 +104,11 @@ func TestShutdownEndsStreams(t *testing.T) {
 // download of a large output does, is not cut short.
 func TestSlowObjectReadCompletes(t *testing.T) {
 	t.Parallel()
-	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	bus, _ := reconcilerBus(t) // an embedded NATS server and a namespace
 	ctx := context.Background()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "SLOW"})
-	require.NoError(t, err)
+	obs := bus.Objects
 	const size = 8 << 20
-	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: "big"}, bytes.NewReader(make([]byte, size)))
+	_, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "big"}, bytes.NewReader(make([]byte, size)))
 	require.NoError(t, err)
 
 	rs := &objectSeeker{ctx: ctx, objects: obs, key: "big", size: size}
