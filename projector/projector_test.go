@@ -43,6 +43,26 @@ func queuedRun(t *testing.T, store *models.Store, id string) {
 		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "wf.cwl"}}))
 }
 
+// projectUntil runs a projector until run id is in state want, and
+// returns its metrics.
+func projectUntil(t *testing.T, store *models.Store, bus *events.Bus, id string, want models.State) *prometheus.Registry {
+	t.Helper()
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = projector.New(store, bus, "test", reg, nil).Run(pctx)
+	}()
+	defer func() { cancel(); <-done }()
+	require.Eventually(t, func() bool {
+		r, err := store.GetRun(ctx, id)
+		return err == nil && r.State == want
+	}, 20*time.Second, 20*time.Millisecond, "run %s never %s", id, want)
+	return reg
+}
+
 // An event the database refuses (an exit code beyond INTEGER) is
 // dead-lettered alone; the events around it, in the same batch, are applied.
 func TestProjectorSetsAsideWhatTheDatabaseRefuses(t *testing.T) {
@@ -92,24 +112,7 @@ func TestProjectorResumesFromItsCheckpoint(t *testing.T) {
 	queuedRun(t, store, "r")
 	pub := events.NewPublisher(js, names)
 
-	// project runs a projector until the run is in state want and returns
-	// its metrics.
-	project := func(want models.State) *prometheus.Registry {
-		reg := prometheus.NewRegistry()
-		pctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = projector.New(store, bus, "test", reg, nil).Run(pctx)
-		}()
-		require.Eventually(t, func() bool {
-			r, err := store.GetRun(ctx, "r")
-			return err == nil && r.State == want
-		}, 20*time.Second, 20*time.Millisecond)
-		cancel()
-		<-done
-		return reg
-	}
+	project := func(want models.State) *prometheus.Registry { return projectUntil(t, store, bus, "r", want) }
 	counts := func(reg *prometheus.Registry) map[string]float64 {
 		mfs, err := reg.Gather()
 		require.NoError(t, err)
@@ -243,20 +246,7 @@ func TestProjectorReadsARecreatedStream(t *testing.T) {
 	queuedRun(t, store, "other")
 	queuedRun(t, store, "r")
 	pub := events.NewPublisher(js, names)
-	project := func(id string, want models.State) {
-		t.Helper()
-		pctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = projector.New(store, bus, "test", prometheus.NewRegistry(), nil).Run(pctx)
-		}()
-		defer func() { cancel(); <-done }()
-		require.Eventually(t, func() bool {
-			r, err := store.GetRun(ctx, id)
-			return err == nil && r.State == want
-		}, 10*time.Second, 20*time.Millisecond, "run %s never %s", id, want)
-	}
+	project := func(id string, want models.State) { projectUntil(t, store, bus, id, want) }
 	for _, st := range []models.State{models.Initializing, models.Running, models.Complete} {
 		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "other", Attempt: 1, State: st, Source: "x"}))
 	}
