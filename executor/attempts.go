@@ -57,6 +57,29 @@ func overLimit(n, handBacks int, known bool, maxAttempts, maxHandBacks int) stri
 	return ""
 }
 
+// replay returns the state and attempt the projector makes of a run's
+// events, taken in stream order from a run QUEUED at attempt 0: the same
+// transition table decides (see projector.Apply), so an event of an attempt
+// that a later one superseded, or a state after a final one, changes
+// nothing.
+func replay(history []events.RunEvent) (state models.State, attempt int) {
+	state = models.Queued
+	for _, ev := range history {
+		if ev.State == "" {
+			continue
+		}
+		n := ev.Attempt
+		if n == 0 { // API events concern whatever attempt is current
+			n = attempt
+		}
+		if models.ValidateAttemptTransition(state, attempt, ev.State, n) != nil {
+			continue
+		}
+		state, attempt = ev.State, max(attempt, n)
+	}
+	return state, attempt
+}
+
 // handBacks counts the deliveries before delivery n that an executor
 // handed back: those it reported PREEMPTED.
 func handBacks(history []events.RunEvent, n int) int {

@@ -30,7 +30,10 @@ type attempt struct {
 	// tries is the attempts at the run so far, this one included: n less
 	// the hand-backs before it (see attempts.go). MaxAttempts bounds it.
 	tries int
-	log   *slog.Logger
+	// received is when the delivery arrived: JetStream can have given the
+	// run to another executor only once AckWait has passed since.
+	received time.Time
+	log      *slog.Logger
 
 	// mu orders heartbeats and settling: no InProgress once the message is
 	// acknowledged one way or the other. It guards msg, which a later
@@ -61,7 +64,7 @@ func (e *Executor) handle(msg jetstream.Msg) {
 		return
 	}
 	n := int(meta.NumDelivered)
-	a := &attempt{e: e, msg: msg, sub: sub, n: n, tries: n,
+	a := &attempt{e: e, msg: msg, sub: sub, n: n, tries: n, received: time.Now(),
 		log: e.log.With("run_id", sub.RunID, "attempt", meta.NumDelivered)}
 	if a.n > 1 {
 		e.m.redelivered.Inc()
@@ -127,10 +130,19 @@ func (a *attempt) run() {
 	// the run to another executor meanwhile.
 	stopWatch := a.watch(cancel)
 	defer stopWatch()
-	// A run canceled while it waited in the queue is not started at all.
-	if a.cancelRequested(ctx) {
+	ended, reason := a.review(ctx)
+	switch {
+	case ended != "":
+		// An executor reported the run's outcome and died before it
+		// settled the message: the run is over, whatever this delivery
+		// would do.
+		a.log.Info("the run already ended; its message is acknowledged without running it", "state", ended)
+		a.settleMsg(verdict{outcome: "already_ended", verb: ack})
+		return
+	case a.cancelRequested(ctx):
+		// A run canceled while it waited in the queue is not started.
 		cancel(errCanceled)
-	} else if reason := a.count(ctx); reason != "" {
+	case reason != "":
 		a.giveUp(reason)
 		return
 	}
@@ -167,21 +179,24 @@ func (a *attempt) cancelRequested(ctx context.Context) bool {
 	}
 }
 
-// count sets a.tries from the run's history and returns why this delivery
-// must not be tried, or "" if it may.
-func (a *attempt) count(ctx context.Context) string {
+// review reads the history of a run delivered before. It returns the
+// final state the run already reached, if it did; else it sets a.tries and
+// returns why this delivery must not be tried, or "" if it may.
+func (a *attempt) review(ctx context.Context) (ended models.State, reason string) {
 	if a.n == 1 {
-		return ""
+		return "", ""
 	}
 	history, err := a.e.history(ctx, a.sub.RunID)
 	if err != nil {
 		// Every earlier delivery counts as an attempt for retries, but only
 		// the bound on deliveries can end the run.
 		a.log.Warn("cannot count the run's hand-backs; counting earlier deliveries as attempts", "err", err)
+	} else if st, _ := replay(history); st.Terminal() {
+		return st, ""
 	}
 	hb := handBacks(history, a.n)
 	a.tries = a.n - hb
-	return overLimit(a.n, hb, err == nil, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
+	return "", overLimit(a.n, hb, err == nil, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
 }
 
 // giveUp ends a run that must not be tried again.
@@ -395,6 +410,7 @@ const (
 	nak               // handed back: another executor may start it at once
 	retry             // tried again after a delay (NakWithDelay)
 	term              // done, never to be delivered again
+	leave             // not settled: another delivery's, or JetStream's to deliver again
 )
 
 // verdict is the outcome of an attempt: the event that reports it and the
@@ -510,8 +526,40 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 	} else if err != nil {
 		a.log.Warn("cannot report the run's state; settling the message all the same", "state", v.ev.State, "err", err)
 	}
+	if by, err := a.supersededBy(ctx); err != nil {
+		a.log.Warn("cannot tell whether another executor took the run over; leaving its message for JetStream to deliver again, which settles it", "err", err)
+		v.outcome, v.verb = "unsettled", leave
+	} else if by > 0 {
+		a.log.Warn("another executor took the run over (no heartbeat reached JetStream within AckWait); its message is left to that attempt", "attempt_now", by)
+		v.outcome, v.verb = "superseded", leave
+	}
 	a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
 	a.settleMsg(v)
+}
+
+// supersededBy returns the attempt that took the run over from this one,
+// or 0 if none did. JetStream gives a run to another executor when no
+// heartbeat of this one reached it within AckWait (a NATS node restarting,
+// its consumer electing a leader), and it takes an acknowledgement of any
+// delivery of the message for one of the latest: settling here would take
+// the run from the queue under the attempt that now holds it, and were
+// that attempt to die too, no executor would ever get the run again. The
+// run's events tell: an attempt that took over published its INITIALIZING
+// before this one's outcome (which the projector then drops as stale). Only
+// an attempt that lasted half of AckWait looks: a shorter one cannot have
+// been taken over.
+func (a *attempt) supersededBy(ctx context.Context) (int, error) {
+	if time.Since(a.received) < a.e.cfg.AckWait/2 {
+		return 0, nil
+	}
+	history, err := a.e.history(ctx, a.sub.RunID)
+	if err != nil {
+		return 0, err
+	}
+	if _, now := replay(history); now > a.n {
+		return now, nil
+	}
+	return 0, nil
 }
 
 // settleMsg tells JetStream what becomes of the message, and stops the
@@ -530,11 +578,12 @@ func (a *attempt) settleMsg(v verdict) {
 		err = a.msg.NakWithDelay(v.delay)
 	case term:
 		err = a.msg.Term()
+	case leave:
 	}
 	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
-	if (v.verb == ack || v.verb == term) && a.needsDir() && !a.keepDir && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
+	if v.verb != nak && v.verb != retry && a.needsDir() && !a.keepDir && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
 		// The run is over and its logs and outputs are in the object
 		// store: its directory would only fill the disk.
 		a.e.removeRunDir(a.sub.RunID)
