@@ -137,7 +137,7 @@ func (a *attempt) run() {
 		// settled the message: the run is over, whatever this delivery
 		// would do.
 		a.log.Info("the run already ended; its message is acknowledged without running it", "state", ended)
-		a.settleMsg(verdict{outcome: "already_ended", verb: ack})
+		a.finish(ctx, verdict{outcome: "already_ended", verb: ack})
 		return
 	case a.cancelRequested(ctx):
 		// A run canceled while it waited in the queue is not started.
@@ -209,7 +209,8 @@ func (a *attempt) giveUp(reason string) {
 }
 
 // watch keeps the message alive with InProgress and cancels the attempt
-// with errCanceled when the run's cancel flag appears, until stop is
+// with errCanceled when the run's cancel flag appears, or with
+// errTakenOver when another executor takes the run over, until stop is
 // called.
 func (a *attempt) watch(cancel context.CancelCauseFunc) (stop func()) {
 	var once sync.Once
@@ -221,7 +222,8 @@ func (a *attempt) watch(cancel context.CancelCauseFunc) (stop func()) {
 		})
 	})
 	stopBeating := every(context.Background(), a.e.cfg.AckWait/3, func(context.Context) { a.heartbeat() })
-	return func() { unsubscribe(); stopBeating() }
+	stopTakeover := a.watchTakeover(cancel)
+	return func() { unsubscribe(); stopBeating(); stopTakeover() }
 }
 
 // every calls fn every interval, with a context that ends when stop is
@@ -445,6 +447,10 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 	case stopped && errors.Is(cause, errCanceled):
 		return verdict{outcome: "canceled", verb: ack,
 			ev: events.RunEvent{State: models.Canceled, SystemLog: joinLogs(append([]string{"canceled by the user"}, notes...)...)}}
+	case stopped && errors.Is(cause, errTakenOver):
+		// The attempt that took over reports the run's outcome, and
+		// settles its message; an event of this one would be dropped.
+		return verdict{outcome: "superseded", verb: leave}
 	case stopped && errors.Is(cause, errShutdown):
 		return verdict{outcome: "handed_back", verb: nak,
 			ev: events.RunEvent{State: models.Preempted, SystemLog: joinLogs(append([]string{fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)}, notes...)...)}}
@@ -508,6 +514,11 @@ func survivors(err error) string {
 // if NATS could not be reached in time, the message is handed back with a
 // delay, and the run is tried again.
 func (a *attempt) finish(ctx context.Context, v verdict) {
+	if v.ev.State == "" { // nothing to report
+		a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
+		a.settleMsg(v)
+		return
+	}
 	v.ev = a.withTasks(ctx, v.ev)
 	err := a.publish(ctx, v.ev)
 	if err != nil && (v.verb == ack || v.verb == term) {
@@ -535,31 +546,6 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 	}
 	a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
 	a.settleMsg(v)
-}
-
-// supersededBy returns the attempt that took the run over from this one,
-// or 0 if none did. JetStream gives a run to another executor when no
-// heartbeat of this one reached it within AckWait (a NATS node restarting,
-// its consumer electing a leader), and it takes an acknowledgement of any
-// delivery of the message for one of the latest: settling here would take
-// the run from the queue under the attempt that now holds it, and were
-// that attempt to die too, no executor would ever get the run again. The
-// run's events tell: an attempt that took over published its INITIALIZING
-// before this one's outcome (which the projector then drops as stale). Only
-// an attempt that lasted half of AckWait looks: a shorter one cannot have
-// been taken over.
-func (a *attempt) supersededBy(ctx context.Context) (int, error) {
-	if time.Since(a.received) < a.e.cfg.AckWait/2 {
-		return 0, nil
-	}
-	history, err := a.e.history(ctx, a.sub.RunID)
-	if err != nil {
-		return 0, err
-	}
-	if _, now := replay(history); now > a.n {
-		return now, nil
-	}
-	return 0, nil
 }
 
 // settleMsg tells JetStream what becomes of the message, and stops the

@@ -27,19 +27,19 @@ func TestReplayFollowsTheProjector(t *testing.T) {
 		{name: "running", history: []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running)},
 			wantState: models.Running, wantAttempt: 1},
 		{name: "a later attempt took over; the earlier one's outcome is stale",
-			history: []events.RunEvent{ev(1, models.Initializing), ev(2, models.Initializing), ev(1, models.Complete)},
+			history:   []events.RunEvent{ev(1, models.Initializing), ev(2, models.Initializing), ev(1, models.Complete)},
 			wantState: models.Initializing, wantAttempt: 2},
 		{name: "an outcome before the takeover ends the run",
-			history: []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), ev(1, models.ExecutorError), ev(2, models.Initializing)},
+			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), ev(1, models.ExecutorError), ev(2, models.Initializing)},
 			wantState: models.ExecutorError, wantAttempt: 1},
 		{name: "the API's events concern the current attempt",
-			history: []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {State: models.Canceling, Source: events.SourceAPI}, ev(1, models.Canceled)},
+			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {State: models.Canceling, Source: events.SourceAPI}, ev(1, models.Canceled)},
 			wantState: models.Canceled, wantAttempt: 1},
 		{name: "events without a state change nothing",
-			history: []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {Attempt: 3, Source: "y"}},
+			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {Attempt: 3, Source: "y"}},
 			wantState: models.Running, wantAttempt: 1},
 		{name: "reconciler preempted, the executor reported after all",
-			history: []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {Attempt: 1, State: models.Preempted, Source: events.SourceAPI}, ev(1, models.Complete)},
+			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {Attempt: 1, State: models.Preempted, Source: events.SourceAPI}, ev(1, models.Complete)},
 			wantState: models.Complete, wantAttempt: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,67 +53,101 @@ func TestReplayFollowsTheProjector(t *testing.T) {
 // TestATakenOverAttemptLeavesTheMessageToItsSuccessor: when no heartbeat
 // reaches JetStream within AckWait, the run goes to another executor while
 // the first attempt runs on. JetStream takes an Ack of the first delivery
-// for one of the latest; were the first attempt to settle the message when
-// it ends, and the executor that took over to die, nothing would ever run
-// the run again.
+// for one of the latest; were the first attempt to settle the message, and
+// the executor that took over to die, nothing would ever run the run
+// again. The first attempt stops when it hears of the takeover, or, if it
+// missed it, leaves the message alone when it ends.
 func TestATakenOverAttemptLeavesTheMessageToItsSuccessor(t *testing.T) {
 	t.Parallel()
-	f := setup(t)
-	release := make(chan struct{})
-	p := &testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
-		r.Started([]string{"engine", job.RunID})
-		select {
-		case <-release:
-			return providers.Result{Outputs: []byte(`{}`)}, nil
-		case <-ctx.Done():
-			return providers.Result{}, ctx.Err()
-		}
-	}}
-	const ackWait = 2 * time.Second
-	f.start(t, Config{AckWait: ackWait, Slots: 1}, p)
-	runID := f.submit(t)
-	f.waitState(t, runID, models.Running, 30*time.Second)
+	for _, tc := range []struct {
+		name    string
+		ackWait time.Duration
+		// heard: the takeover comes after half of AckWait, when the attempt
+		// listens for it; else before, and the attempt ends later.
+		heard bool
+	}{
+		{name: "heard: the engine is stopped", ackWait: 2 * time.Second, heard: true},
+		{name: "missed: the last look before settling", ackWait: 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			release := make(chan struct{})
+			stopped := make(chan error, 1)
+			p := &testProvider{}
+			p.run = func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+				r.Started([]string{"engine", job.RunID})
+				if p.calls.Load() > 1 {
+					return providers.Result{Outputs: []byte(`{}`)}, nil
+				}
+				select {
+				case <-release:
+					return providers.Result{Outputs: []byte(`{}`)}, nil
+				case <-ctx.Done():
+					stopped <- context.Cause(ctx)
+					return providers.Result{}, ctx.Err()
+				}
+			}
+			f.start(t, Config{AckWait: tc.ackWait, Slots: 1}, p)
+			runID := f.submit(t)
+			running := f.waitState(t, runID, models.Running, 30*time.Second)
 
-	// JetStream gives the run to "another executor" (this test) despite the
-	// heartbeats: AckWait shorter than their interval, for a moment. The
-	// executor's one slot is busy, so the redelivery comes here.
-	cons, err := f.js.Consumer(f.ctx, f.names.RunsStream(), f.names.ExecutorConsumer(testEngine))
-	require.NoError(t, err)
-	cfg := cons.CachedInfo().Config
-	cfg.AckWait = 100 * time.Millisecond
-	_, err = f.js.UpdateConsumer(f.ctx, f.names.RunsStream(), cfg)
-	require.NoError(t, err)
-	taken, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-	require.NoError(t, err)
-	meta, err := taken.Metadata()
-	require.NoError(t, err)
-	require.EqualValues(t, 2, meta.NumDelivered)
-	cfg.AckWait = ackWait
-	_, err = f.js.UpdateConsumer(f.ctx, f.names.RunsStream(), cfg)
-	require.NoError(t, err)
-	require.NoError(t, f.pub.PublishEvent(f.ctx, events.RunEvent{RunID: runID, Attempt: 2, State: models.Initializing, Source: "exec-b"}))
+			// JetStream gives the run to "another executor" (this test)
+			// despite the heartbeats: AckWait shorter than their interval,
+			// for a moment. The executor's one slot is busy, so the
+			// redelivery comes here.
+			cons, err := f.js.Consumer(f.ctx, f.names.RunsStream(), f.names.ExecutorConsumer(testEngine))
+			require.NoError(t, err)
+			cfg := cons.CachedInfo().Config
+			cfg.AckWait = 100 * time.Millisecond
+			_, err = f.js.UpdateConsumer(f.ctx, f.names.RunsStream(), cfg)
+			require.NoError(t, err)
+			taken, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+			require.NoError(t, err)
+			meta, err := taken.Metadata()
+			require.NoError(t, err)
+			require.EqualValues(t, 2, meta.NumDelivered)
+			cfg.AckWait = tc.ackWait
+			_, err = f.js.UpdateConsumer(f.ctx, f.names.RunsStream(), cfg)
+			require.NoError(t, err)
 
-	// The first attempt ends; then the executor that took over dies (the
-	// test never settles its delivery).
-	time.Sleep(ackWait / 2)
-	close(release)
-	done := f.waitState(t, runID, models.Complete, 30*time.Second)
-	require.Equal(t, 1, done.Attempt)
+			if tc.heard {
+				time.Sleep(time.Until(running.Time.Add(tc.ackWait/2 + 500*time.Millisecond)))
+			} else {
+				require.Less(t, time.Since(running.Time), tc.ackWait/2-time.Second, "too slow to take the run over before the attempt listens")
+			}
+			require.NoError(t, f.pub.PublishEvent(f.ctx, events.RunEvent{RunID: runID, Attempt: 2, State: models.Initializing, Source: "exec-b"}))
+			if tc.heard {
+				select {
+				case cause := <-stopped:
+					require.ErrorIs(t, cause, errTakenOver)
+				case <-time.After(10 * time.Second):
+					t.Fatal("the attempt taken over was not stopped")
+				}
+			} else {
+				time.Sleep(time.Until(running.Time.Add(tc.ackWait/2 + 500*time.Millisecond)))
+				close(release)
+				done := f.waitState(t, runID, models.Complete, 30*time.Second)
+				require.Equal(t, 1, done.Attempt)
+			}
 
-	// JetStream delivers the run again once AckWait has passed, and the
-	// run is carried out by a third attempt.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, n := replay(f.runEvents(t, runID))
-		if st == models.Complete && n == 3 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the run was not delivered again after its attempts were lost: it ends %s at attempt %d; events:%s",
-			st, n, describe(f.runEvents(t, runID)))
-		time.Sleep(200 * time.Millisecond)
+			// The executor that took over dies (the test never settles its
+			// delivery): JetStream delivers the run again once AckWait has
+			// passed, and a third attempt carries it out.
+			deadline := time.Now().Add(tc.ackWait + 30*time.Second)
+			for {
+				st, n := replay(f.runEvents(t, runID))
+				if st == models.Complete && n == 3 {
+					break
+				}
+				require.True(t, time.Now().Before(deadline), "the run was not delivered again after its attempts were lost: it ends %s at attempt %d; events:%s",
+					st, n, describe(f.runEvents(t, runID)))
+				time.Sleep(200 * time.Millisecond)
+			}
+			require.EqualValues(t, 2, p.calls.Load())
+			require.Eventually(t, func() bool { return f.runsLeft(t) == 0 }, 10*time.Second, 100*time.Millisecond)
+		})
 	}
-	require.EqualValues(t, 2, p.calls.Load())
-	require.Eventually(t, func() bool { return f.runsLeft(t) == 0 }, 10*time.Second, 100*time.Millisecond)
 }
 
 // TestADeliveryOfAnEndedRunIsNotRun: an executor that reported a run's
