@@ -137,6 +137,7 @@ func (a *attempt) run() {
 		// settled the message: the run is over, whatever this delivery
 		// would do.
 		a.log.Info("the run already ended; its message is acknowledged without running it", "state", ended)
+		a.keepDir = true // it may hold that attempt's outputs over the size cap
 		a.finish(ctx, verdict{outcome: "already_ended", verb: ack})
 		return
 	case a.cancelRequested(ctx):
