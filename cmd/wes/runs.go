@@ -80,7 +80,7 @@ var runsUsage = `Usage: wes runs <command> [flags] [arguments]   (talks to $WES_
 
   submit WORKFLOW [PARAMS] [--type T] [--version V] [--engine E] [--engine-param k=v]…
                            [--tag k=v]… [--attach FILE]… [--wait] [--json]
-  list [--state S] [--tag k:v]… [--all] [--page-size N] [--json]
+  list [--state S] [--tag k:v]… [--all] [--page-size N] [--page-token T] [--json]
   get ID [--json]            status ID [--json]          cancel ID
   logs ID [--stderr] [-f]    outputs ID [--dir DIR] [--json]
   watch ID / wait ID         follow a run; exit with its exit code
@@ -279,30 +279,34 @@ func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.
 	state := fs.String("state", "", "only runs in this state")
 	all := fs.Bool("all", false, "follow every page")
 	pageSize := fs.Int("page-size", 50, "runs per page")
+	first := fs.String("page-token", "", "start at this page (the next_page_token of the one before)")
 	var tags multiFlag
 	fs.Var(&tags, "tag", "only runs with this tag (key:value), repeatable")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *asJSON {
-		runs := []client.RunSummary{}
-		for token := ""; ; {
+		// WES's RunListResponse: with --all every run and no token; else
+		// one page and the token of the next, to pass to --page-token.
+		out := client.RunList{Runs: []client.RunSummary{}}
+		for token := *first; ; {
 			page, err := c.ListRuns(ctx, *pageSize, token, *state, tags)
 			if err != nil {
 				return err
 			}
-			runs = append(runs, page.Runs...)
+			out.Runs = append(out.Runs, page.Runs...)
+			out.NextPageToken = page.NextPageToken
 			if token = page.NextPageToken; token == "" || !*all {
 				break
 			}
 		}
-		return printJSON(env.stdout, runs)
+		return printJSON(env.stdout, out)
 	}
 	// A table is printed a page at a time. A run summary has no workflow
 	// type: each row's comes from its run, read a few at a time.
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN ID\tSTATE\tTYPE\tSTART\tDURATION\tTAGS")
-	for token := ""; ; {
+	for token := *first; ; {
 		page, err := c.ListRuns(ctx, *pageSize, token, *state, tags)
 		if err != nil {
 			return err
@@ -333,7 +337,11 @@ func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		if token = page.NextPageToken; token == "" || !*all {
+		if token = page.NextPageToken; token == "" {
+			return nil
+		}
+		if !*all {
+			fmt.Fprintf(env.stderr, "more runs: --page-token %s (or --all)\n", token)
 			return nil
 		}
 	}

@@ -468,4 +468,34 @@ func TestRunsListPages(t *testing.T) {
 	require.Regexp(t, `^a\s+COMPLETE\s+CWL v1.2`, lines[1])
 	require.Regexp(t, `^b\s+RUNNING\s+\?`, lines[2])
 	require.Regexp(t, `^c\s+QUEUED\s+CWL v1.2\s+.*k=v`, lines[3])
+
+	// Without --all: one page, and how to get the next; with --json, the
+	// token a script passes back.
+	out.Reset()
+	var errOut bytes.Buffer
+	env.stderr = &errOut
+	require.NoError(t, runsList(context.Background(), env, client.New(srv.URL, ""), flag.NewFlagSet("list", flag.ContinueOnError), &asJSON, []string{"--page-size", "2"}))
+	require.Len(t, strings.Split(strings.TrimSpace(out.String()), "\n"), 3, out.String())
+	require.Contains(t, errOut.String(), "--page-token p2")
+	asJSON = true
+	for _, tc := range []struct {
+		args      []string
+		wantRuns  []string
+		wantToken string
+	}{
+		{args: []string{"--page-size", "2"}, wantRuns: []string{"a", "b"}, wantToken: "p2"},
+		{args: []string{"--page-size", "2", "--page-token", "p2"}, wantRuns: []string{"c"}},
+		{args: []string{"--all"}, wantRuns: []string{"a", "b", "c"}},
+	} {
+		out.Reset()
+		require.NoError(t, runsList(context.Background(), env, client.New(srv.URL, ""), flag.NewFlagSet("list", flag.ContinueOnError), &asJSON, tc.args))
+		var page client.RunList
+		require.NoError(t, json.Unmarshal(out.Bytes(), &page), out.String())
+		var ids []string
+		for _, r := range page.Runs {
+			ids = append(ids, r.RunID)
+		}
+		require.Equal(t, tc.wantRuns, ids, "%v", tc.args)
+		require.Equal(t, tc.wantToken, page.NextPageToken, "%v", tc.args)
+	}
 }
