@@ -119,19 +119,30 @@ func TestProvisionAppliesTheOwnersSettings(t *testing.T) {
 		require.NoError(t, err)
 		return st.TTL()
 	}
-	_, err := events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, EventRetention: time.Hour, ExecutorTTL: 10 * time.Second})
+	objectTTL := func() time.Duration {
+		t.Helper()
+		obs, err := f.js.ObjectStore(f.ctx, f.names.ObjectsBucket())
+		require.NoError(t, err)
+		st, err := obs.Status(f.ctx)
+		require.NoError(t, err)
+		return st.TTL()
+	}
+	_, err := events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, EventRetention: time.Hour, ExecutorTTL: 10 * time.Second, ObjectRetention: 24 * time.Hour})
 	require.NoError(t, err)
 	require.Equal(t, time.Hour, maxAge())
 	require.Equal(t, 10*time.Second, ttl())
+	require.Equal(t, 24*time.Hour, objectTTL())
 
 	_, err = events.Provision(f.ctx, f.js, f.names, events.Config{EventRetention: 720 * time.Hour, ExecutorTTL: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, time.Hour, maxAge(), "another process's retention is not applied")
 	require.Equal(t, 10*time.Second, ttl())
+	require.Equal(t, 24*time.Hour, objectTTL())
 
 	_, err = events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, EventRetention: 2 * time.Hour})
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Hour, maxAge(), "the owner's is")
+	require.Zero(t, objectTTL(), "the owner's: objects kept for ever")
 }
 
 func TestPublisherDeduplicates(t *testing.T) {

@@ -22,6 +22,10 @@ type Config struct {
 	DuplicateWindow time.Duration
 	// EventRetention is how long run events stay in WES_EVENTS.
 	EventRetention time.Duration
+	// ObjectRetention is how long attachments, logs and outputs stay in
+	// the object store (0: for ever). An object replaced (a growing log)
+	// counts from its last version.
+	ObjectRetention time.Duration
 	// Owner makes this process's settings the namespace's: it updates
 	// the streams and buckets that exist to them. Other processes create
 	// what is missing and leave what exists as it is, so that one started
@@ -147,6 +151,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	oc := jetstream.ObjectStoreConfig{
 		Bucket:      names.ObjectsBucket(),
 		Description: "run attachments, logs and outputs",
+		TTL:         cfg.ObjectRetention,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	}

@@ -11,15 +11,16 @@ import (
 // environment. The seed's names (DEFAULT_WES_PROVIDER,
 // WORKFLOW_POLL_INTERVAL, WES_API_URL) keep working.
 type Config struct {
-	ListenAddr     string  `envconfig:"WES_LISTEN_ADDR" default:"127.0.0.1:5000" desc:"address the API listens on"`
-	PublicURL      string  `envconfig:"WES_PUBLIC_URL" desc:"scheme://host[:port] clients reach the API at (default: the request's Host)"`
-	DataDir        string  `envconfig:"WES_DATA_DIR" default:".wes" desc:"wes dev: directory for SQLite, embedded NATS data and run directories"`
-	DatabaseURL    string  `envconfig:"WES_DATABASE_URL" desc:"postgres://… URL or SQLite path (wes dev default: $WES_DATA_DIR/wes.db)"`
-	NATSURL        string  `envconfig:"WES_NATS_URL" default:"nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated (ignored by wes dev, which embeds its own)"`
-	NATSNamespace  string  `envconfig:"WES_NATS_NAMESPACE" default:"WES" desc:"prefix of every stream, subject and bucket"`
-	NATSReplicas   int     `envconfig:"WES_NATS_REPLICAS" default:"1" desc:"replicas of streams and buckets (3 on a NATS cluster); the API's value is applied, other processes only create what is missing"`
-	EventRetention Seconds `envconfig:"WES_EVENT_RETENTION" default:"720h" desc:"how long run events stay in the events stream (the API's value is applied); a projector stopped for longer loses what expired"`
-	DevNATSPort    int     `envconfig:"WES_DEV_NATS_PORT" default:"0" desc:"wes dev: port of the embedded NATS server (0: any free port; never 4222)"`
+	ListenAddr      string  `envconfig:"WES_LISTEN_ADDR" default:"127.0.0.1:5000" desc:"address the API listens on"`
+	PublicURL       string  `envconfig:"WES_PUBLIC_URL" desc:"scheme://host[:port] clients reach the API at (default: the request's Host)"`
+	DataDir         string  `envconfig:"WES_DATA_DIR" default:".wes" desc:"wes dev: directory for SQLite, embedded NATS data and run directories"`
+	DatabaseURL     string  `envconfig:"WES_DATABASE_URL" desc:"postgres://… URL or SQLite path (wes dev default: $WES_DATA_DIR/wes.db)"`
+	NATSURL         string  `envconfig:"WES_NATS_URL" default:"nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated (ignored by wes dev, which embeds its own)"`
+	NATSNamespace   string  `envconfig:"WES_NATS_NAMESPACE" default:"WES" desc:"prefix of every stream, subject and bucket"`
+	NATSReplicas    int     `envconfig:"WES_NATS_REPLICAS" default:"1" desc:"replicas of streams and buckets (3 on a NATS cluster); the API's value is applied, other processes only create what is missing"`
+	EventRetention  Seconds `envconfig:"WES_EVENT_RETENTION" default:"720h" desc:"how long run events stay in the events stream (the API's value is applied); a projector stopped for longer loses what expired"`
+	ObjectRetention Seconds `envconfig:"WES_OBJECT_RETENTION" desc:"how long attachments, logs and outputs stay in the object store (unset: for ever; the API's value is applied); keep it above how long runs wait and run"`
+	DevNATSPort     int     `envconfig:"WES_DEV_NATS_PORT" default:"0" desc:"wes dev: port of the embedded NATS server (0: any free port; never 4222)"`
 
 	Provider            string  `envconfig:"DEFAULT_WES_PROVIDER" default:"local" desc:"executor backend: local (engines on PATH) or mock"`
 	ExecutorSlots       int     `envconfig:"WES_EXECUTOR_SLOTS" default:"4" desc:"runs one executor executes at once"`

@@ -303,7 +303,7 @@ func connect(ctx context.Context, env *environment, cfg Config, name string, own
 		return nil, nil, err
 	}
 	bus, err := events.ProvisionWithRetry(ctx, js, names, events.Config{
-		Replicas: cfg.NATSReplicas, ExecutorTTL: cfg.ExecutorTTL.D(), EventRetention: cfg.EventRetention.D(), Owner: owner,
+		Replicas: cfg.NATSReplicas, ExecutorTTL: cfg.ExecutorTTL.D(), EventRetention: cfg.EventRetention.D(), ObjectRetention: cfg.ObjectRetention.D(), Owner: owner,
 	}, func(err error) { log.Warn("waiting for NATS JetStream", "url", redactURLs(cfg.NATSURL), "err", err) })
 	if err != nil {
 		nc.Close()
