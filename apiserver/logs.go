@@ -30,8 +30,11 @@ func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 		h.followLog(w, r, run.ID, key)
 		return
 	}
-	h.serveObject(w, r, key, "text/plain; charset=utf-8", "",
-		withStatus(http.StatusNotFound, nil, "%s of run %s is not available yet (the run is %s); it is stored while the engine runs", v["stream"], run.ID, run.State))
+	notFound := withStatus(http.StatusNotFound, nil, "%s of run %s is not available yet (the run is %s); it is stored while the engine runs", v["stream"], run.ID, run.State)
+	if run.State.Terminal() {
+		notFound = withStatus(http.StatusNotFound, nil, "%s of run %s is not stored: the run ended (%s) before its engine wrote any, or it outlived the object store's retention (WES_OBJECT_RETENTION)", v["stream"], run.ID, run.State)
+	}
+	h.serveObject(w, r, key, "text/plain; charset=utf-8", "", notFound)
 }
 
 // serveObject answers with an object of the store, Range requests included

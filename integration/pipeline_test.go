@@ -209,6 +209,9 @@ func TestCancelQueuedAndRunning(t *testing.T) {
 	st, _ = e.waitState(next, 20*time.Second, "COMPLETE")
 	require.Equal(t, "COMPLETE", st)
 	require.Equal(t, "CANCELED", e.state(queued))
+	var noLog errorResponse
+	require.Equal(t, http.StatusNotFound, e.getJSON("/runs/"+queued+"/logs/stdout", &noLog))
+	require.Contains(t, noLog.Msg, "the run ended (CANCELED) before its engine wrote any", "a run that ended has no log to wait for")
 
 	var er errorResponse
 	require.Equal(t, http.StatusNotFound, e.post("/runs/no-such-run/cancel", "", nil, &er))
