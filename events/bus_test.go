@@ -145,6 +145,29 @@ func TestProvisionAppliesTheOwnersSettings(t *testing.T) {
 	require.Zero(t, objectTTL(), "the owner's: objects kept for ever")
 }
 
+// A publish whose ack never comes (its server died after it got the
+// message) gives up after PublishTryTimeout, not at the caller's deadline,
+// so that the caller can send it again.
+func TestAPublishWithoutAckGivesUpInTime(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	// A subscriber that never answers stands for the server that died:
+	// the publish is neither refused (no responders) nor acknowledged.
+	subject := "silent." + f.names.EventsStream() // no stream's
+	sub, err := f.nc.SubscribeSync(subject)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, f.nc.Flush())
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err = events.NewPublisher(f.js, f.names).Publish(ctx, subject, "id-1", []byte("{}"))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), events.PublishTryTimeout+3*time.Second)
+	require.NoError(t, ctx.Err(), "the caller's deadline is left for retries")
+}
+
 func TestPublisherDeduplicates(t *testing.T) {
 	t.Parallel()
 	f := setup(t)

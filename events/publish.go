@@ -30,9 +30,19 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []b
 	return err
 }
 
+// PublishTryTimeout bounds the wait for one publish's ack, whatever the
+// caller's deadline: a message sent to a server that died before it
+// answered is never acknowledged, and its sender would otherwise wait out
+// a deadline meant for retries (an executor reporting an outcome waits up
+// to WES_EXECUTOR_REPORT_TIMEOUT), sending nothing again meanwhile. The
+// message id makes the next try harmless.
+const PublishTryTimeout = 5 * time.Second
+
 // PublishDedup is Publish that also reports whether the stream already had
 // a message with that id (and so dropped this one).
 func (p *Publisher) PublishDedup(ctx context.Context, subject, msgID string, data []byte) (duplicate bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, PublishTryTimeout)
+	defer cancel()
 	ack, err := p.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return false, fmt.Errorf("publish %s (%s): %w", subject, msgID, err)
