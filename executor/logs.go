@@ -123,8 +123,8 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 	var notBefore [2]time.Time
 	// shipOne copies log i if it grew, and reports whether it is stored.
 	shipOne := func(ctx context.Context, i int, final bool) bool {
-		if !final && time.Now().Before(notBefore[i]) {
-			return true
+		if !final && time.Now().Before(notBefore[i]) || a.takenOver.Load() {
+			return true // the log is the attempt's that took the run over
 		}
 		r, size, ok := logs[i].snapshot()
 		if !ok {

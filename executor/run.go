@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,6 +45,8 @@ type attempt struct {
 	// keepDir says the run's directory holds what exists nowhere else
 	// (outputs over the size cap): it is not removed.
 	keepDir bool
+	// takenOver says another executor took the run over (see takeover.go).
+	takenOver atomic.Bool
 
 	tasks taskBuffer
 }
@@ -278,6 +281,9 @@ func (a *attempt) execute(ctx context.Context) (res providers.Result, err error)
 		}
 		return res, err
 	}
+	if st := a.endedBefore(ctx); st != "" {
+		return res, fmt.Errorf("%w (%s)", errEnded, st)
+	}
 	dir, err := a.stage(ctx)
 	if err != nil {
 		return res, err
@@ -445,13 +451,18 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 	// stopped: one whose engine had finished by then keeps its result.
 	stopped := err != nil
 	switch {
+	case a.takenOver.Load():
+		// The attempt that took over reports the run's outcome, and
+		// settles its message; an event of this one would be dropped, and
+		// its outputs must not replace that attempt's.
+		return verdict{outcome: "superseded", verb: leave}
+	case errors.Is(err, errEnded):
+		a.log.Info("the run already ended; its message is acknowledged and its engine was not started", "err", err)
+		a.keepDir = true // it may hold the outputs over the size cap of the attempt that ended it
+		return verdict{outcome: "already_ended", verb: ack}
 	case stopped && errors.Is(cause, errCanceled):
 		return verdict{outcome: "canceled", verb: ack,
 			ev: events.RunEvent{State: models.Canceled, SystemLog: joinLogs(append([]string{"canceled by the user"}, notes...)...)}}
-	case stopped && errors.Is(cause, errTakenOver):
-		// The attempt that took over reports the run's outcome, and
-		// settles its message; an event of this one would be dropped.
-		return verdict{outcome: "superseded", verb: leave}
 	case stopped && errors.Is(cause, errShutdown):
 		return verdict{outcome: "handed_back", verb: nak,
 			ev: events.RunEvent{State: models.Preempted, SystemLog: joinLogs(append([]string{fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)}, notes...)...)}}
@@ -555,6 +566,12 @@ func (a *attempt) settleMsg(v verdict) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.settled = true
+	if a.takenOver.Load() && v.verb != leave {
+		// Heard of since the last look: any verb would reach the delivery
+		// of the attempt that took over.
+		a.log.Warn("another executor took the run over; its message is left to that attempt", "instead_of", v.outcome)
+		v.verb = leave
+	}
 	var err error
 	switch v.verb {
 	case ack:
@@ -570,7 +587,7 @@ func (a *attempt) settleMsg(v verdict) {
 	if err != nil {
 		a.log.Warn("cannot settle message with JetStream", "err", err)
 	}
-	if v.verb != nak && v.verb != retry && a.needsDir() && !a.keepDir && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
+	if (v.verb == ack || v.verb == term) && a.needsDir() && !a.keepDir && !a.e.cfg.KeepRunDirs && !a.e.cfg.LocalOutputLocations {
 		// The run is over and its logs and outputs are in the object
 		// store: its directory would only fill the disk.
 		a.e.removeRunDir(a.sub.RunID)

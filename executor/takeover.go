@@ -26,17 +26,29 @@ import (
 // The attempt that took over announces itself with its INITIALIZING event,
 // of a higher attempt number. The first attempt listens for it on the
 // run's event subject (plain NATS, no JetStream consumer) and stops its
-// engine when it comes, leaving the message alone; and since a missed
-// message would say nothing, it reads the run's events once more before it
-// settles. Both only once half of AckWait has passed since the delivery:
-// before AckWait no other executor can have the run, and most runs of a
-// busy service end sooner, at no cost.
+// engine when it comes; from then on it stores no log or output (they are
+// the new attempt's to write) and leaves the message alone, whatever verb
+// it was about to settle it with. Since a missed message would say
+// nothing, it also reads the run's events once more before it settles.
+// Both only once half of AckWait has passed since the delivery: before
+// AckWait no other executor can have the run, and most runs of a busy
+// service end sooner, at no cost.
+//
+// The other way round, the attempt that took over may find, once its
+// INITIALIZING is in the stream, that the first attempt's outcome got there
+// before it: the run is over, and it stops before its engine starts (see
+// execute).
 
-// errTakenOver stops an attempt whose run another attempt took over.
-var errTakenOver = errors.New("another executor took the run over")
+var (
+	// errTakenOver stops an attempt whose run another attempt took over.
+	errTakenOver = errors.New("another executor took the run over")
+	// errEnded stops an attempt whose run turns out to be over already.
+	errEnded = errors.New("the run already ended")
+)
 
-// watchTakeover cancels the attempt with errTakenOver when an attempt of
-// the run with a higher number starts, until stop is called.
+// watchTakeover marks the attempt taken over, and cancels it with
+// errTakenOver, when an attempt of the run with a higher number starts,
+// until stop is called.
 func (a *attempt) watchTakeover(cancel context.CancelCauseFunc) (stop func()) {
 	var (
 		mu      sync.Mutex
@@ -49,6 +61,9 @@ func (a *attempt) watchTakeover(cancel context.CancelCauseFunc) (stop func()) {
 		if stopped {
 			return
 		}
+		a.mu.Lock()
+		log := a.log
+		a.mu.Unlock()
 		var err error
 		sub, err = a.e.bus.JS.Conn().Subscribe(a.e.bus.Names.EventSubject(a.sub.RunID), func(m *nats.Msg) {
 			ev, err := events.DecodeRunEvent(m.Data)
@@ -58,14 +73,14 @@ func (a *attempt) watchTakeover(cancel context.CancelCauseFunc) (stop func()) {
 			a.mu.Lock()
 			n, log := a.n, a.log
 			a.mu.Unlock()
-			if ev.Attempt > n {
+			if ev.Attempt > n && !a.takenOver.Swap(true) {
 				log.Warn("another executor took the run over (no heartbeat reached JetStream within AckWait); stopping this attempt and leaving the run's message to it",
 					"attempt_now", ev.Attempt, "executor_now", ev.Source)
 				cancel(errTakenOver)
 			}
 		})
 		if err != nil {
-			a.log.Warn("cannot watch for another executor taking the run over; its events are read again before the outcome is settled", "err", err)
+			log.Warn("cannot watch for another executor taking the run over; its events are read again before the outcome is settled", "err", err)
 		}
 	})
 	return func() {
@@ -93,4 +108,23 @@ func (a *attempt) supersededBy(ctx context.Context) (int, error) {
 		return now, nil
 	}
 	return 0, nil
+}
+
+// endedBefore returns the final state the run reached before this
+// attempt's INITIALIZING got to the stream, or "". Only a delivery after
+// the first looks: one that took the run over from an attempt whose
+// outcome was stored just before.
+func (a *attempt) endedBefore(ctx context.Context) models.State {
+	if a.n == 1 {
+		return ""
+	}
+	history, err := a.e.history(ctx, a.sub.RunID)
+	if err != nil {
+		a.log.Warn("cannot read the run's events to tell whether it already ended; running it", "err", err)
+		return ""
+	}
+	if st, _ := replay(history); st.Terminal() {
+		return st
+	}
+	return ""
 }

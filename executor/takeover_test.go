@@ -2,6 +2,8 @@ package executor
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,15 +82,17 @@ func TestATakenOverAttemptLeavesTheMessageToItsSuccessor(t *testing.T) {
 				if p.calls.Load() > 1 {
 					return providers.Result{Outputs: []byte(`{}`)}, nil
 				}
+				fmt.Fprintln(job.Stdout, "attempt 1")
 				select {
 				case <-release:
 					return providers.Result{Outputs: []byte(`{}`)}, nil
 				case <-ctx.Done():
+					fmt.Fprintln(job.Stdout, "attempt 1 stopping")
 					stopped <- context.Cause(ctx)
 					return providers.Result{}, ctx.Err()
 				}
 			}
-			f.start(t, Config{AckWait: tc.ackWait, Slots: 1}, p)
+			f.start(t, Config{AckWait: tc.ackWait, Slots: 1, LogInterval: 100 * time.Millisecond}, p)
 			runID := f.submit(t)
 			running := f.waitState(t, runID, models.Running, 30*time.Second)
 
@@ -111,7 +115,15 @@ func TestATakenOverAttemptLeavesTheMessageToItsSuccessor(t *testing.T) {
 			_, err = f.js.UpdateConsumer(f.ctx, f.names.RunsStream(), cfg)
 			require.NoError(t, err)
 
+			logKey := events.LogKey(runID, "stdout")
 			if tc.heard {
+				// The attempt that took over writes the run's log from now on.
+				require.Eventually(t, func() bool {
+					b, err := f.bus.Objects.GetBytes(f.ctx, logKey)
+					return err == nil && string(b) == "attempt 1\n"
+				}, 10*time.Second, 50*time.Millisecond, "the first attempt's log was not stored")
+				_, err := f.bus.PutObject(f.ctx, logKey, strings.NewReader("attempt 2\n"), events.PutOptions{})
+				require.NoError(t, err)
 				time.Sleep(time.Until(running.Time.Add(tc.ackWait/2 + 500*time.Millisecond)))
 			} else {
 				require.Less(t, time.Since(running.Time), tc.ackWait/2-time.Second, "too slow to take the run over before the attempt listens")
@@ -124,6 +136,10 @@ func TestATakenOverAttemptLeavesTheMessageToItsSuccessor(t *testing.T) {
 				case <-time.After(10 * time.Second):
 					t.Fatal("the attempt taken over was not stopped")
 				}
+				time.Sleep(500 * time.Millisecond) // its last log copy would be done
+				b, err := f.bus.Objects.GetBytes(f.ctx, logKey)
+				require.NoError(t, err)
+				require.Equal(t, "attempt 2\n", string(b), "the attempt taken over replaced the log of the one that took over")
 			} else {
 				time.Sleep(time.Until(running.Time.Add(tc.ackWait/2 + 500*time.Millisecond)))
 				close(release)
