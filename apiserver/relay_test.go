@@ -45,7 +45,7 @@ func newRelayEnv(t *testing.T, ns string) *relayEnv {
 	e := &relayEnv{nc: nc, js: js, names: names, store: modelstest.NewStore(t, modelstest.PostgresURL(t)), pub: events.NewPublisher(js, names)}
 	e.insert = func(id string, payload []byte) models.OutboxMessage {
 		run, _ := testRun(id, "https://example.com/wf.cwl")
-		msg := &models.OutboxMessage{Subject: names.SubmitSubject("mock"), MsgID: id, Payload: payload}
+		msg := &models.OutboxMessage{Subject: names.SubmitSubject("mock", id), MsgID: id, Payload: payload}
 		require.NoError(t, e.store.CreateRuns(ctx, []*models.Run{run}, []*models.OutboxMessage{msg}))
 		return *msg
 	}
@@ -87,7 +87,7 @@ func TestRelay(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, msgs, 1)
 	require.Equal(t, "huge", msgs[0].MsgID)
-	for _, err := range pub.PublishOutbox(ctx, []models.OutboxMessage{{Subject: names.SubmitSubject("mock"), MsgID: "fresh-3", Payload: []byte(`{}`)}}) {
+	for _, err := range pub.PublishOutbox(ctx, []models.OutboxMessage{{Subject: names.SubmitSubject("mock", "fresh-3"), MsgID: "fresh-3", Payload: []byte(`{}`)}}) {
 		require.NoError(t, err)
 	}
 	info, err := stream.Info(ctx)

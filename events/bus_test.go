@@ -215,7 +215,7 @@ func TestQueueCollectorReportsPending(t *testing.T) {
 	// The executors' consumer of engine "mock" and one the collector must
 	// leave out.
 	_, err := f.js.CreateOrUpdateConsumer(f.ctx, f.names.RunsStream(), jetstream.ConsumerConfig{
-		Durable: f.names.ExecutorConsumer("mock"), FilterSubject: f.names.SubmitSubject("mock"),
+		Durable: f.names.ExecutorConsumer("mock"), FilterSubject: f.names.SubmitFilter("mock"),
 		AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	require.NoError(t, err)

@@ -30,8 +30,16 @@ func (n Names) RunsStream() string { return n.ns + "_RUNS" }
 // EventsStream is the history of run events.
 func (n Names) EventsStream() string { return n.ns + "_EVENTS" }
 
-// SubmitSubject is where runs for one engine are queued.
-func (n Names) SubmitSubject(engine string) string { return n.prefix + ".runs.submitted." + engine }
+// SubmitSubject is where run runID is queued for engine: a subject per run,
+// so that whether the queue still holds a run is one lookup
+// (GetLastMsgForSubject).
+func (n Names) SubmitSubject(engine, runID string) string {
+	return n.prefix + ".runs.submitted." + engine + "." + runID
+}
+
+// SubmitFilter is what the executors of engine take runs from: every run
+// queued for it.
+func (n Names) SubmitFilter(engine string) string { return n.prefix + ".runs.submitted." + engine + ".>" }
 
 // EventSubject is where the events of one run are published.
 func (n Names) EventSubject(runID string) string { return n.prefix + ".events." + runID }

@@ -46,19 +46,19 @@ func TestNewNames(t *testing.T) {
 func TestNamesDerivedFromNamespace(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		ns                                          string
-		runs, evs, submit, event, cancel, execs, ob string
-		runsSubjects, eventsSubjects                string
+		ns                                                  string
+		runs, evs, submit, filter, event, cancel, execs, ob string
+		runsSubjects, eventsSubjects                        string
 	}{
 		{
 			ns: "WES", runs: "WES_RUNS", evs: "WES_EVENTS",
-			submit: "wes.runs.submitted.cwltool", event: "wes.events.run1",
+			submit: "wes.runs.submitted.cwltool.run1", filter: "wes.runs.submitted.cwltool.>", event: "wes.events.run1",
 			cancel: "WES_CANCEL", execs: "WES_EXECUTORS", ob: "WES_OBJECTS",
 			runsSubjects: "wes.runs.submitted.>", eventsSubjects: "wes.events.>",
 		},
 		{
 			ns: "Test_1", runs: "TEST_1_RUNS", evs: "TEST_1_EVENTS",
-			submit: "test_1.runs.submitted.cwltool", event: "test_1.events.run1",
+			submit: "test_1.runs.submitted.cwltool.run1", filter: "test_1.runs.submitted.cwltool.>", event: "test_1.events.run1",
 			cancel: "TEST_1_CANCEL", execs: "TEST_1_EXECUTORS", ob: "TEST_1_OBJECTS",
 			runsSubjects: "test_1.runs.submitted.>", eventsSubjects: "test_1.events.>",
 		},
@@ -70,7 +70,8 @@ func TestNamesDerivedFromNamespace(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tt.runs, n.RunsStream())
 			require.Equal(t, tt.evs, n.EventsStream())
-			require.Equal(t, tt.submit, n.SubmitSubject("cwltool"))
+			require.Equal(t, tt.submit, n.SubmitSubject("cwltool", "run1"))
+			require.Equal(t, tt.filter, n.SubmitFilter("cwltool"))
 			require.Equal(t, tt.event, n.EventSubject("run1"))
 			require.Equal(t, tt.cancel, n.CancelBucket())
 			require.Equal(t, tt.execs, n.ExecutorsBucket())
@@ -93,12 +94,12 @@ func TestNamespacesDoNotOverlap(t *testing.T) {
 	require.NoError(t, err)
 	namesOf := func(n Names) []string {
 		return []string{n.RunsStream(), n.EventsStream(), n.CancelBucket(), n.ExecutorsBucket(),
-			n.ObjectsBucket(), n.SubmitSubject("mock"), n.EventSubject("r")}
+			n.ObjectsBucket(), n.SubmitSubject("mock", "r"), n.EventSubject("r")}
 	}
 	for _, x := range namesOf(a) {
 		require.NotContains(t, namesOf(b), x)
 	}
-	require.False(t, strings.HasPrefix(b.SubmitSubject("mock"), strings.TrimSuffix(a.runsSubjects(), ">")))
+	require.False(t, strings.HasPrefix(b.SubmitSubject("mock", "r"), strings.TrimSuffix(a.runsSubjects(), ">")))
 	require.False(t, strings.HasPrefix(b.EventSubject("r"), strings.TrimSuffix(a.eventsSubjects(), ">")))
 }
 

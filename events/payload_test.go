@@ -252,7 +252,7 @@ func TestEncodeSubmittedRoundTrip(t *testing.T) {
 	}
 	subject, msgID, data, err := p.EncodeSubmitted(m)
 	require.NoError(t, err)
-	require.Equal(t, "test.runs.submitted.mock", subject)
+	require.Equal(t, "test.runs.submitted.mock.r1", subject)
 	require.Equal(t, "r1", msgID)
 
 	got, err := events.DecodeRunSubmitted(data)

@@ -110,5 +110,5 @@ func (p *Publisher) EncodeSubmitted(m RunSubmitted) (subject, msgID string, data
 	if err != nil {
 		return "", "", nil, fmt.Errorf("encode run.submitted: %w", err)
 	}
-	return p.names.SubmitSubject(m.Engine), m.RunID, data, nil
+	return p.names.SubmitSubject(m.Engine, m.RunID), m.RunID, data, nil
 }

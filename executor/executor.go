@@ -200,7 +200,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		cons, err := e.bus.JS.CreateOrUpdateConsumer(ctx, e.bus.Names.RunsStream(), jetstream.ConsumerConfig{
 			Durable:       e.bus.Names.ExecutorConsumer(eng.Name),
 			Description:   "executors that run " + eng.Name,
-			FilterSubject: e.bus.Names.SubmitSubject(eng.Name),
+			FilterSubject: e.bus.Names.SubmitFilter(eng.Name),
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       e.cfg.AckWait,
 			MaxDeliver:    -1,

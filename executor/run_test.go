@@ -167,7 +167,7 @@ func TestDeliveryLimits(t *testing.T) {
 
 			// The earlier deliveries, on the executors' consumer.
 			cons, err := f.js.CreateOrUpdateConsumer(f.ctx, f.names.RunsStream(), jetstream.ConsumerConfig{
-				Durable: f.names.ExecutorConsumer(testEngine), FilterSubject: f.names.SubmitSubject(testEngine),
+				Durable: f.names.ExecutorConsumer(testEngine), FilterSubject: f.names.SubmitFilter(testEngine),
 				AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
 			})
 			require.NoError(t, err)
@@ -444,7 +444,7 @@ func TestRedeliveredRunsFillFreeSlots(t *testing.T) {
 	cfg := Config{AckWait: 5 * time.Second, Slots: 4}
 	cons, err := f.js.CreateOrUpdateConsumer(f.ctx, f.names.RunsStream(), jetstream.ConsumerConfig{
 		Durable:       f.names.ExecutorConsumer(testEngine),
-		FilterSubject: f.names.SubmitSubject(testEngine),
+		FilterSubject: f.names.SubmitFilter(testEngine),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
 		MaxDeliver:    -1,

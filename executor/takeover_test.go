@@ -174,7 +174,7 @@ func TestADeliveryOfAnEndedRunIsNotRun(t *testing.T) {
 	f := setup(t)
 	runID := f.submit(t)
 	cons, err := f.js.CreateOrUpdateConsumer(f.ctx, f.names.RunsStream(), jetstream.ConsumerConfig{
-		Durable: f.names.ExecutorConsumer(testEngine), FilterSubject: f.names.SubmitSubject(testEngine),
+		Durable: f.names.ExecutorConsumer(testEngine), FilterSubject: f.names.SubmitFilter(testEngine),
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 5 * time.Second, MaxDeliver: -1,
 	})
 	require.NoError(t, err)
