@@ -25,11 +25,31 @@ type registry interface {
 // HeldRunsStore is what the reconciler needs of the run store.
 type HeldRunsStore interface {
 	HeldRuns(ctx context.Context, after int64, limit int) ([]models.Run, error)
+	StaleRuns(ctx context.Context, before time.Time, after int64, limit int) ([]models.Run, error)
 }
 
-// eventPublisher publishes a run event.
+// eventPublisher publishes run events and queues runs.
 type eventPublisher interface {
 	PublishEvent(ctx context.Context, ev events.RunEvent) error
+	Publish(ctx context.Context, subject, msgID string, data []byte) error
+	EncodeSubmitted(m events.RunSubmitted) (subject, msgID string, data []byte, err error)
+}
+
+// streams looks up a stream (the runs' work queue).
+type streams interface {
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+}
+
+// ReconcilerConfig is how a reconciler works.
+type ReconcilerConfig struct {
+	// Holder names this replica in the lease.
+	Holder string
+	// Interval is how often it looks at the held runs.
+	Interval time.Duration
+	// RequeueAfter is how long a run waiting for an executor may go
+	// unchanged before the reconciler checks that the queue still holds
+	// its message.
+	RequeueAfter time.Duration
 }
 
 // Reconciler finds runs whose facts disagree and repairs them by emitting
@@ -59,6 +79,14 @@ type Reconciler struct {
 	log     *slog.Logger
 	repairs *prometheus.CounterVec
 
+	js    streams
+	names events.Names
+	// requeueAfter: see ReconcilerConfig. The waiting runs are looked at
+	// a page at a time, every requeueAfter/2, from staleAfter on.
+	requeueAfter time.Duration
+	lastRequeue  time.Time
+	staleAfter   int64
+
 	// reconnects is the connection's reconnect count when last looked at;
 	// connectedSince is when it was last seen to change (or to connect).
 	reconnects     uint64
@@ -68,17 +96,20 @@ type Reconciler struct {
 	registryUpSince time.Time
 }
 
-// NewReconciler returns a reconciler that looks every interval; holder
-// names this replica in the lease.
-func NewReconciler(store HeldRunsStore, catalog *Catalog, bus *events.Bus, holder string, interval time.Duration, reg prometheus.Registerer, log *slog.Logger) *Reconciler {
+// NewReconciler returns a reconciler.
+func NewReconciler(store HeldRunsStore, catalog *Catalog, bus *events.Bus, cfg ReconcilerConfig, reg prometheus.Registerer, log *slog.Logger) *Reconciler {
 	repairs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wes_reconciler_repairs_total", Help: "Runs repaired by the reconciler, by kind.",
 	}, []string{"kind"})
 	reg.MustRegister(repairs)
+	if cfg.RequeueAfter <= 0 {
+		cfg.RequeueAfter = 2 * time.Minute
+	}
 	return &Reconciler{
 		store: store, catalog: catalog, registry: bus.Executors, conn: bus.JS.Conn(),
-		pub: events.NewPublisher(bus.JS, bus.Names), lease: events.NewLease(bus, "reconciler", holder),
-		interval: interval, page: 1000, log: log.With("component", "reconciler"), repairs: repairs,
+		pub: events.NewPublisher(bus.JS, bus.Names), lease: events.NewLease(bus, "reconciler", cfg.Holder),
+		interval: cfg.Interval, page: 1000, log: log.With("component", "reconciler"), repairs: repairs,
+		js: bus.JS, names: bus.Names, requeueAfter: cfg.RequeueAfter,
 	}
 }
 
@@ -158,8 +189,17 @@ func due(last, now time.Time, tick, interval time.Duration) bool {
 	return last.IsZero() || now.Sub(last)+tick/2 >= interval
 }
 
-// reconcile looks at every held run, a page at a time.
+// reconcile looks at every held run, a page at a time, and at a page of the
+// runs waiting for an executor.
 func (rc *Reconciler) reconcile(ctx context.Context) error {
+	if err := rc.reconcileHeld(ctx); err != nil {
+		return err
+	}
+	return rc.requeueLost(ctx)
+}
+
+// reconcileHeld looks at every held run, a page at a time.
+func (rc *Reconciler) reconcileHeld(ctx context.Context) error {
 	gone := map[string]bool{}
 	for after := int64(0); ; {
 		runs, err := rc.store.HeldRuns(ctx, after, rc.page)
@@ -226,4 +266,138 @@ func (rc *Reconciler) gone(ctx context.Context, id string) (bool, error) {
 		return true, nil
 	}
 	return false, fmt.Errorf("look up executor %s: %w", id, err)
+}
+
+// requeueLost checks that the runs queue holds the message of every run
+// waiting for an executor (QUEUED or PREEMPTED) that has not changed for
+// RequeueAfter, a page every RequeueAfter/2, and queues again a run whose
+// message JetStream lost. It should not happen; it was seen on a NATS
+// 2.9 cluster whose consumer leader moved while runs were waiting to be
+// retried (NakWithDelay): their messages left the work queue, unacknowledged,
+// and the runs would have stayed QUEUED for ever. A message still in the
+// stream at or below the consumer's ack floor is lost too: the consumer will
+// never deliver it again. It is deleted before the run is queued anew.
+//
+// Queueing a run that was not lost after all is harmless: a delivery of a
+// run that already ended is acknowledged without running it (the executor
+// reads the run's events), and the takeover rules keep two attempts from
+// both running it.
+func (rc *Reconciler) requeueLost(ctx context.Context) error {
+	now := time.Now()
+	if now.Sub(rc.lastRequeue) < rc.requeueAfter/2 {
+		return nil
+	}
+	rc.lastRequeue = now
+	runs, err := rc.store.StaleRuns(ctx, now.Add(-rc.requeueAfter), rc.staleAfter, rc.page)
+	if err != nil {
+		return err
+	}
+	rc.staleAfter = 0 // from the first again after the last page
+	if len(runs) == rc.page {
+		rc.staleAfter = runs[len(runs)-1].Seq
+	}
+	if len(runs) == 0 {
+		return nil
+	}
+	stream, err := rc.js.Stream(ctx, rc.names.RunsStream())
+	if err != nil {
+		return fmt.Errorf("runs stream: %w", err)
+	}
+	floors := map[string]uint64{}
+	var evs jetstream.Stream // looked up once needed
+	for _, r := range runs {
+		// The ack floor first: a message at or below it, found after, was
+		// acknowledged before and is still there.
+		floor, ok := floors[r.Engine]
+		if !ok {
+			if floor, err = ackFloor(ctx, stream, rc.names.ExecutorConsumer(r.Engine)); err != nil {
+				return err
+			}
+			floors[r.Engine] = floor
+		}
+		var stale uint64
+		msg, err := stream.GetLastMsgForSubject(ctx, rc.names.SubmitSubject(r.Engine, r.ID))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return fmt.Errorf("look up the queued message of run %s: %w", r.ID, err)
+		case msg.Sequence > floor:
+			continue // waiting, or delivered and not yet settled: the consumer has it
+		default:
+			stale = msg.Sequence
+		}
+		if evs == nil {
+			if evs, err = rc.js.Stream(ctx, rc.names.EventsStream()); err != nil {
+				return fmt.Errorf("events stream: %w", err)
+			}
+		}
+		if lag, err := rc.projectionBehind(ctx, evs, r); err != nil || lag {
+			if err != nil {
+				return err
+			}
+			continue // the run moved on since: its events are not all in the database yet
+		}
+		if err := rc.requeue(ctx, stream, r, stale); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// projectionBehind reports whether the events stream holds an event of run
+// r that the database does not reflect yet (the projector is behind, or
+// stopped): its row says QUEUED while an executor may have run it to the
+// end, and the message is gone for that reason.
+func (rc *Reconciler) projectionBehind(ctx context.Context, evs jetstream.Stream, r models.Run) (bool, error) {
+	last, err := evs.GetLastMsgForSubject(ctx, rc.names.EventSubject(r.ID))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look up the last event of run %s: %w", r.ID, err)
+	}
+	return last.Sequence > r.LastEventSeq, nil
+}
+
+// ackFloor returns the stream sequence of consumer's ack floor, 0 if there
+// is no such consumer (no executor of its engine started yet).
+func ackFloor(ctx context.Context, stream jetstream.Stream, consumer string) (uint64, error) {
+	c, err := stream.Consumer(ctx, consumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s: %w", consumer, err)
+	}
+	return c.CachedInfo().AckFloor.Stream, nil
+}
+
+// requeue queues run r again, after deleting its stale message (stream
+// sequence stale, if not 0), and says so in the run's system logs.
+func (rc *Reconciler) requeue(ctx context.Context, stream jetstream.Stream, r models.Run, stale uint64) error {
+	why := "JetStream lost the run's queued message"
+	if stale > 0 {
+		why = "the queue's consumer acknowledged the run's message without it being settled"
+		if err := stream.DeleteMsg(ctx, stale); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("delete the stale message of run %s: %w", r.ID, err)
+		}
+	}
+	note := fmt.Sprintf("%s while the run waited for an executor (%s for %s); queued again", why, r.State, time.Since(r.UpdatedAt).Round(time.Second))
+	if err := rc.pub.PublishEvent(ctx, events.RunEvent{RunID: r.ID, Source: events.SourceAPI, SystemLog: note}); err != nil {
+		return err
+	}
+	subject, msgID, data, err := rc.pub.EncodeSubmitted(events.RunSubmitted{
+		RunID: r.ID, Engine: r.Engine, Request: r.Request, Attachments: r.Attachments, SubmittedAt: r.CreatedAt,
+	})
+	if err != nil {
+		return err
+	}
+	// Another id than the first message's, which the stream may still
+	// remember (its duplicate window).
+	if err := rc.pub.Publish(ctx, subject, fmt.Sprintf("%s.requeued.%d", msgID, time.Now().UnixNano()), data); err != nil {
+		return err
+	}
+	rc.repairs.WithLabelValues("requeued").Inc()
+	rc.log.Warn("run queued again", "run_id", r.ID, "state", r.State, "why", why)
+	return nil
 }

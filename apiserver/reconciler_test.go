@@ -68,7 +68,7 @@ func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
 	catalog.synced = time.Now().Add(-time.Hour)
 
 	reg := prometheus.NewRegistry()
-	rc := NewReconciler(store, catalog, bus, "test", time.Second, reg, slog.New(slog.DiscardHandler))
+	rc := NewReconciler(store, catalog, bus, ReconcilerConfig{Holder: "test", Interval: time.Second}, reg, slog.New(slog.DiscardHandler))
 	rc.page = 1 // the dead executor's run is on the second page
 	require.NoError(t, rc.reconcile(ctx))
 
@@ -104,7 +104,7 @@ func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
 func TestReconcilerWaitsATTLAfterConnecting(t *testing.T) {
 	t.Parallel()
 	bus, nc := reconcilerBus(t)
-	rc := NewReconciler(nil, NewCatalog(300*time.Millisecond), bus, "test", time.Second, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	rc := NewReconciler(nil, NewCatalog(300*time.Millisecond), bus, ReconcilerConfig{Holder: "test", Interval: time.Second}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	require.Same(t, nc, rc.conn)
 	require.False(t, rc.connectedForTTL(), "just connected")
 	require.Eventually(t, rc.connectedForTTL, 5*time.Second, 50*time.Millisecond)
@@ -232,4 +232,77 @@ func TestReconcilerDue(t *testing.T) {
 		}
 		require.Equal(t, tc.want, due(last, now, tc.tick, tc.interval), tc.name)
 	}
+}
+
+// A run waiting for an executor whose message the queue no longer holds
+// (JetStream lost it) is queued again, once; one whose message is queued,
+// or still in the outbox, is left alone.
+func TestReconcilerRequeuesARunTheQueueLost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bus, _ := reconcilerBus(t)
+	store := modelstest.NewStore(t, filepath.Join(t.TempDir(), "wes.db"))
+	pub := events.NewPublisher(bus.JS, bus.Names)
+	submitted := func(id string) (string, string, []byte) {
+		subject, msgID, data, err := pub.EncodeSubmitted(events.RunSubmitted{RunID: id, Engine: "mock"})
+		require.NoError(t, err)
+		return subject, msgID, data
+	}
+	for _, id := range []string{"run-lost", "run-queued", "run-in-outbox", "run-running"} {
+		var outbox []*models.OutboxMessage
+		if id == "run-in-outbox" {
+			subject, msgID, data := submitted(id)
+			outbox = append(outbox, &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data})
+		}
+		require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: id, State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC(),
+			Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "https://example.com/wf.cwl"}}}, outbox))
+	}
+	require.NoError(t, store.UpdateRun(ctx, "run-running", func(r *models.Run) ([]models.TaskLog, error) {
+		r.State, r.Attempt, r.Executor = models.Running, 1, "exec"
+		return nil, nil
+	}))
+	// run-ran's message is gone because an executor ran it to the end;
+	// its events are not in the database yet.
+	require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: "run-ran", State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC()}}, nil))
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "run-ran", Attempt: 1, State: models.Initializing, Source: "exec"}))
+	subject, msgID, data := submitted("run-queued")
+	require.NoError(t, pub.Publish(ctx, subject, msgID, data))
+	time.Sleep(20 * time.Millisecond)
+
+	rc := NewReconciler(store, NewCatalog(time.Minute), bus, ReconcilerConfig{Holder: "test", Interval: time.Second, RequeueAfter: 10 * time.Millisecond},
+		prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	require.NoError(t, rc.requeueLost(ctx))
+	stream, err := bus.JS.Stream(ctx, bus.Names.RunsStream())
+	require.NoError(t, err)
+	msg, err := stream.GetLastMsgForSubject(ctx, bus.Names.SubmitSubject("mock", "run-lost"))
+	require.NoError(t, err, "the lost run is queued again")
+	sub, err := events.DecodeRunSubmitted(msg.Data)
+	require.NoError(t, err)
+	require.Equal(t, "https://example.com/wf.cwl", sub.Request.WorkflowURL, "with its request")
+	for _, id := range []string{"run-in-outbox", "run-running", "run-ran"} {
+		_, err := stream.GetLastMsgForSubject(ctx, bus.Names.SubmitSubject("mock", id))
+		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, id)
+	}
+
+	// The next look finds its message: nothing more.
+	rc.lastRequeue = time.Time{}
+	require.NoError(t, rc.requeueLost(ctx))
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, info.State.Msgs, "run-queued's message and run-lost's new one")
+
+	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+	require.NoError(t, err)
+	var noted []string
+	for m := range batch.Messages() {
+		ev, err := events.DecodeRunEvent(m.Data())
+		require.NoError(t, err)
+		if ev.Source == events.SourceAPI {
+			require.Contains(t, ev.SystemLog, "queued again")
+			noted = append(noted, ev.RunID)
+		}
+	}
+	require.Equal(t, []string{"run-lost"}, noted)
 }

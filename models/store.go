@@ -653,6 +653,22 @@ func (s *Store) HeldRuns(ctx context.Context, after int64, limit int) ([]Run, er
 	return runs, nil
 }
 
+// StaleRuns returns up to limit runs after seq after, in seq order, that
+// wait for an executor (QUEUED or PREEMPTED), created and last changed
+// before before, and whose run.submitted message has left the outbox: runs
+// whose message the queue must hold.
+func (s *Store) StaleRuns(ctx context.Context, before time.Time, after int64, limit int) ([]Run, error) {
+	var runs []Run
+	err := s.db.WithContext(ctx).
+		Where("state IN ? AND seq > ? AND created_at < ? AND updated_at < ?", []State{Queued, Preempted}, after, before, before).
+		Where("NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.msg_id = runs.id)").
+		Order("seq").Limit(limit).Find(&runs).Error
+	if err != nil {
+		return nil, fmt.Errorf("stale runs: %w", classify(err))
+	}
+	return runs, nil
+}
+
 // RequestCancel marks a run as cancel-requested and queues the outbox
 // message that msg builds from the run, in one transaction. For a run that
 // is already final or already being canceled it changes nothing and returns

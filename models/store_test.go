@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func TestStore(t *testing.T) {
 				"CreateRuns":    testCreateRuns,
 				"UpdateRuns":    testUpdateRuns,
 				"ProjectRuns":   testProjectRuns,
+				"StaleRuns":     testStaleRuns,
 			} {
 				t.Run(name, func(t *testing.T) {
 					// Subtests share one database: each works on its own runs.
@@ -265,6 +267,45 @@ func testRequestCancel(t *testing.T, s *models.Store) {
 	got, err := s.GetRun(ctx, "rc-2")
 	require.NoError(t, err)
 	require.False(t, got.CancelRequested)
+}
+
+// StaleRuns: runs waiting for an executor, unchanged since the cut-off,
+// whose message left the outbox; subtests share the database, so only
+// this test's runs are looked at.
+func testStaleRuns(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	mine := func(runs []models.Run) []string {
+		var ids []string
+		for _, r := range runs {
+			if strings.HasPrefix(r.ID, "stale-") {
+				ids = append(ids, r.ID)
+			}
+		}
+		return ids
+	}
+	msg := &models.OutboxMessage{Subject: "a", MsgID: "stale-outbox", Payload: []byte(`{}`)}
+	require.NoError(t, s.CreateRun(ctx, newRun("stale-outbox", nil), msg))
+	for _, id := range []string{"stale-queued", "stale-preempted", "stale-running"} {
+		require.NoError(t, s.CreateRun(ctx, newRun(id, nil)))
+	}
+	for id, st := range map[string]models.State{"stale-preempted": models.Preempted, "stale-running": models.Running} {
+		require.NoError(t, s.UpdateRun(ctx, id, func(r *models.Run) ([]models.TaskLog, error) {
+			r.State = st
+			return nil, nil
+		}))
+	}
+	runs, err := s.StaleRuns(ctx, time.Now().Add(-time.Minute), 0, 1000)
+	require.NoError(t, err)
+	require.Empty(t, mine(runs), "nothing is stale a minute before it was created")
+
+	cut := time.Now().Add(time.Second)
+	runs, err = s.StaleRuns(ctx, cut, 0, 1000)
+	require.NoError(t, err)
+	require.Equal(t, []string{"stale-queued", "stale-preempted"}, mine(runs), "waiting runs, not one held or still in the outbox, in seq order")
+	require.NoError(t, s.DeleteOutbox(ctx, msg.Seq))
+	runs, err = s.StaleRuns(ctx, cut, 0, 1000)
+	require.NoError(t, err)
+	require.Equal(t, []string{"stale-outbox", "stale-queued", "stale-preempted"}, mine(runs))
 }
 
 func testOutbox(t *testing.T, s *models.Store) {

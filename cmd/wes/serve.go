@@ -348,7 +348,9 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	if err != nil {
 		return nil, err
 	}
-	reconciler := apiserver.NewReconciler(store, catalog, bus, processName(), cfg.PollInterval.D(), reg, env.log)
+	reconciler := apiserver.NewReconciler(store, catalog, bus, apiserver.ReconcilerConfig{
+		Holder: processName(), Interval: cfg.PollInterval.D(), RequeueAfter: cfg.RequeueAfter.D(),
+	}, reg, env.log)
 	return []component{
 		alerter.Run,
 		reconciler.Run,
