@@ -41,12 +41,13 @@ import (
 
 // The bounds the suite configures, kept short so that it runs in minutes.
 const (
-	faultAckWait     = 5 * time.Second // WES_EXECUTOR_ACK_WAIT
-	faultTTL         = 6 * time.Second // WES_EXECUTOR_TTL
-	faultPoll        = time.Second     // WORKFLOW_POLL_INTERVAL
-	faultGrace       = 2 * time.Second // WES_EXECUTOR_SHUTDOWN_GRACE
-	faultMaxAttempts = 4               // WES_MAX_ATTEMPTS
-	faultSlots       = 4               // WES_EXECUTOR_SLOTS, per executor
+	faultAckWait     = 5 * time.Second  // WES_EXECUTOR_ACK_WAIT
+	faultTTL         = 6 * time.Second  // WES_EXECUTOR_TTL
+	faultPoll        = time.Second      // WORKFLOW_POLL_INTERVAL
+	faultGrace       = 2 * time.Second  // WES_EXECUTOR_SHUTDOWN_GRACE
+	faultRequeue     = 15 * time.Second // WES_REQUEUE_AFTER
+	faultMaxAttempts = 4                // WES_MAX_ATTEMPTS
+	faultSlots       = 4                // WES_EXECUTOR_SLOTS, per executor
 	// faultSlack is what a bound may be exceeded by: a free slot to be
 	// found, a NATS node being restarted at the same moment.
 	faultSlack = 10 * time.Second
@@ -192,6 +193,7 @@ func TestFaultInjection(t *testing.T) {
 		"WES_EXECUTOR_SLOTS":          strconv.Itoa(faultSlots),
 		"WES_LOG_INTERVAL":            "1s",
 		"WES_LOG_LEVEL":               "debug",
+		"WES_REQUEUE_AFTER":           faultRequeue.String(),
 	} {
 		s.e.vars[k] = v
 	}
@@ -616,7 +618,13 @@ func (s *faultSuite) inject(f plannedFault) {
 			s.t.Errorf("api-%d after restart: %v", i+1, err)
 		}
 	case faultPause:
+		// The lease of an API that was killed is held until it lapses
+		// (events.LeaseTTL): wait for a live holder, as long as that.
 		i, holder := s.projectorHolder()
+		for deadline := time.Now().Add(events.LeaseTTL + 15*time.Second); i < 0 && time.Now().Before(deadline); {
+			time.Sleep(500 * time.Millisecond)
+			i, holder = s.projectorHolder()
+		}
 		if i < 0 {
 			s.logf("%s: no API holds the projector lease (%q); skipped", f.kind, holder)
 			return
@@ -962,8 +970,9 @@ func (s *faultSuite) verify() {
 
 	repairs, falseRepairs := s.repairs(rp)
 	check("reconciler repairs (PREEMPTED/CANCELED for a dead executor)", falseRepairs,
-		"%d in the events (metrics: orphaned %.0f, orphaned_cancel %.0f); %d of a live executor",
-		repairs, s.metrics.sum(`wes_reconciler_repairs_total{kind="orphaned"}`), s.metrics.sum(`wes_reconciler_repairs_total{kind="orphaned_cancel"}`), len(falseRepairs))
+		"%d in the events (metrics: orphaned %.0f, orphaned_cancel %.0f); %d of a live executor; queued again (JetStream lost their message) %.0f",
+		repairs, s.metrics.sum(`wes_reconciler_repairs_total{kind="orphaned"}`), s.metrics.sum(`wes_reconciler_repairs_total{kind="orphaned_cancel"}`), len(falseRepairs),
+		s.metrics.sum(`wes_reconciler_repairs_total{kind="requeued"}`))
 
 	tb.add("events (replay)", "", "%d in the stream; %d state changes applied, %d dropped (stale attempt or refused by the table)", len(evs), applied, dropped)
 	tb.add("projector metrics (sum over API incarnations)", "", "applied %.0f, dropped %.0f, duplicate %.0f, poison %.0f",
