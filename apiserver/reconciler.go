@@ -31,6 +31,8 @@ type HeldRunsStore interface {
 // eventPublisher publishes run events and queues runs.
 type eventPublisher interface {
 	PublishEvent(ctx context.Context, ev events.RunEvent) error
+	EncodeEvent(ev events.RunEvent) (subject, msgID string, data []byte, err error)
+	PublishDedup(ctx context.Context, subject, msgID string, data []byte) (duplicate bool, err error)
 	Publish(ctx context.Context, subject, msgID string, data []byte) error
 	EncodeSubmitted(m events.RunSubmitted) (subject, msgID string, data []byte, err error)
 }
@@ -245,8 +247,18 @@ func (rc *Reconciler) repair(ctx context.Context, runs []models.Run, gone map[st
 			ev.State, kind = models.Canceled, "orphaned_cancel"
 			ev.SystemLog = fmt.Sprintf("executor %s stopped answering while canceling; canceled", r.Executor)
 		}
-		if err := rc.pub.PublishEvent(ctx, ev); err != nil {
+		subject, msgID, data, err := rc.pub.EncodeEvent(ev)
+		if err != nil {
 			return err
+		}
+		// While the projector is behind, the run still looks held at the
+		// next pass, and the event goes again: the stream drops the repeat.
+		dup, err := rc.pub.PublishDedup(ctx, subject, msgID, data)
+		if err != nil {
+			return err
+		}
+		if dup {
+			continue
 		}
 		rc.repairs.WithLabelValues(kind).Inc()
 		rc.log.Warn("run repaired", "run_id", r.ID, "state", r.State, "executor", r.Executor, "new_state", ev.State)
