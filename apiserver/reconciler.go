@@ -26,6 +26,7 @@ type registry interface {
 type HeldRunsStore interface {
 	HeldRuns(ctx context.Context, after int64, limit int) ([]models.Run, error)
 	StaleRuns(ctx context.Context, before time.Time, after int64, limit int) ([]models.Run, error)
+	Checkpoint(ctx context.Context, name string) (uint64, error)
 }
 
 // eventPublisher publishes run events and queues runs.
@@ -178,7 +179,9 @@ func (rc *Reconciler) Run(ctx context.Context) error {
 			continue
 		}
 		last = time.Now()
-		if err := rc.reconcile(ctx); err != nil {
+		if err := rc.reconcile(ctx); errors.Is(err, errLeaseLost) {
+			rc.log.Info("the reconciler lease went to another replica during a pass")
+		} else if err != nil {
 			rc.log.Warn("reconcile failed", "err", err)
 		}
 	}
@@ -282,14 +285,16 @@ func (rc *Reconciler) gone(ctx context.Context, id string) (bool, error) {
 
 // requeueLost checks that the runs queue holds the message of every run
 // waiting for an executor (QUEUED or PREEMPTED) that has not changed for
-// RequeueAfter, a page every RequeueAfter/2, and queues again a run whose
-// message JetStream lost. It should not happen; it was seen on a NATS
-// 2.9 cluster whose consumer leader moved while runs were waiting to be
-// retried (NakWithDelay): their messages left the work queue, unacknowledged,
-// and the runs would have stayed QUEUED for ever. A message still in the
-// stream at or below the consumer's ack floor is lost too: the consumer will
-// never deliver it again. It is deleted before the run is queued anew.
+// RequeueAfter, every RequeueAfter/2, and queues again a run whose message
+// JetStream lost. It should not happen; it was seen on a NATS 2.9 cluster
+// whose consumer leader moved while runs were waiting to be retried
+// (NakWithDelay): their messages left the work queue, unacknowledged, and
+// the runs would have stayed QUEUED for ever. A message still in the stream
+// at or below the consumer's ack floor is lost too: the consumer will never
+// deliver it again. It is deleted before the run is queued anew.
 //
+// A pass reads the waiting runs a page at a time, for at most
+// requeueBudget; the next one goes on after the last run it looked at.
 // Queueing a run that was not lost after all is harmless: a delivery of a
 // run that already ended is acknowledged without running it (the executor
 // reads the run's events), and the takeover rules keep two attempts from
@@ -300,75 +305,113 @@ func (rc *Reconciler) requeueLost(ctx context.Context) error {
 		return nil
 	}
 	rc.lastRequeue = now
-	runs, err := rc.store.StaleRuns(ctx, now.Add(-rc.requeueAfter), rc.staleAfter, rc.page)
-	if err != nil {
-		return err
-	}
-	rc.staleAfter = 0 // from the first again after the last page
-	if len(runs) == rc.page {
-		rc.staleAfter = runs[len(runs)-1].Seq
-	}
-	if len(runs) == 0 {
-		return nil
-	}
-	stream, err := rc.js.Stream(ctx, rc.names.RunsStream())
-	if err != nil {
-		return fmt.Errorf("runs stream: %w", err)
-	}
-	floors := map[string]uint64{}
-	var evs jetstream.Stream // looked up once needed
-	for _, r := range runs {
-		// The ack floor first: a message at or below it, found after, was
-		// acknowledged before and is still there.
-		floor, ok := floors[r.Engine]
-		if !ok {
-			if floor, err = ackFloor(ctx, stream, rc.names.ExecutorConsumer(r.Engine)); err != nil {
-				return err
-			}
-			floors[r.Engine] = floor
-		}
-		var stale uint64
-		msg, err := stream.GetLastMsgForSubject(ctx, rc.names.SubmitSubject(r.Engine, r.ID))
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		case err != nil:
-			return fmt.Errorf("look up the queued message of run %s: %w", r.ID, err)
-		case msg.Sequence > floor:
-			continue // waiting, or delivered and not yet settled: the consumer has it
-		default:
-			stale = msg.Sequence
-		}
-		if evs == nil {
-			if evs, err = rc.js.Stream(ctx, rc.names.EventsStream()); err != nil {
-				return fmt.Errorf("events stream: %w", err)
-			}
-		}
-		if lag, err := rc.projectionBehind(ctx, evs, r); err != nil || lag {
-			if err != nil {
-				return err
-			}
-			continue // the run moved on since: its events are not all in the database yet
-		}
-		if err := rc.requeue(ctx, stream, r, stale); err != nil {
+	q := requeuePass{rc: rc, floors: map[string]uint64{}}
+	for time.Since(now) < requeueBudget {
+		runs, err := rc.store.StaleRuns(ctx, now.Add(-rc.requeueAfter), rc.staleAfter, rc.page)
+		if err != nil {
 			return err
+		}
+		for _, r := range runs {
+			if err := q.check(ctx, r); err != nil {
+				return err
+			}
+			rc.staleAfter = r.Seq
+		}
+		if len(runs) < rc.page {
+			rc.staleAfter = 0 // from the first again next time
+			return nil
 		}
 	}
 	return nil
 }
 
+// requeueBudget bounds one pass of requeueLost.
+const requeueBudget = 10 * time.Second
+
+// requeuePass is what one pass of requeueLost looked up, once.
+type requeuePass struct {
+	rc     *Reconciler
+	runs   jetstream.Stream
+	events jetstream.Stream
+	floors map[string]uint64 // the ack floor of each engine's consumer
+	// projected is the position of the projector in the events stream:
+	// events at or below it are in the database (applied or refused).
+	projected *uint64
+}
+
+// check queues run r again if the queue lost its message.
+func (q *requeuePass) check(ctx context.Context, r models.Run) error {
+	rc := q.rc
+	if q.runs == nil {
+		stream, err := rc.js.Stream(ctx, rc.names.RunsStream())
+		if err != nil {
+			return fmt.Errorf("runs stream: %w", err)
+		}
+		q.runs = stream
+	}
+	// The ack floor first: a message at or below it, found after, was
+	// acknowledged before and is still there.
+	floor, ok := q.floors[r.Engine]
+	if !ok {
+		var err error
+		if floor, err = ackFloor(ctx, q.runs, rc.names.ExecutorConsumer(r.Engine)); err != nil {
+			return err
+		}
+		q.floors[r.Engine] = floor
+	}
+	var stale uint64
+	msg, err := q.runs.GetLastMsgForSubject(ctx, rc.names.SubmitSubject(r.Engine, r.ID))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("look up the queued message of run %s: %w", r.ID, err)
+	case msg.Sequence > floor:
+		return nil // waiting, or delivered and not yet settled: the consumer has it
+	default:
+		stale = msg.Sequence
+	}
+	if behind, err := q.projectionBehind(ctx, r); err != nil || behind {
+		return err // if behind, the run may have moved on (even ended): not now
+	}
+	// Only the lease holder queues runs again: a pass can outlast the
+	// lease, which another replica may then have taken.
+	if !rc.lease.Hold(ctx) {
+		return errLeaseLost
+	}
+	return rc.requeue(ctx, q.runs, r, stale)
+}
+
+// errLeaseLost ends a pass of a reconciler that lost its lease.
+var errLeaseLost = errors.New("lost the reconciler lease")
+
 // projectionBehind reports whether the events stream holds an event of run
-// r that the database does not reflect yet (the projector is behind, or
-// stopped): its row says QUEUED while an executor may have run it to the
-// end, and the message is gone for that reason.
-func (rc *Reconciler) projectionBehind(ctx context.Context, evs jetstream.Stream, r models.Run) (bool, error) {
-	last, err := evs.GetLastMsgForSubject(ctx, rc.names.EventSubject(r.ID))
+// r that the projector has not reached yet: the database's row says QUEUED
+// while an executor may have run it to the end, and the message is gone
+// for that reason.
+func (q *requeuePass) projectionBehind(ctx context.Context, r models.Run) (bool, error) {
+	rc := q.rc
+	if q.projected == nil {
+		pos, err := rc.store.Checkpoint(ctx, rc.names.EventsStream())
+		if err != nil {
+			return false, err
+		}
+		q.projected = &pos
+	}
+	if q.events == nil {
+		evs, err := rc.js.Stream(ctx, rc.names.EventsStream())
+		if err != nil {
+			return false, fmt.Errorf("events stream: %w", err)
+		}
+		q.events = evs
+	}
+	last, err := q.events.GetLastMsgForSubject(ctx, rc.names.EventSubject(r.ID))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("look up the last event of run %s: %w", r.ID, err)
 	}
-	return last.Sequence > r.LastEventSeq, nil
+	return last.Sequence > *q.projected, nil
 }
 
 // ackFloor returns the stream sequence of consumer's ack floor, 0 if there
@@ -385,7 +428,10 @@ func ackFloor(ctx context.Context, stream jetstream.Stream, consumer string) (ui
 }
 
 // requeue queues run r again, after deleting its stale message (stream
-// sequence stale, if not 0), and says so in the run's system logs.
+// sequence stale, if not 0), and says so in the run's system logs. The
+// message says how many attempts the run had, so that its deliveries go
+// on from there; its id is the run's and its last event's, so that two
+// replicas queueing the same run at once queue it once.
 func (rc *Reconciler) requeue(ctx context.Context, stream jetstream.Stream, r models.Run, stale uint64) error {
 	why := "JetStream lost the run's queued message"
 	if stale > 0 {
@@ -394,22 +440,18 @@ func (rc *Reconciler) requeue(ctx context.Context, stream jetstream.Stream, r mo
 			return fmt.Errorf("delete the stale message of run %s: %w", r.ID, err)
 		}
 	}
-	note := fmt.Sprintf("%s while the run waited for an executor (%s for %s); queued again", why, r.State, time.Since(r.UpdatedAt).Round(time.Second))
-	if err := rc.pub.PublishEvent(ctx, events.RunEvent{RunID: r.ID, Source: events.SourceAPI, SystemLog: note}); err != nil {
-		return err
-	}
 	subject, msgID, data, err := rc.pub.EncodeSubmitted(events.RunSubmitted{
 		RunID: r.ID, Engine: r.Engine, Request: r.Request, Attachments: r.Attachments, SubmittedAt: r.CreatedAt,
+		PriorAttempts: r.Attempt,
 	})
 	if err != nil {
 		return err
 	}
-	// Another id than the first message's, which the stream may still
-	// remember (its duplicate window).
-	if err := rc.pub.Publish(ctx, subject, fmt.Sprintf("%s.requeued.%d", msgID, time.Now().UnixNano()), data); err != nil {
+	if err := rc.pub.Publish(ctx, subject, fmt.Sprintf("%s.requeued.%d", msgID, r.LastEventSeq), data); err != nil {
 		return err
 	}
 	rc.repairs.WithLabelValues("requeued").Inc()
-	rc.log.Warn("run queued again", "run_id", r.ID, "state", r.State, "why", why)
-	return nil
+	rc.log.Warn("run queued again", "run_id", r.ID, "state", r.State, "attempt", r.Attempt, "why", why)
+	note := fmt.Sprintf("%s while the run waited for an executor (%s for %s); queued again", why, r.State, time.Since(r.UpdatedAt).Round(time.Second))
+	return rc.pub.PublishEvent(ctx, events.RunEvent{RunID: r.ID, Source: events.SourceAPI, SystemLog: note})
 }

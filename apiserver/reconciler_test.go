@@ -272,6 +272,12 @@ func TestReconcilerRequeuesARunTheQueueLost(t *testing.T) {
 		r.State, r.Attempt, r.Executor = models.Running, 1, "exec"
 		return nil, nil
 	}))
+	// run-preempted had two attempts: its next delivery is attempt 3.
+	require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: "run-preempted", State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC()}}, nil))
+	require.NoError(t, store.UpdateRun(ctx, "run-preempted", func(r *models.Run) ([]models.TaskLog, error) {
+		r.State, r.Attempt, r.Executor = models.Preempted, 2, "exec-gone"
+		return nil, nil
+	}))
 	// run-ran's message is gone because an executor ran it to the end;
 	// its events are not in the database yet.
 	require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: "run-ran", State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC()}}, nil))
@@ -290,6 +296,12 @@ func TestReconcilerRequeuesARunTheQueueLost(t *testing.T) {
 	sub, err := events.DecodeRunSubmitted(msg.Data)
 	require.NoError(t, err)
 	require.Equal(t, "https://example.com/wf.cwl", sub.Request.WorkflowURL, "with its request")
+	require.Zero(t, sub.PriorAttempts)
+	msg, err = stream.GetLastMsgForSubject(ctx, bus.Names.SubmitSubject("mock", "run-preempted"))
+	require.NoError(t, err, "the lost run is queued again")
+	sub, err = events.DecodeRunSubmitted(msg.Data)
+	require.NoError(t, err)
+	require.Equal(t, 2, sub.PriorAttempts, "its attempts go on from its last")
 	for _, id := range []string{"run-in-outbox", "run-running", "run-ran"} {
 		_, err := stream.GetLastMsgForSubject(ctx, bus.Names.SubmitSubject("mock", id))
 		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, id)
@@ -300,7 +312,7 @@ func TestReconcilerRequeuesARunTheQueueLost(t *testing.T) {
 	require.NoError(t, rc.requeueLost(ctx))
 	info, err := stream.Info(ctx)
 	require.NoError(t, err)
-	require.EqualValues(t, 2, info.State.Msgs, "run-queued's message and run-lost's new one")
+	require.EqualValues(t, 3, info.State.Msgs, "run-queued's message and run-lost's and run-preempted's new ones")
 
 	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})
 	require.NoError(t, err)
@@ -315,5 +327,5 @@ func TestReconcilerRequeuesARunTheQueueLost(t *testing.T) {
 			noted = append(noted, ev.RunID)
 		}
 	}
-	require.Equal(t, []string{"run-lost"}, noted)
+	require.ElementsMatch(t, []string{"run-lost", "run-preempted"}, noted)
 }

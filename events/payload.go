@@ -29,6 +29,10 @@ type RunSubmitted struct {
 	Request       models.RunRequest   `json:"request"`
 	Attachments   []models.Attachment `json:"attachments,omitempty"`
 	SubmittedAt   time.Time           `json:"submitted_at"`
+	// PriorAttempts is how many attempts the run had before this message
+	// was queued (a run the reconciler queued again): delivery n of this
+	// message is attempt PriorAttempts+n.
+	PriorAttempts int `json:"prior_attempts,omitempty"`
 }
 
 // CallbackTag is the run tag by which a run asks for its state changes to

@@ -82,7 +82,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	}
 	streams := []jetstream.StreamConfig{{
 		Name:        names.RunsStream(),
-		Description: "submitted runs, one subject per engine; executors pull them",
+		Description: "submitted runs, a subject per engine and run; executors pull them",
 		Subjects:    []string{names.runsSubjects()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,

@@ -66,9 +66,9 @@ func (e *Executor) handle(msg jetstream.Msg) {
 		_ = events.DeadLetter(context.Background(), e.bus, msg, "undecodable: "+err.Error())
 		return
 	}
-	n := int(meta.NumDelivered)
+	n := sub.PriorAttempts + int(meta.NumDelivered)
 	a := &attempt{e: e, msg: msg, sub: sub, n: n, tries: n, received: time.Now(),
-		log: e.log.With("run_id", sub.RunID, "attempt", meta.NumDelivered)}
+		log: e.log.With("run_id", sub.RunID, "attempt", n)}
 	if a.n > 1 {
 		e.m.redelivered.Inc()
 	}

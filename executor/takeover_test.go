@@ -193,3 +193,26 @@ func TestADeliveryOfAnEndedRunIsNotRun(t *testing.T) {
 	require.Zero(t, p.calls.Load(), "a run that had ended was run again")
 	require.Len(t, f.runEvents(t, runID), 3, "events:%s", describe(f.runEvents(t, runID)))
 }
+
+// A run queued again by the reconciler (its message was lost) goes on
+// from the attempts it had: they count against WES_MAX_ATTEMPTS, and
+// their numbers are not reused.
+func TestARequeuedRunGoesOnFromItsAttempts(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	runID := randomHex(t, 8)
+	subject, msgID, data, err := f.pub.EncodeSubmitted(events.RunSubmitted{
+		RunID: runID, Engine: testEngine, SubmittedAt: time.Now().UTC(), PriorAttempts: 2,
+		Request: models.RunRequest{WorkflowURL: "https://example.org/workflow.cwl", WorkflowType: "CWL", WorkflowTypeVersion: "v1.2"},
+	})
+	require.NoError(t, err)
+	require.NoError(t, f.pub.Publish(f.ctx, subject, msgID+".requeued.7", data))
+	p := &testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+		return providers.Result{ExitCode: 3}, nil
+	}}
+	// A failure is retried while attempts are left: the third is the last.
+	f.start(t, Config{AckWait: 5 * time.Second, MaxAttempts: 3, RetryFailures: true}, p)
+	done := f.waitState(t, runID, models.ExecutorError, 30*time.Second)
+	require.Equal(t, 3, done.Attempt, "events:%s", describe(f.runEvents(t, runID)))
+	require.EqualValues(t, 1, p.calls.Load(), "no retry beyond WES_MAX_ATTEMPTS")
+}

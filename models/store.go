@@ -659,6 +659,7 @@ func (s *Store) HeldRuns(ctx context.Context, after int64, limit int) ([]Run, er
 // whose message the queue must hold.
 func (s *Store) StaleRuns(ctx context.Context, before time.Time, after int64, limit int) ([]Run, error) {
 	var runs []Run
+	before = before.UTC() // SQLite compares the text of times
 	err := s.db.WithContext(ctx).
 		Where("state IN ? AND seq > ? AND created_at < ? AND updated_at < ?", []State{Queued, Preempted}, after, before, before).
 		Where("NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.msg_id = runs.id)").

@@ -294,11 +294,14 @@ func testStaleRuns(t *testing.T, s *models.Store) {
 			return nil, nil
 		}))
 	}
-	runs, err := s.StaleRuns(ctx, time.Now().Add(-time.Minute), 0, 1000)
+	// Cut-offs in other zones than the database's: SQLite compares the
+	// text of times.
+	west, east := time.FixedZone("UTC-5", -5*3600), time.FixedZone("UTC+9", 9*3600)
+	runs, err := s.StaleRuns(ctx, time.Now().Add(-time.Minute).In(east), 0, 1000)
 	require.NoError(t, err)
 	require.Empty(t, mine(runs), "nothing is stale a minute before it was created")
 
-	cut := time.Now().Add(time.Second)
+	cut := time.Now().Add(time.Second).In(west)
 	runs, err = s.StaleRuns(ctx, cut, 0, 1000)
 	require.NoError(t, err)
 	require.Equal(t, []string{"stale-queued", "stale-preempted"}, mine(runs), "waiting runs, not one held or still in the outbox, in seq order")
