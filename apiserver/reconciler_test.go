@@ -72,14 +72,8 @@ func TestReconcilerAsksTheRegistryBeforeRepairing(t *testing.T) {
 	rc.page = 1 // the dead executor's run is on the second page
 	require.NoError(t, rc.reconcile(ctx))
 
-	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
-	require.NoError(t, err)
 	var repaired []string
-	for m := range batch.Messages() {
-		ev, err := events.DecodeRunEvent(m.Data())
-		require.NoError(t, err)
+	for _, ev := range streamEvents(t, bus) {
 		require.Equal(t, models.Preempted, ev.State)
 		require.NotNil(t, ev.Workflow, "callbacks hear of it")
 		require.Equal(t, "https://example.com/wf.cwl", ev.Workflow.URL)
@@ -314,18 +308,30 @@ func TestReconcilerRequeuesARunTheQueueLost(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 3, info.State.Msgs, "run-queued's message and run-lost's and run-preempted's new ones")
 
-	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
-	require.NoError(t, err)
 	var noted []string
-	for m := range batch.Messages() {
-		ev, err := events.DecodeRunEvent(m.Data())
-		require.NoError(t, err)
+	for _, ev := range streamEvents(t, bus) {
 		if ev.Source == events.SourceAPI {
 			require.Contains(t, ev.SystemLog, "queued again")
 			noted = append(noted, ev.RunID)
 		}
 	}
 	require.ElementsMatch(t, []string{"run-lost", "run-preempted"}, noted)
+}
+
+// streamEvents returns the first events of the events stream (a few are
+// enough here).
+func streamEvents(t *testing.T, bus *events.Bus) []events.RunEvent {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.EventsStream(), jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+	require.NoError(t, err)
+	var evs []events.RunEvent
+	for m := range batch.Messages() {
+		ev, err := events.DecodeRunEvent(m.Data())
+		require.NoError(t, err)
+		evs = append(evs, ev)
+	}
+	return evs
 }
