@@ -152,24 +152,24 @@ func TestOverLimit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name                      string
-		n, handBacks              int
+		n, tries, handBacks       int
 		known                     bool
 		maxAttempts, maxHandBacks int
 		wantGiveUp                bool
 		wantMention               string
 	}{
-		{name: "first delivery", n: 1, known: true, maxAttempts: 3, maxHandBacks: 10},
-		{name: "last attempt", n: 3, known: true, maxAttempts: 3, maxHandBacks: 10},
-		{name: "one crash too many", n: 4, known: true, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "attempt 4 would exceed WES_MAX_ATTEMPTS (3)"},
-		{name: "hand-backs do not count", n: 6, handBacks: 3, known: true, maxAttempts: 3, maxHandBacks: 10},
-		{name: "crashes and hand-backs", n: 7, handBacks: 3, known: true, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "attempt 4"},
-		{name: "history unknown: only the bound on deliveries", n: 13, known: false, maxAttempts: 3, maxHandBacks: 10},
-		{name: "history unknown, over the bound", n: 14, known: false, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "delivered 14 times"},
-		{name: "handed back too often", n: 14, handBacks: 13, known: true, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "13 of them handed back"},
+		{name: "first delivery", n: 1, tries: 1, known: true, maxAttempts: 3, maxHandBacks: 10},
+		{name: "last attempt", n: 3, tries: 3, known: true, maxAttempts: 3, maxHandBacks: 10},
+		{name: "one crash too many", n: 4, tries: 4, known: true, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "attempt 4 would exceed WES_MAX_ATTEMPTS (3)"},
+		{name: "hand-backs and deliveries that never started do not count", n: 6, tries: 3, handBacks: 2, known: true, maxAttempts: 3, maxHandBacks: 10},
+		{name: "crashes and hand-backs", n: 7, tries: 4, handBacks: 3, known: true, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "attempt 4"},
+		{name: "history unknown: only the bound on deliveries", n: 13, tries: 13, known: false, maxAttempts: 3, maxHandBacks: 10},
+		{name: "history unknown, over the bound", n: 14, tries: 14, known: false, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "delivered 14 times"},
+		{name: "handed back too often", n: 14, tries: 1, handBacks: 13, known: true, maxAttempts: 3, maxHandBacks: 10, wantGiveUp: true, wantMention: "13 of them handed back"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := overLimit(tc.n, tc.handBacks, tc.known, tc.maxAttempts, tc.maxHandBacks)
+			got := overLimit(tc.n, tc.tries, tc.handBacks, tc.known, tc.maxAttempts, tc.maxHandBacks)
 			if !tc.wantGiveUp {
 				require.Empty(t, got)
 				return

@@ -28,8 +28,9 @@ type attempt struct {
 	// attempt in events, in the job and in the engine's process marker, so
 	// it grows with every delivery, hand-backs included.
 	n int
-	// tries is the attempts at the run so far, this one included: n less
-	// the hand-backs before it (see attempts.go). MaxAttempts bounds it.
+	// tries is the attempts at the run so far, this one included: the
+	// earlier deliveries that started and were not handed back, and this
+	// one (see attempts.go). MaxAttempts bounds it.
 	tries int
 	// received is when the delivery arrived: JetStream can have given the
 	// run to another executor only once AckWait has passed since.
@@ -194,13 +195,14 @@ func (a *attempt) review(ctx context.Context) (ended models.State, reason string
 	if err != nil {
 		// Every earlier delivery counts as an attempt for retries, but only
 		// the bound on deliveries can end the run.
-		a.log.Warn("cannot count the run's hand-backs; counting earlier deliveries as attempts", "err", err)
-	} else if st, _ := replay(history); st.Terminal() {
+		a.log.Warn("cannot count the run's attempts; counting earlier deliveries as attempts", "err", err)
+		return "", overLimit(a.n, a.n, 0, false, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
+	}
+	if st, _ := replay(history); st.Terminal() {
 		return st, ""
 	}
-	hb := handBacks(history, a.n)
-	a.tries = a.n - hb
-	return "", overLimit(a.n, hb, err == nil, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
+	a.tries = triesAt(history, a.n)
+	return "", overLimit(a.n, a.tries, handBacks(history, a.n), true, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
 }
 
 // giveUp ends a run that must not be tried again.
@@ -334,10 +336,10 @@ func (a *attempt) begin(ctx context.Context) error {
 		n := max(last, a.n) + 1
 		a.log.Warn("this delivery's number was used by an earlier attempt; renumbering it", "new_attempt", n)
 		a.mu.Lock() // the heartbeat logs with a.log
-		a.n, a.tries = n, n-handBacks(history, n)
+		a.n, a.tries = n, triesAt(history, n)
 		a.log = a.e.log.With("run_id", a.sub.RunID, "attempt", n)
 		a.mu.Unlock()
-		if reason := overLimit(a.n, a.n-a.tries, true, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks); reason != "" {
+		if reason := overLimit(a.n, a.tries, handBacks(history, n), true, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks); reason != "" {
 			return errors.New(reason)
 		}
 	}
@@ -347,7 +349,7 @@ func (a *attempt) begin(ctx context.Context) error {
 func (a *attempt) note() string {
 	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
 	if a.tries != a.n {
-		note += fmt.Sprintf(" (%d of the run's deliveries were hand-backs; this is attempt %d of at most %d)", a.n-a.tries, a.tries, a.e.cfg.MaxAttempts)
+		note += fmt.Sprintf(" (%d of the run's deliveries were hand-backs or never started; this is attempt %d of at most %d)", a.n-a.tries, a.tries, a.e.cfg.MaxAttempts)
 	}
 	return note
 }

@@ -144,9 +144,11 @@ func TestDeliveryLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name                      string
 		maxAttempts, maxHandBacks int
-		// earlier lists the earlier deliveries: "crash" (no event),
-		// "hand-back" (an executor's PREEMPTED), "reconciler" (the API's
-		// PREEMPTED: an executor stopped answering).
+		// earlier lists the earlier deliveries: "crash" (started, no
+		// outcome), "hand-back" (started, then an executor's PREEMPTED),
+		// "reconciler" (started, then the API's PREEMPTED: an executor
+		// stopped answering), "never started" (no event: a delivery an
+		// attempt in progress took over, or whose executor died at once).
 		earlier    []string
 		wantRun    bool
 		wantReason string
@@ -158,6 +160,9 @@ func TestDeliveryLimits(t *testing.T) {
 		{name: "hand-backs", maxAttempts: 2, earlier: []string{"hand-back", "crash", "hand-back"}, wantRun: true},
 		{name: "handed back too often", maxAttempts: 1, maxHandBacks: 1, earlier: []string{"hand-back", "hand-back"},
 			wantReason: "delivered 3 times (2 of them handed back"},
+		{name: "deliveries that never started", maxAttempts: 2, earlier: []string{"crash", "never started", "never started"}, wantRun: true},
+		{name: "too many deliveries that never started", maxAttempts: 1, maxHandBacks: 1, earlier: []string{"never started", "never started"},
+			wantReason: "delivered 3 times"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -177,6 +182,9 @@ func TestDeliveryLimits(t *testing.T) {
 				meta, err := msg.Metadata()
 				require.NoError(t, err)
 				require.EqualValues(t, i+1, meta.NumDelivered)
+				if how != "never started" {
+					require.NoError(t, f.pub.PublishEvent(f.ctx, events.RunEvent{RunID: runID, Attempt: i + 1, State: models.Initializing, Source: "executor-gone"}))
+				}
 				ev := events.RunEvent{RunID: runID, Attempt: i + 1, State: models.Preempted}
 				switch how {
 				case "hand-back":
@@ -197,7 +205,12 @@ func TestDeliveryLimits(t *testing.T) {
 			if tc.wantRun {
 				done := f.waitState(t, runID, models.Complete, 30*time.Second)
 				require.Equal(t, len(tc.earlier)+1, done.Attempt)
-				init := f.waitState(t, runID, models.Initializing, time.Second)
+				var init events.RunEvent
+				for _, ev := range f.runEvents(t, runID) {
+					if ev.State == models.Initializing && ev.Attempt == done.Attempt {
+						init = ev
+					}
+				}
 				require.Contains(t, init.SystemLog, "hand-backs")
 				require.EqualValues(t, 1, p.calls.Load())
 			} else {
@@ -274,6 +287,13 @@ func TestLastAttemptAndHandBacks(t *testing.T) {
 	require.Equal(t, 0, handBacks(history, 1))
 	require.Equal(t, 1, handBacks(history, 2))
 	require.Equal(t, 1, handBacks(history, 4))
+	// Attempts: deliveries that started and were not handed back, and this
+	// one; delivery 5 follows a delivery 4 that never started.
+	require.Equal(t, 1, triesAt(history, 1))
+	require.Equal(t, 1, triesAt(history, 2), "attempt 1 was handed back")
+	require.Equal(t, 2, triesAt(history, 3))
+	require.Equal(t, 3, triesAt(history, 4))
+	require.Equal(t, 3, triesAt(history, 5), "delivery 4 never started")
 }
 
 // TestRunDirectoriesAreRemovedOnceRunsAreOver: a finished run's directory

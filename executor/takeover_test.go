@@ -206,6 +206,13 @@ func TestARequeuedRunGoesOnFromItsAttempts(t *testing.T) {
 		Request: models.RunRequest{WorkflowURL: "https://example.org/workflow.cwl", WorkflowType: "CWL", WorkflowTypeVersion: "v1.2"},
 	})
 	require.NoError(t, err)
+	// Its two attempts, which failed and were to be retried when the
+	// queue lost the run.
+	for attempt := 1; attempt <= 2; attempt++ {
+		for _, st := range []models.State{models.Initializing, models.Running, models.Queued} {
+			require.NoError(t, f.pub.PublishEvent(f.ctx, events.RunEvent{RunID: runID, Attempt: attempt, State: st, Source: "exec-gone"}))
+		}
+	}
 	require.NoError(t, f.pub.Publish(f.ctx, subject, msgID+".requeued.7", data))
 	p := &testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
 		return providers.Result{ExitCode: 3}, nil

@@ -74,8 +74,17 @@ func readEvents(ctx context.Context, js jetstream.JetStream, stream string) ([]s
 	}
 }
 
-// tries is how many deliveries count as attempts against WES_MAX_ATTEMPTS.
-func (r *replayed) tries() int { return r.attempts - len(r.handBacks) }
+// tries is how many deliveries count as attempts against WES_MAX_ATTEMPTS:
+// those that started (INITIALIZING) and were not handed back.
+func (r *replayed) tries() int {
+	n := 0
+	for attempt := range r.starts {
+		if !r.handBacks[attempt] {
+			n++
+		}
+	}
+	return n
+}
 
 // replayed is a run as the events stream says it must be: every event of
 // the run pushed, in stream order, through the projector's own Apply.

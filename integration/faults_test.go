@@ -1095,7 +1095,7 @@ func heldAt(r *replayed, f faultRecord) (held bool, attempt, k int) {
 // for WES_MAX_ATTEMPTS (a run retrying its workflow failures can get there
 // with one kill).
 func (s *faultSuite) lostToFaults(r *replayed) bool {
-	if r == nil || r.run.State != models.SystemError || r.tries() <= faultMaxAttempts {
+	if r == nil || r.run.State != models.SystemError || r.tries() < faultMaxAttempts {
 		return false
 	}
 	last := 0 // the last attempt that started

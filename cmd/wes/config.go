@@ -38,7 +38,7 @@ type Config struct {
 	MaxOutputBytes      int64   `envconfig:"WES_MAX_OUTPUT_BYTES" default:"1073741824" desc:"executor: most bytes of output files one run stores"`
 	RetryFailures       bool    `envconfig:"WES_RETRY_FAILURES" default:"false" desc:"retry workflow failures (EXECUTOR_ERROR) of runs whose wes.retry_failures tag does not say otherwise"`
 	MaxAttempts         int     `envconfig:"WES_MAX_ATTEMPTS" default:"3" desc:"attempts at a run whose failure is ours and retryable"`
-	MaxHandBacks        int     `envconfig:"WES_MAX_HANDBACKS" default:"10" desc:"executor: deliveries beyond WES_MAX_ATTEMPTS a run may have (hand-backs by executors shutting down); after them, SYSTEM_ERROR"`
+	MaxHandBacks        int     `envconfig:"WES_MAX_HANDBACKS" default:"10" desc:"executor: deliveries beyond WES_MAX_ATTEMPTS a run may have (hand-backs by executors shutting down, deliveries that never started); after them, SYSTEM_ERROR"`
 	ReportTimeout       Seconds `envconfig:"WES_EXECUTOR_REPORT_TIMEOUT" default:"70s" desc:"executor: how long an attempt's outcome may take to reach NATS before the run is handed back (keep it above WES_EXECUTOR_SHUTDOWN_GRACE)"`
 	MaxEventBytes       int     `envconfig:"WES_MAX_EVENT_BYTES" default:"0" desc:"executor: largest run event (0: the NATS max_payload); larger outputs objects are replaced by a note"`
 	EngineWaitDelay     Seconds `envconfig:"WES_ENGINE_WAIT_DELAY" default:"5s" desc:"executor: how long an engine's output is still read after it exits (a leftover process holding it open)"`
