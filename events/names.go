@@ -39,7 +39,9 @@ func (n Names) SubmitSubject(engine, runID string) string {
 
 // SubmitFilter is what the executors of engine take runs from: every run
 // queued for it.
-func (n Names) SubmitFilter(engine string) string { return n.prefix + ".runs.submitted." + engine + ".>" }
+func (n Names) SubmitFilter(engine string) string {
+	return n.prefix + ".runs.submitted." + engine + ".>"
+}
 
 // EventSubject is where the events of one run are published.
 func (n Names) EventSubject(runID string) string { return n.prefix + ".events." + runID }

@@ -140,9 +140,7 @@ func (a *attempt) run() {
 		// An executor reported the run's outcome and died before it
 		// settled the message: the run is over, whatever this delivery
 		// would do.
-		a.log.Info("the run already ended; its message is acknowledged without running it", "state", ended)
-		a.keepDir = true // it may hold that attempt's outputs over the size cap
-		a.finish(ctx, verdict{outcome: "already_ended", verb: ack})
+		a.finish(ctx, a.alreadyEnded(string(ended)))
 		return
 	case a.cancelRequested(ctx):
 		// A run canceled while it waited in the queue is not started.
@@ -459,9 +457,7 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 		// its outputs must not replace that attempt's.
 		return verdict{outcome: "superseded", verb: leave}
 	case errors.Is(err, errEnded):
-		a.log.Info("the run already ended; its message is acknowledged and its engine was not started", "err", err)
-		a.keepDir = true // it may hold the outputs over the size cap of the attempt that ended it
-		return verdict{outcome: "already_ended", verb: ack}
+		return a.alreadyEnded(err.Error())
 	case stopped && errors.Is(cause, errCanceled):
 		return verdict{outcome: "canceled", verb: ack,
 			ev: events.RunEvent{State: models.Canceled, SystemLog: joinLogs(append([]string{"canceled by the user"}, notes...)...)}}
@@ -495,6 +491,16 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 	return v
 }
 
+// alreadyEnded is the verdict on a delivery of a run that already ended
+// (why says how): its message is acknowledged and nothing reported. The
+// run's directory stays: it may hold the outputs over the size cap of the
+// attempt that ended the run.
+func (a *attempt) alreadyEnded(why string) verdict {
+	a.log.Info("the run already ended; its message is acknowledged and its engine is not run", "why", why)
+	a.keepDir = true
+	return verdict{outcome: "already_ended", verb: ack}
+}
+
 // failed is the verdict on a failure of ours: tried again if it may pass
 // and attempts are left, else SYSTEM_ERROR.
 func (a *attempt) failed(err error) verdict {
@@ -521,18 +527,25 @@ func survivors(err error) string {
 	return err.Error()
 }
 
-// finish reports v's event and settles the message as v says. A final
-// outcome (Ack, Term) that could not be recorded is not acknowledged, for
-// then nobody would ever know it: if JetStream refuses the event whatever
-// is tried (its size), a small SYSTEM_ERROR event says so and ends the run;
-// if NATS could not be reached in time, the message is handed back with a
-// delay, and the run is tried again.
+// finish reports v's event, if it has one, and settles the message as v
+// then says.
 func (a *attempt) finish(ctx context.Context, v verdict) {
-	if v.ev.State == "" { // nothing to report
-		a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
-		a.settleMsg(v)
-		return
+	if v.ev.State != "" { // a verdict without an event reports nothing
+		v = a.report(ctx, v)
 	}
+	a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
+	a.settleMsg(v)
+}
+
+// report publishes v's event and returns v with the verb to settle with.
+// A final outcome (Ack, Term) that could not be recorded is not
+// acknowledged, for then nobody would ever know it: if JetStream refuses
+// the event whatever is tried (its size), a small SYSTEM_ERROR event says
+// so and ends the run; if NATS could not be reached in time, the message
+// is handed back with a delay, and the run is tried again. If another
+// attempt took the run over meanwhile, the message is left alone (see
+// takeover.go).
+func (a *attempt) report(ctx context.Context, v verdict) verdict {
 	v.ev = a.withTasks(ctx, v.ev)
 	err := a.publish(ctx, v.ev)
 	if err != nil && (v.verb == ack || v.verb == term) {
@@ -558,8 +571,7 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 		a.log.Warn("another executor took the run over (no heartbeat reached JetStream within AckWait); its message is left to that attempt", "attempt_now", by)
 		v.outcome, v.verb = "superseded", leave
 	}
-	a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
-	a.settleMsg(v)
+	return v
 }
 
 // settleMsg tells JetStream what becomes of the message, and stops the

@@ -46,6 +46,11 @@ var (
 	errEnded = errors.New("the run already ended")
 )
 
+// safeFor is how long after its delivery an attempt cannot have been taken
+// over: half of AckWait, the margin covering the time the delivery took to
+// get here.
+func (a *attempt) safeFor() time.Duration { return a.e.cfg.AckWait / 2 }
+
 // watchTakeover marks the attempt taken over, and cancels it with
 // errTakenOver, when an attempt of the run with a higher number starts,
 // until stop is called.
@@ -55,7 +60,7 @@ func (a *attempt) watchTakeover(cancel context.CancelCauseFunc) (stop func()) {
 		sub     *nats.Subscription
 		stopped bool
 	)
-	t := time.AfterFunc(a.e.cfg.AckWait/2, func() {
+	t := time.AfterFunc(a.safeFor(), func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if stopped {
@@ -97,7 +102,7 @@ func (a *attempt) watchTakeover(cancel context.CancelCauseFunc) (stop func()) {
 // supersededBy returns the attempt that took the run over from this one,
 // or 0 if none did, from the run's events: the last look before settling.
 func (a *attempt) supersededBy(ctx context.Context) (int, error) {
-	if time.Since(a.received) < a.e.cfg.AckWait/2 {
+	if time.Since(a.received) < a.safeFor() {
 		return 0, nil
 	}
 	history, err := a.e.history(ctx, a.sub.RunID)
