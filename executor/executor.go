@@ -197,6 +197,12 @@ func (e *Executor) Run(ctx context.Context) error {
 	// Every consumer first, so that a failure leaves nothing running.
 	consumers := make([]jetstream.Consumer, len(engines))
 	for i, eng := range engines {
+		actx, cancel := context.WithTimeout(ctx, registryReadTimeout)
+		err := e.agreeAckWait(actx, eng.Name)
+		cancel()
+		if err != nil {
+			return err
+		}
 		cons, err := e.bus.JS.CreateOrUpdateConsumer(ctx, e.bus.Names.RunsStream(), jetstream.ConsumerConfig{
 			Durable:       e.bus.Names.ExecutorConsumer(eng.Name),
 			Description:   "executors that run " + eng.Name,

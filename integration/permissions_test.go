@@ -19,7 +19,8 @@ import (
 // users of deployments/nats/permissions.conf, on a nats-server of its own:
 // runs complete and are canceled, a run handed back by an executor that
 // shuts down is read back by the next one (its history), an attempt listens
-// for a takeover, and the server reports no permissions violation.
+// for a takeover, an executor with another ack wait reads the registry (and
+// refuses to start), and the server reports no permissions violation.
 func TestNATSPermissions(t *testing.T) {
 	t.Parallel()
 	bin := "/usr/sbin/nats-server"
@@ -77,6 +78,18 @@ func TestNATSPermissions(t *testing.T) {
 	st, _ = e.waitState(handedBack, 60*time.Second, "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR")
 	require.Equal(t, "COMPLETE", st)
 	require.Contains(t, fmt.Sprint(e.run(handedBack).RunLog.SystemLogs), "hand-backs", "the second executor read the run's history")
+
+	// An executor with another ack wait reads the registry, and refuses
+	// to start.
+	mismatched := e.start("executor-3", map[string]string{"WES_NATS_URL": executor, "WES_EXECUTOR_ACK_WAIT": "9s"}, "executor")
+	select {
+	case err := <-mismatched.done:
+		mismatched.done <- err
+		require.Error(t, err, "an executor with another ack wait started")
+	case <-time.After(30 * time.Second):
+		t.Fatal("an executor with another ack wait did not stop")
+	}
+	require.Contains(t, mismatched.output(), "WES_EXECUTOR_ACK_WAIT=4s")
 
 	logs, err := os.ReadFile(logPath)
 	require.NoError(t, err)

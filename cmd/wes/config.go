@@ -26,7 +26,7 @@ type Config struct {
 	ExecutorSlots       int     `envconfig:"WES_EXECUTOR_SLOTS" default:"4" desc:"runs one executor executes at once"`
 	ExecutorID          string  `envconfig:"WES_EXECUTOR_ID" desc:"executor name (default: hostname-pid)"`
 	WorkDir             string  `envconfig:"WES_WORK_DIR" desc:"executor: directory of run directories (default: $WES_DATA_DIR/runs)"`
-	AckWait             Seconds `envconfig:"WES_EXECUTOR_ACK_WAIT" default:"30s" desc:"executor: heartbeat deadline before a run is given to another executor (the same on every executor of an engine)"`
+	AckWait             Seconds `envconfig:"WES_EXECUTOR_ACK_WAIT" default:"30s" desc:"executor: heartbeat deadline before a run is given to another executor (the same on every executor of an engine: one with another refuses to start)"`
 	ShutdownGrace       Seconds `envconfig:"WES_EXECUTOR_SHUTDOWN_GRACE" default:"10s" desc:"executor: how long running runs may finish after SIGTERM before they are handed back"`
 	ExecutorMetricsAddr string  `envconfig:"WES_EXECUTOR_METRICS_ADDR" default:"127.0.0.1:9464" desc:"executor: address of /metrics, /healthz and /readyz (off: none)"`
 	ExecutorTTL         Seconds `envconfig:"WES_EXECUTOR_TTL" default:"30s" desc:"how long an executor stays listed in service-info without a heartbeat"`
