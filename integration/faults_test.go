@@ -22,6 +22,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -35,6 +36,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wes-dev/wes/alerting"
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 )
@@ -145,6 +147,9 @@ type faultSuite struct {
 	observed   map[string][]observation
 	polls      int
 	stopped    [2]bool // API i is SIGSTOPped
+
+	alertsMu sync.Mutex
+	alerts   map[string][]string // states alerted, by run id (webhook)
 }
 
 func (s *faultSuite) logf(format string, args ...any) {
@@ -183,7 +188,13 @@ func TestFaultInjection(t *testing.T) {
 	if !strings.HasPrefix(s.e.vars["WES_DATABASE_URL"], "postgres") {
 		t.Skipf("SKIPPED: the fault-injection suite needs PostgreSQL: set %s (.ci/run does)", "WES_TEST_DATABASE_URL")
 	}
+	// Alerts (failed runs) go to a webhook of the suite's: each failed run
+	// must be alerted, with its final state, and no other run.
+	s.alerts = map[string][]string{}
+	hook := httptest.NewServer(http.HandlerFunc(s.receiveAlert))
+	t.Cleanup(hook.Close)
 	for k, v := range map[string]string{
+		"WES_ALERT_WEBHOOK_URL":       hook.URL,
 		"WES_NATS_REPLICAS":           "3",
 		"WES_EXECUTOR_ACK_WAIT":       faultAckWait.String(),
 		"WES_EXECUTOR_TTL":            faultTTL.String(),
@@ -770,7 +781,29 @@ func (s *faultSuite) busy(ctx context.Context) string {
 	if pos < events.State.LastSeq {
 		return fmt.Sprintf("projector: %d events not applied yet", events.State.LastSeq-pos)
 	}
+	cons, err := s.js.Consumer(ctx, s.names.EventsStream(), alerting.ConsumerName)
+	if err != nil {
+		return "alerts consumer: " + err.Error()
+	}
+	if ci, err := cons.Info(ctx); err != nil || ci.NumPending+uint64(ci.NumAckPending) > 0 {
+		if err != nil {
+			return "alerts consumer: " + err.Error()
+		}
+		return fmt.Sprintf("alerts: %d events not delivered yet, %d in delivery", ci.NumPending, ci.NumAckPending)
+	}
 	return ""
+}
+
+// receiveAlert records an alert posted to the suite's webhook.
+func (s *faultSuite) receiveAlert(w http.ResponseWriter, r *http.Request) {
+	var a alerting.Alert
+	if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.alertsMu.Lock()
+	s.alerts[a.RunID] = append(s.alerts[a.RunID], a.State)
+	s.alertsMu.Unlock()
 }
 
 func (s *faultSuite) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
@@ -934,6 +967,32 @@ func (s *faultSuite) verify() {
 	}
 	check("final state = outcome asked for", wrong, "%s; canceled runs ended %s; SYSTEM_ERROR for a killed last attempt %d",
 		formatCounts(outcomes), formatCounts(canceledEnded), killedLast)
+
+	// Alerts: every failed run alerted with its final state, no other.
+	var unalerted, falseAlerts []string
+	alerted, duplicates := 0, 0
+	s.alertsMu.Lock()
+	for _, id := range sortedKeys(states) {
+		final := states[id]
+		failed := final == string(models.ExecutorError) || final == string(models.SystemError)
+		got := s.alerts[id]
+		if failed {
+			alerted++
+			if len(got) == 0 {
+				unalerted = append(unalerted, id+" "+final)
+			}
+		}
+		for _, st := range got {
+			if st != final {
+				falseAlerts = append(falseAlerts, fmt.Sprintf("%s alerted %s, ended %s", id, st, final))
+			}
+		}
+		duplicates += max(len(got)-1, 0)
+	}
+	s.alertsMu.Unlock()
+	check("alerts (webhook) = failed runs", append(unalerted, falseAlerts...),
+		"%d failed runs, %d not alerted; %d alerts of another state than the run's final one; %d repeated (at least once)",
+		alerted, len(unalerted), len(falseAlerts), duplicates)
 
 	// Attempts and bounds.
 	var overAttempts []string
