@@ -440,7 +440,7 @@ func newProvider(cfg Config, env *environment) (providers.Provider, error) {
 	case "local":
 		return local.New(local.Config{
 			CancelGrace: cfg.CancelGrace.D(), Cores: cfg.EngineCores, WaitDelay: cfg.EngineWaitDelay.D(),
-			AllowLocalWorkflows: cfg.AllowLocalWorkflows, PATH: env.getenv("PATH"),
+			AllowLocalWorkflows: cfg.AllowLocalWorkflows, PATH: env.getenv("PATH"), Getenv: env.getenv,
 		}, env.log), nil
 	case "mock":
 		return mock.New(), nil

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -32,6 +34,19 @@ type engine struct {
 	tasks func() taskParser
 	// finish, if set, reads task logs the engine wrote to a file.
 	finish func(r *runSpec) ([]models.TaskLog, error)
+	// failure, if set, says from the engine's report why a run that exited
+	// non-zero failed (its system logs).
+	failure func(r *runSpec) []string
+	// passEnv names the variables of the executor's environment the engine
+	// is given (its runtime's, such as JAVA_HOME); envDefault, if set, gives
+	// the value of one that is unset there ("" for none).
+	passEnv    []string
+	envDefault func(name string, getenv func(string) string) string
+	// bareInputs: the engine's inputs name files by plain strings (WDL's
+	// File values), not File objects: a relative string that names a staged
+	// attachment becomes its path, and an absolute one that exists on the
+	// host is refused unless local paths are allowed.
+	bareInputs bool
 	// outdirParam, if set, is the workflow parameter that names the output
 	// directory; it is set to outputs/ unless the run gave it.
 	outdirParam string
@@ -80,6 +95,12 @@ func (p param) render(v *string) ([]string, error) {
 		return p.arg(val), nil
 	}
 	return []string{p.name + "=" + val}, nil
+}
+
+// fileURL is the file:// URL of an absolute path, percent-encoded ("50%.txt"
+// is file:///…/50%25.txt): what the executor parses to find stored outputs.
+func fileURL(p string) string {
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(p)}).String()
 }
 
 func contains(list []string, s string) bool {

@@ -1,5 +1,5 @@
 // Package local runs workflow engines as subprocesses of the executor: one
-// adapter per engine (cwltool, toil, snakemake, nextflow), each building an
+// adapter per engine (cwltool, toil, snakemake, nextflow, cromwell), each building an
 // argument vector, never a shell string.
 //
 // A run's directory (providers.Job.Dir) has a fixed layout:
@@ -44,6 +44,9 @@ type Config struct {
 	AllowLocalWorkflows bool
 	// PATH is the search path for engines and their environment.
 	PATH string
+	// Getenv reads the executor's environment, of which an engine is given
+	// only the variables its adapter names (passEnv: JAVA_HOME, NXF_HOME, …).
+	Getenv func(string) string
 	// WaitDelay bounds how long the engine's output is still read after
 	// the engine exited: a process it left behind that no longer carries
 	// the run's marker (one that cleared its environment and left the
@@ -81,10 +84,13 @@ func New(cfg Config, log *slog.Logger) *Provider {
 	if cfg.WaitDelay <= 0 {
 		cfg.WaitDelay = 5 * time.Second
 	}
-	if cfg.PATH == "" {
-		cfg.PATH = os.Getenv("PATH")
+	if cfg.Getenv == nil {
+		cfg.Getenv = os.Getenv
 	}
-	return &Provider{cfg: cfg, log: log, engines: []engine{cwltool(), toil(), snakemake(), nextflow()}}
+	if cfg.PATH == "" {
+		cfg.PATH = cfg.Getenv("PATH")
+	}
+	return &Provider{cfg: cfg, log: log, engines: []engine{cwltool(), toil(), snakemake(), nextflow(), cromwell()}}
 }
 
 // detect finds each engine on PATH and asks its version, once.
@@ -117,13 +123,29 @@ func (p *Provider) detectOne(ctx context.Context, e engine) *detectedEngine {
 	vctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(vctx, path, e.versionArgs...)
-	cmd.Env = []string{"PATH=" + p.cfg.PATH, "HOME=" + os.TempDir(), "LANG=C.UTF-8"}
+	cmd.Env = append([]string{"PATH=" + p.cfg.PATH, "HOME=" + os.TempDir(), "LANG=C.UTF-8"}, p.passEnv(e)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		p.log.Warn("engine found but its version could not be read; not offering it", "engine", e.name, "path", path, "err", err, "output", string(out))
 		return nil
 	}
 	return &detectedEngine{engine: e, path: path, version: e.version(string(out))}
+}
+
+// passEnv returns the variables of the executor's environment that e is
+// given, with their defaults where unset.
+func (p *Provider) passEnv(e engine) []string {
+	var env []string
+	for _, name := range e.passEnv {
+		if v := p.cfg.Getenv(name); v != "" {
+			env = append(env, name+"="+v)
+		} else if e.envDefault != nil {
+			if v := e.envDefault(name, p.cfg.Getenv); v != "" {
+				env = append(env, name+"="+v)
+			}
+		}
+	}
+	return env
 }
 
 func lookPath(bin, path string) (string, error) {
@@ -189,6 +211,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		"PATH=" + p.cfg.PATH, "HOME=" + r.tmp, "TMPDIR=" + r.tmp, "LANG=C.UTF-8", "LC_ALL=C.UTF-8",
 		markerVar + "=" + marker,
 	}
+	cmd.Env = append(cmd.Env, p.passEnv(d.engine)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = p.cfg.WaitDelay
 	var stdout bytes.Buffer
@@ -276,6 +299,9 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 			rep.Task(t)
 		}
 	}
+	if code != 0 && d.failure != nil {
+		notes = append(notes, d.failure(r)...)
+	}
 	res := providers.Result{ExitCode: code, Outputs: json.RawMessage(`{}`), OutputDir: r.outputs, SystemLogs: notes}
 	if code == 0 {
 		out, err := d.outputs(r, stdout.Bytes())
@@ -308,6 +334,9 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 	r.workflow = wf
 	salad := job.Request.WorkflowType == "CWL" // cwltool and toil read the params with schema-salad
 	params, err := resolveInputs(job.Request.WorkflowParams, r.inputs, p.cfg.AllowLocalWorkflows, salad, e.outdirParam, r.outputs)
+	if err == nil && e.bareInputs {
+		params, err = resolveBareInputs(params, r.inputs, r.work, p.cfg.AllowLocalWorkflows)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -426,6 +455,60 @@ func resolveInputs(params json.RawMessage, inputs string, allowLocal, salad bool
 			}
 		}
 	})
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return json.MarshalIndent(v, "", "  ")
+}
+
+// resolveBareInputs resolves the file names in the inputs of an engine that
+// takes them as plain strings (WDL), which it reads relative to its working
+// directory (work): a relative string that names a staged attachment
+// becomes its path below inputs. Unless local paths are allowed, a string
+// that names an existing path outside the run directory, absolute or
+// relative to work (../../etc/passwd), is refused. Strings that name
+// nothing on the host are left alone: most strings are not paths.
+func resolveBareInputs(params []byte, inputs, work string, allowLocal bool) ([]byte, error) {
+	var v any
+	if err := json.Unmarshal(params, &v); err != nil {
+		return nil, fmt.Errorf("workflow_params: %w", err)
+	}
+	runDir := filepath.Dir(inputs)
+	var errs []error
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch x := v.(type) {
+		case string:
+			if x == "" || strings.Contains(x, "://") {
+				return x
+			}
+			if !filepath.IsAbs(x) {
+				if p, err := inside(inputs, x); err == nil {
+					if _, err := os.Stat(p); err == nil {
+						return p
+					}
+				}
+			}
+			p := filepath.Clean(x)
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(work, p)
+			}
+			outside := p != runDir && !strings.HasPrefix(p, runDir+string(filepath.Separator))
+			if _, err := os.Lstat(p); err == nil && outside && !allowLocal {
+				errs = append(errs, fmt.Errorf("input %q names a path of the executor's host, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file and give its name", x))
+			}
+		case []any:
+			for i := range x {
+				x[i] = walk(x[i])
+			}
+		case map[string]any:
+			for k := range x {
+				x[k] = walk(x[k])
+			}
+		}
+		return v
+	}
+	v = walk(v)
 	if len(errs) > 0 {
 		return nil, errs[0]
 	}

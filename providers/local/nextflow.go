@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,7 +23,17 @@ import (
 func nextflow() engine {
 	return engine{
 		name: "nextflow", binary: "nextflow",
-		versionArgs: []string{"-version"}, version: lastVersion,
+		versionArgs: []string{"-version"}, version: nextflowVersion,
+		// The launcher keeps Nextflow's jars in NXF_HOME ($HOME/.nextflow):
+		// a run's HOME is its own tmp/, so without it every run would fetch
+		// them again (and fail offline).
+		passEnv: []string{"NXF_HOME", "JAVA_HOME", "JAVA_CMD", "NXF_OFFLINE"},
+		envDefault: func(name string, getenv func(string) string) string {
+			if name == "NXF_HOME" && getenv("HOME") != "" {
+				return filepath.Join(getenv("HOME"), ".nextflow")
+			}
+			return ""
+		},
 		types: map[string][]string{"NFL": {"DSL2"}},
 		params: []param{
 			{name: "-profile", kind: "enum", values: []string{"standard", "test"}, arg: func(v string) []string { return []string{"-profile", v} }},
@@ -32,7 +43,7 @@ func nextflow() engine {
 			argv := []string{bin, "-log", filepath.Join(r.work, "nextflow.log"), "run", strings.SplitN(r.workflow, "#", 2)[0],
 				"-params-file", r.params,
 				"-work-dir", filepath.Join(r.work, "nf-work"),
-				"-with-trace", filepath.Join(r.work, "trace.txt"),
+				"-with-trace", nextflowTracePath(r),
 				"-ansi-log", "false",
 			}
 			// A retry picks up the cached tasks of the last attempt.
@@ -44,9 +55,26 @@ func nextflow() engine {
 		outputs:     dirOutputs,
 		outdirParam: "outdir",
 		finish: func(r *runSpec) ([]models.TaskLog, error) {
-			return nextflowTrace(filepath.Join(r.work, "trace.txt"))
+			return nextflowTrace(nextflowTracePath(r))
 		},
 	}
+}
+
+// nextflowTracePath is an attempt's trace file: Nextflow (22.10 and later)
+// refuses to start when the trace file exists, as a retry's would.
+func nextflowTracePath(r *runSpec) string {
+	return filepath.Join(r.work, "trace-"+strconv.Itoa(max(r.job.Attempt, 1))+".txt")
+}
+
+var nextflowVersionRE = regexp.MustCompile(`version (\d+(?:\.\d+)+)`)
+
+// nextflowVersion reads the banner of `nextflow -version` ("version 23.10.1
+// build 5891"; its last line cites doi:10.1038/…, so not the last number).
+func nextflowVersion(out string) string {
+	if m := nextflowVersionRE.FindStringSubmatch(out); m != nil {
+		return m[1]
+	}
+	return lastVersion(out)
 }
 
 // dirOutputs describes every file below outputs/ as a File object keyed by
@@ -63,7 +91,7 @@ func dirOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 		}
 		rel, _ := filepath.Rel(r.outputs, p)
 		out[filepath.ToSlash(rel)] = map[string]any{
-			"class": "File", "location": "file://" + p, "basename": d.Name(), "size": info.Size(),
+			"class": "File", "location": fileURL(p), "basename": d.Name(), "size": info.Size(),
 		}
 		return nil
 	})

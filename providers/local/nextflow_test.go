@@ -38,16 +38,53 @@ func TestNextflowArgv(t *testing.T) {
 	require.Equal(t, filepath.Join(r.inputs, "main.nf"), argv[run+1], "the pipeline, without its fragment, follows run")
 	require.Equal(t, r.params, flagValue(t, argv, "-params-file"))
 	require.Equal(t, filepath.Join(r.work, "nf-work"), flagValue(t, argv, "-work-dir"))
-	require.Equal(t, filepath.Join(r.work, "trace.txt"), flagValue(t, argv, "-with-trace"))
+	require.Equal(t, filepath.Join(r.work, "trace-1.txt"), flagValue(t, argv, "-with-trace"))
 	require.Equal(t, filepath.Join(r.work, "nextflow.log"), flagValue(t, argv, "-log"))
 	require.Less(t, slices.Index(argv, "-log"), run, "-log is an option of nextflow, not of run")
 	require.NotContains(t, argv, "-resume", "a first attempt has nothing to resume")
 	require.Equal(t, []string{"-profile", "test"}, argv[len(argv)-2:])
 
-	// A retry finds the last attempt's work directory and resumes it.
+	// A retry finds the last attempt's work directory and resumes it, with
+	// a trace file of its own (Nextflow refuses to overwrite one).
 	require.NoError(t, os.MkdirAll(filepath.Join(r.work, "nf-work"), 0o750))
+	r.job.Attempt = 2
 	argv = nextflow().argv("/usr/bin/nextflow", r)
 	require.Contains(t, argv, "-resume")
+	require.Equal(t, filepath.Join(r.work, "trace-2.txt"), flagValue(t, argv, "-with-trace"))
+}
+
+func TestEngineVersions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		engine, out, want string
+	}{
+		{"nextflow", "\n      N E X T F L O W\n      version 23.10.1 build 5891\n      created 12-01-2024 22:01 UTC \n      cite doi:10.1038/nbt.3820\n      http://nextflow.io\n", "23.10.1"},
+		{"nextflow", "nextflow 24.04.4", "24.04.4"},
+		{"cromwell", "cromwell 86\n", "86"},
+		{"cromwell", "Picked up JAVA_TOOL_OPTIONS: -Xmx2g\ncromwell 87-6b4c5a1\n", "87-6b4c5a1"},
+		{"cromwell", "Error: Unable to access jarfile cromwell.jar\n", "unknown"},
+		{"cwltool", "/usr/bin/cwltool 3.1.20230209161050\n", "3.1.20230209161050"},
+	} {
+		var e engine
+		for _, c := range New(Config{}, nil).engines {
+			if c.name == tc.engine {
+				e = c
+			}
+		}
+		require.Equal(t, tc.want, e.version(tc.out), "%s: %q", tc.engine, tc.out)
+	}
+}
+
+func TestNextflowIsGivenItsHome(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"HOME": "/home/wes", "JAVA_HOME": "/opt/java", "WES_DATABASE_URL": "postgres://secret"}
+	p := New(Config{Getenv: func(k string) string { return env[k] }}, nil)
+	require.Equal(t, []string{"NXF_HOME=/home/wes/.nextflow", "JAVA_HOME=/opt/java"}, p.passEnv(nextflow()),
+		"the launcher's jars stay where the executor's user keeps them")
+	env["NXF_HOME"] = "/opt/nextflow"
+	require.Equal(t, []string{"NXF_HOME=/opt/nextflow", "JAVA_HOME=/opt/java"}, p.passEnv(nextflow()))
+	require.Equal(t, []string{"JAVA_HOME=/opt/java"}, p.passEnv(cromwell()))
+	require.Empty(t, p.passEnv(cwltool()))
 }
 
 func TestNextflowPrepare(t *testing.T) {

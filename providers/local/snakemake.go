@@ -84,7 +84,7 @@ func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 			return err
 		}
 		out[filepath.ToSlash(rel)] = map[string]any{
-			"class": "File", "location": "file://" + dst, "basename": d.Name(), "size": info.Size(),
+			"class": "File", "location": fileURL(dst), "basename": d.Name(), "size": info.Size(),
 		}
 		return nil
 	})

@@ -22,7 +22,6 @@ func toil() engine {
 		params: []param{
 			{name: "--retryCount", kind: "int"},
 			{name: "--logLevel", kind: "enum", values: []string{"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}},
-			{name: "--stats", kind: "flag"},
 			{name: "--no-container", kind: "flag"},
 		},
 		stop: syscall.SIGTERM,
