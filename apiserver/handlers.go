@@ -172,9 +172,12 @@ func (s *Server) enqueue(run *models.Run) error {
 	if err != nil {
 		return err
 	}
-	if max := s.bus.JS.Conn().MaxPayload(); max > 0 && int64(len(data)) > max {
+	// The broker counts the message's headers too (its Nats-Msg-Id): a
+	// request that fits only without them would be accepted and never
+	// queued.
+	if max := s.bus.JS.Conn().MaxPayload() - events.HeaderRoom; max > 0 && int64(len(data)) > max {
 		return withStatus(http.StatusRequestEntityTooLarge, nil,
-			"the run request is %d bytes as a queue message, more than the broker takes (%d); send large inputs as workflow_attachment files", len(data), max)
+			"the run request is %d bytes as a queue message, more than the broker takes (%d, its max_payload less room for headers); send large inputs as workflow_attachment files", len(data), max)
 	}
 	return s.commits.create(run, &models.OutboxMessage{Subject: subject, MsgID: msgID, Payload: data})
 }

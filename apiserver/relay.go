@@ -2,10 +2,12 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 )
 
@@ -16,9 +18,10 @@ type OutboxStore interface {
 }
 
 // Publisher publishes outbox messages, each with its message id, and
-// reports per message whether the stream stored it.
+// reports per message whether the stream stored it; and run events.
 type Publisher interface {
 	PublishOutbox(ctx context.Context, msgs []models.OutboxMessage) []error
+	PublishEvent(ctx context.Context, ev events.RunEvent) error
 }
 
 // Relay publishes committed outbox messages. What this process commits is
@@ -166,6 +169,14 @@ func (r *Relay) publish(ctx context.Context, msgs []models.OutboxMessage) (faile
 			done = append(done, msgs[i].Seq)
 			continue
 		}
+		if events.Refused(err) {
+			serr := r.settleRefused(ctx, msgs[i], err)
+			if serr == nil {
+				done = append(done, msgs[i].Seq)
+				continue
+			}
+			err = serr
+		}
 		failed++
 		if failed <= 3 { // enough to see why, without a line per message while NATS is down
 			r.log.Warn("cannot publish outbox message, will retry", "run_id", runIDOf(msgs[i]),
@@ -179,6 +190,25 @@ func (r *Relay) publish(ctx context.Context, msgs []models.OutboxMessage) (faile
 		r.published <- done
 	}
 	return failed
+}
+
+// settleRefused disposes of a message the broker refuses for good, which
+// would otherwise be tried at every sweep for ever (and hold up the rows
+// behind it): one too large for it, its max_payload lowered since the run
+// was accepted. A submission can then never be queued: its run ends
+// SYSTEM_ERROR, saying why. A run event (the API's are small) is dropped.
+func (r *Relay) settleRefused(ctx context.Context, m models.OutboxMessage, cause error) error {
+	r.log.Error("NATS refuses an outbox message for good; it is dropped", "run_id", runIDOf(m),
+		"subject", m.Subject, "bytes", len(m.Payload), "err", cause)
+	if isEvent(m) {
+		return nil
+	}
+	ectx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
+	defer cancel()
+	return r.pub.PublishEvent(ectx, events.RunEvent{
+		RunID: m.MsgID, State: models.SystemError, Source: events.SourceAPI,
+		SystemLog: fmt.Sprintf("the run cannot be queued: NATS refuses its queue message of %d bytes (%v)", len(m.Payload), cause),
+	})
 }
 
 // deleteLoop deletes the rows publish hands over, those that come within
@@ -213,8 +243,14 @@ func (r *Relay) deleteLoop(ctx context.Context) {
 // runIDOf names the run an outbox message is about: a run.submitted
 // message's id is the run id; a run event's subject ends with it.
 func runIDOf(m models.OutboxMessage) string {
-	if i := strings.LastIndex(m.Subject, ".events."); i >= 0 {
-		return m.Subject[i+len(".events."):]
+	if isEvent(m) {
+		return m.Subject[strings.LastIndex(m.Subject, eventsToken)+len(eventsToken):]
 	}
 	return m.MsgID
 }
+
+// eventsToken is in the subject of every run event (wes.events.<run id>).
+const eventsToken = ".events."
+
+// isEvent reports whether m is a run event, not a run.submitted message.
+func isEvent(m models.OutboxMessage) bool { return strings.Contains(m.Subject, eventsToken) }

@@ -60,7 +60,8 @@ func TestRelay(t *testing.T) {
 
 	// Left by an earlier process: the start-up sweep publishes it.
 	insert("left-1", []byte(`{"n":1}`))
-	// Too big for NATS: it fails alone and stays in the outbox.
+	// Too big for NATS (its max_payload lowered since the run was
+	// accepted): it fails alone, and for good.
 	insert("huge", []byte(strings.Repeat("x", int(nc.MaxPayload())+1)))
 
 	relay := NewRelay(store, pub, time.Hour, nil)
@@ -77,16 +78,21 @@ func TestRelay(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "the left-over and every delivered message are published once")
 	require.Eventually(t, func() bool {
 		n, err := store.OutboxBacklog(ctx)
-		return err == nil && n == 1
-	}, 5*time.Second, 20*time.Millisecond, "published rows are deleted; the one NATS refused stays")
+		return err == nil && n == 0
+	}, 5*time.Second, 20*time.Millisecond, "published rows are deleted, and the one NATS refuses for good")
+	// The refused run cannot be queued: it ends SYSTEM_ERROR, saying why.
+	evs, err := js.Stream(ctx, names.EventsStream())
+	require.NoError(t, err)
+	last, err := evs.GetLastMsgForSubject(ctx, names.EventSubject("huge"))
+	require.NoError(t, err, "no event ends the refused run")
+	ev, err := events.DecodeRunEvent(last.Data)
+	require.NoError(t, err)
+	require.Equal(t, models.SystemError, ev.State)
+	require.Contains(t, ev.SystemLog, "NATS refuses its queue message")
 
 	// A second publish of the same rows (another replica's sweep) is
 	// deduplicated by message id.
 	relay.Kick()
-	msgs, err := store.PendingOutbox(ctx, 10, time.Now().Add(time.Second))
-	require.NoError(t, err)
-	require.Len(t, msgs, 1)
-	require.Equal(t, "huge", msgs[0].MsgID)
 	for _, err := range pub.PublishOutbox(ctx, []models.OutboxMessage{{Subject: names.SubmitSubject("mock", "fresh-3"), MsgID: "fresh-3", Payload: []byte(`{}`)}}) {
 		require.NoError(t, err)
 	}

@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,6 +29,18 @@ func NewPublisher(js jetstream.Publisher, names Names) *Publisher {
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []byte) error {
 	_, err := p.PublishDedup(ctx, subject, msgID, data)
 	return err
+}
+
+// HeaderRoom is what a message's headers (Nats-Msg-Id and the like) may
+// take of the connection's max_payload, which counts headers and payload
+// together: a payload must fit in max_payload less this.
+const HeaderRoom = 4 << 10
+
+// Refused reports whether a publish failed for the message itself (too
+// large for the connection or the stream), so that trying it again cannot
+// succeed.
+func Refused(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
 }
 
 // PublishTryTimeout bounds the wait for one publish's ack, whatever the

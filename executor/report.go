@@ -25,7 +25,6 @@ const (
 	maxLogBytes    = 16 << 10 // a system log line, an error message
 	maxTaskLogs    = 20       // system log lines of one task update
 	shortLogBytes  = 1 << 10  // a log line of an event cut to the bone
-	eventHeadroom  = 4 << 10  // headers, under the connection's max_payload
 	outputsNoteKey = "wes_note"
 )
 
@@ -172,8 +171,8 @@ func joinLogs(lines ...string) string {
 // max_payload less room for headers, or MaxEventBytes if smaller.
 func (e *Executor) eventLimit() int {
 	limit := e.cfg.MaxEventBytes
-	if mp := int(e.bus.JS.Conn().MaxPayload()); mp > eventHeadroom && (limit <= 0 || limit > mp-eventHeadroom) {
-		limit = mp - eventHeadroom
+	if mp := int(e.bus.JS.Conn().MaxPayload()); mp > events.HeaderRoom && (limit <= 0 || limit > mp-events.HeaderRoom) {
+		limit = mp - events.HeaderRoom
 	}
 	return limit
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
@@ -364,6 +366,45 @@ func TestSubmitRefusals(t *testing.T) {
 	}
 	require.Equal(t, http.StatusOK, e.getJSON("/runs", &list))
 	require.Empty(t, list.Runs, "nothing half-written by refused submissions")
+}
+
+// A request is refused (413) when its queue message would not fit in the
+// broker's max_payload with its headers: accepted, it could never be
+// queued. One that fits with them is queued and runs.
+func TestRequestsTheBrokerCannotQueueAreRefused(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	maxPayload := int(nc.MaxPayload())
+	nc.Close()
+	e := newEnv(t, url, ns)
+	e.vars["WES_MAX_FIELD_BYTES"] = strconv.Itoa(2 * maxPayload) // the broker's limit comes first
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+	request := func(paramBytes int) []byte {
+		body, err := json.Marshal(map[string]any{
+			"workflow_type": "CWL", "workflow_type_version": "v1.0", "workflow_url": "https://example.com/wf.cwl",
+			"workflow_params": map[string]string{"x": strings.Repeat("a", paramBytes)},
+		})
+		require.NoError(t, err)
+		return body
+	}
+
+	// The message is a few hundred bytes over its params: under
+	// max_payload, but not with room for its headers.
+	var er errorResponse
+	status := e.post("/runs", "application/json", bytes.NewReader(request(maxPayload-2500)), &er)
+	require.Equal(t, http.StatusRequestEntityTooLarge, status, er.Msg)
+	require.Contains(t, er.Msg, "more than the broker takes")
+
+	var out struct {
+		RunID string `json:"run_id"`
+	}
+	require.Equal(t, http.StatusOK, e.post("/runs", "application/json", bytes.NewReader(request(maxPayload-6000)), &out))
+	st, _ := e.waitState(out.RunID, 30*time.Second, "COMPLETE", "SYSTEM_ERROR", "EXECUTOR_ERROR")
+	require.Equal(t, "COMPLETE", st, "an accepted request is queued and runs")
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
