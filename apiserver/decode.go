@@ -385,11 +385,11 @@ func (raw rawRequest) parse(lim Limits) (models.RunRequest, error) {
 		}
 	}
 	for k, v := range req.WorkflowEngineParameters {
-		text := k
-		if v != nil { // null: a flag without a value
-			text += *v
+		if v == nil { // null: a flag without a value, which "" says too (the spec's values are strings)
+			req.WorkflowEngineParameters[k] = new(string)
+			continue
 		}
-		if err := checkText(fmt.Sprintf("workflow_engine_parameters %q", k), text); err != nil {
+		if err := checkText(fmt.Sprintf("workflow_engine_parameters %q", k), k+*v); err != nil {
 			return req, err
 		}
 	}

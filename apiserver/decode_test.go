@@ -168,7 +168,7 @@ func TestDecodeSubmissionMultipart(t *testing.T) {
 		WorkflowType:             "CWL",
 		WorkflowTypeVersion:      "v1.0",
 		Tags:                     map[string]string{"project": "wes", "owner": "ann"},
-		WorkflowEngineParameters: map[string]*string{"--quiet": nil, "x": ptr("1")},
+		WorkflowEngineParameters: map[string]*string{"--quiet": ptr(""), "x": ptr("1")},
 		WorkflowEngine:           "cwltool",
 		WorkflowEngineVersion:    "3.1",
 		WorkflowURL:              "dir/sub/main.cwl#main",
@@ -230,7 +230,7 @@ func TestDecodeSubmissionAccepted(t *testing.T) {
 			body: jsonBody(`{"workflow_type": "CWL", "workflow_type_version": "1.0", "workflow_url": "https://example.com/wf.cwl",
 				"workflow_engine_parameters": {"--quiet": null, "x": "1"}}`),
 			check: func(t *testing.T, sub *submission) {
-				require.Equal(t, map[string]*string{"--quiet": nil, "x": ptr("1")}, sub.req.WorkflowEngineParameters)
+				require.Equal(t, map[string]*string{"--quiet": ptr(""), "x": ptr("1")}, sub.req.WorkflowEngineParameters)
 			},
 		},
 		{
@@ -238,14 +238,14 @@ func TestDecodeSubmissionAccepted(t *testing.T) {
 			body: jsonBody(`{"workflow_type": "CWL", "workflow_type_version": "1.0", "workflow_url": "https://example.com/wf.cwl",
 				"workflow_engine_parameters": "{\"--quiet\": null, \"x\": \"1\"}"}`),
 			check: func(t *testing.T, sub *submission) {
-				require.Equal(t, map[string]*string{"--quiet": nil, "x": ptr("1")}, sub.req.WorkflowEngineParameters)
+				require.Equal(t, map[string]*string{"--quiet": ptr(""), "x": ptr("1")}, sub.req.WorkflowEngineParameters)
 			},
 		},
 		{
 			name: "multipart engine parameters with string and null",
 			body: cwlForm(field("workflow_engine_parameters", `{"--quiet": null, "x": "1"}`)),
 			check: func(t *testing.T, sub *submission) {
-				require.Equal(t, map[string]*string{"--quiet": nil, "x": ptr("1")}, sub.req.WorkflowEngineParameters)
+				require.Equal(t, map[string]*string{"--quiet": ptr(""), "x": ptr("1")}, sub.req.WorkflowEngineParameters)
 			},
 		},
 		{

@@ -147,13 +147,21 @@ func (h *handlers) prepare(r *http.Request, id string, sink attachmentSink) (*mo
 	if cb, ok := req.Tags[events.CallbackTag]; ok && !events.CallbackAllowed(cb, h.s.cfg.CallbackAllow) {
 		return nil, badRequest("tag %s %q is not allowed on this server (WES_CALLBACK_ALLOW lists the URL prefixes it allows)", events.CallbackTag, cb)
 	}
-	for k := range req.WorkflowEngineParameters {
-		if !slices.ContainsFunc(eng.Parameters, func(p events.EngineParameter) bool { return p.Name == k }) {
+	for k, v := range req.WorkflowEngineParameters {
+		i := slices.IndexFunc(eng.Parameters, func(p events.EngineParameter) bool { return p.Name == k })
+		if i < 0 {
 			accepted := make([]string, 0, len(eng.Parameters))
 			for _, p := range eng.Parameters {
 				accepted = append(accepted, p.Name)
 			}
 			return nil, badRequest("workflow_engine_parameters key %q is not accepted by engine %s; accepted: [%s]", k, eng.Name, strings.Join(accepted, ", "))
+		}
+		p, val := eng.Parameters[i], ""
+		if v != nil {
+			val = *v
+		}
+		if err := models.CheckEngineParameter(k, p.Type, p.Values, val); err != nil {
+			return nil, fmt.Errorf("workflow_engine_parameters of engine %s: %w", eng.Name, err)
 		}
 	}
 	return &models.Run{

@@ -188,4 +188,6 @@ type EngineParameter struct {
 	Name    string `json:"name"`
 	Type    string `json:"type"`
 	Default string `json:"default_value"`
+	// Values lists what an enum takes (models.ParamEnum).
+	Values []string `json:"values,omitempty"`
 }

@@ -377,7 +377,7 @@ func (e *Executor) announce(ctx context.Context, draining <-chan struct{}, engin
 	for _, eng := range engines {
 		ei := events.EngineInfo{Name: eng.Name, Version: eng.Version, WorkflowTypes: eng.WorkflowTypes}
 		for _, p := range eng.Parameters {
-			ei.Parameters = append(ei.Parameters, events.EngineParameter{Name: p.Name, Type: p.Type, Default: p.Default})
+			ei.Parameters = append(ei.Parameters, events.EngineParameter{Name: p.Name, Type: p.Type, Default: p.Default, Values: p.Values})
 		}
 		info.Engines = append(info.Engines, ei)
 	}

@@ -464,6 +464,10 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 	case stopped && errors.Is(cause, errShutdown):
 		return verdict{outcome: "handed_back", verb: nak,
 			ev: events.RunEvent{State: models.Preempted, SystemLog: joinLogs(append([]string{fmt.Sprintf("executor %s shut down; run handed back", a.e.cfg.ID)}, notes...)...)}}
+	case errors.Is(err, providers.ErrInvalidRequest):
+		a.log.Info("the provider refuses the run's request", "err", err)
+		return verdict{outcome: "refused", verb: ack, ev: events.RunEvent{State: models.ExecutorError, Error: err.Error(),
+			SystemLog: joinLogs(append([]string{fmt.Sprintf("attempt %d: %v", a.n, err)}, notes...)...)}}
 	case err != nil:
 		return a.failed(err)
 	case res.ExitCode != 0 && a.retryFailures() && a.tries < a.e.cfg.MaxAttempts:

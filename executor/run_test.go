@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net/url"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wes-dev/wes/events"
@@ -104,6 +104,25 @@ func TestACancelAfterTheEngineFinishedKeepsItsResult(t *testing.T) {
 	for _, ev := range f.runEvents(t, runID) {
 		require.NotEqual(t, models.Canceled, ev.State, "%s", describe(f.runEvents(t, runID)))
 	}
+}
+
+// TestARefusedRequestIsTheUsers: a run the provider refuses for what it
+// asks (an input naming a host path, say) ends EXECUTOR_ERROR with the
+// reason, at once, even when failures are retried: it is not our failure
+// (SYSTEM_ERROR), and another attempt would meet the same refusal.
+func TestARefusedRequestIsTheUsers(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	p := &testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+		return providers.Result{}, fmt.Errorf("%w: input \"/etc/passwd\" names a path of the executor's host", providers.ErrInvalidRequest)
+	}}
+	f.start(t, Config{AckWait: 5 * time.Second, MaxAttempts: 3, RetryFailures: true}, p)
+	runID := f.submit(t)
+	ev := f.waitState(t, runID, models.ExecutorError, 30*time.Second)
+	require.Contains(t, ev.Error, "names a path of the executor's host")
+	require.Contains(t, ev.SystemLog, "names a path of the executor's host")
+	require.EqualValues(t, 1, p.calls.Load(), "a refused request was tried again")
+	require.Zero(t, f.runsLeft(t), "the run's message is settled")
 }
 
 // TestCancelReachesTheRunAfterTheWatchFailed: the cancel flags' bucket is

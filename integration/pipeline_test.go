@@ -321,6 +321,14 @@ func TestSubmitRefusals(t *testing.T) {
 		"unknown version": {`{"workflow_type":"CWL","workflow_type_version":"9.9","workflow_url":"https://x/y.cwl"}`, "9.9"},
 		"unknown type":    {`{"workflow_type":"XYZ","workflow_type_version":"1","workflow_url":"https://x/y.cwl"}`, "XYZ"},
 		"relative url":    {`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"wf.cwl"}`, "no workflow_attachment"},
+		// Values are checked against the kinds the executors announce: a
+		// bad one is the user's to fix now, not a SYSTEM_ERROR later.
+		"bad duration": {`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"https://x/y.cwl","workflow_engine_parameters":{"duration":"banana"}}`,
+			`engine parameter duration must be a non-negative duration such as "2s", not "banana"`},
+		"bad enum": {`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"https://x/y.cwl","workflow_engine_parameters":{"outcome":"MAYBE"}}`,
+			`engine parameter outcome must be one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, not "MAYBE"`},
+		"null int": {`{"workflow_type":"CWL","workflow_type_version":"1.0","workflow_url":"https://x/y.cwl","workflow_engine_parameters":{"exit_code":null}}`,
+			`engine parameter exit_code must be a non-negative integer, not ""`},
 	} {
 		var er errorResponse
 		status := e.post("/runs", "application/json", bytes.NewBufferString(tc.body), &er)

@@ -25,9 +25,12 @@ type Engine struct {
 
 // Parameter is a workflow engine parameter a run may set.
 type Parameter struct {
-	Name    string
+	Name string
+	// Type is the kind of value it takes (models.ParamFlag, ParamInt, …).
 	Type    string
 	Default string
+	// Values lists what an enum takes.
+	Values []string
 }
 
 // Job is one attempt at a run, handed to a provider.
@@ -94,6 +97,12 @@ type Dirless interface {
 // (a lost connection, a full disk that may be freed): wrap it with
 // fmt.Errorf("…: %w", providers.ErrRetryable) or join it.
 var ErrRetryable = errors.New("retryable")
+
+// ErrInvalidRequest marks a run a provider refuses for what it asks: an
+// engine parameter's value, a workflow_url or an input that names a host
+// path while local paths are disabled. It is the user's to fix, not ours:
+// the run ends EXECUTOR_ERROR, saying why, and is not tried again.
+var ErrInvalidRequest = errors.New("the run's request is refused")
 
 // ErrSurvivors marks a failure to stop every process of a job: some
 // survived SIGKILL (a process in uninterruptible sleep, say) and may still

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -60,7 +59,7 @@ type taskParser interface {
 // param is a workflow_engine_parameters key an engine accepts.
 type param struct {
 	name string
-	// kind: "flag" (value must be null or empty), "int", or "enum".
+	// kind: models.ParamFlag, ParamInt or ParamEnum (of values).
 	kind   string
 	values []string
 	// arg renders the parameter; nil means --name or --name=value.
@@ -72,24 +71,14 @@ func (p param) render(v *string) ([]string, error) {
 	if v != nil {
 		val = *v
 	}
-	switch p.kind {
-	case "flag":
-		if val != "" && val != "true" {
-			return nil, fmt.Errorf("engine parameter %s is a flag: give null, \"\" or \"true\"", p.name)
-		}
+	if err := models.CheckEngineParameter(p.name, p.kind, p.values, val); err != nil {
+		return nil, err
+	}
+	if p.kind == models.ParamFlag {
 		if p.arg != nil {
 			return p.arg(""), nil
 		}
 		return []string{p.name}, nil
-	case "int":
-		n, err := strconv.Atoi(val)
-		if err != nil || n < 0 || n > 1<<20 {
-			return nil, fmt.Errorf("engine parameter %s must be a non-negative integer, not %q", p.name, val)
-		}
-	case "enum":
-		if !contains(p.values, val) {
-			return nil, fmt.Errorf("engine parameter %s must be one of %s, not %q", p.name, strings.Join(p.values, ", "), val)
-		}
 	}
 	if p.arg != nil {
 		return p.arg(val), nil

@@ -168,7 +168,7 @@ func (p *Provider) Engines(ctx context.Context) ([]providers.Engine, error) {
 		}
 		pe := providers.Engine{Name: e.name, Version: d.version, WorkflowTypes: e.types}
 		for _, prm := range e.params {
-			pe.Parameters = append(pe.Parameters, providers.Parameter{Name: prm.name, Type: prm.kind})
+			pe.Parameters = append(pe.Parameters, providers.Parameter{Name: prm.name, Type: prm.kind, Values: prm.values})
 		}
 		out = append(out, pe)
 	}
@@ -327,9 +327,11 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	// What the request asks that cannot be run is the user's to fix.
+	refused := func(err error) error { return fmt.Errorf("%w: %w", providers.ErrInvalidRequest, err) }
 	wf, err := resolveWorkflow(job.Request.WorkflowURL, r.inputs, p.cfg.AllowLocalWorkflows)
 	if err != nil {
-		return nil, err
+		return nil, refused(err)
 	}
 	r.workflow = wf
 	salad := job.Request.WorkflowType == "CWL" // cwltool and toil read the params with schema-salad
@@ -338,13 +340,13 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 		params, err = resolveBareInputs(params, r.inputs, r.work, p.cfg.AllowLocalWorkflows)
 	}
 	if err != nil {
-		return nil, err
+		return nil, refused(err)
 	}
 	if err := os.WriteFile(r.params, params, 0o640); err != nil {
 		return nil, fmt.Errorf("write params: %w", err)
 	}
 	if r.engineArgs, err = engineArgs(e, job.Request.WorkflowEngineParameters); err != nil {
-		return nil, err
+		return nil, refused(err)
 	}
 	return r, nil
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/providers"
 )
 
 // Nextflow cannot be installed on the development machine: these tests need
@@ -111,6 +113,7 @@ func TestNextflowPrepare(t *testing.T) {
 	f.job.Request.WorkflowEngineParameters = map[string]*string{"-profile": str("prod")}
 	_, err = p.prepare(f.job, nextflow())
 	require.ErrorContains(t, err, "-profile")
+	require.ErrorIs(t, err, providers.ErrInvalidRequest, "a bad value is the user's to fix")
 }
 
 func TestNextflowTrace(t *testing.T) {

@@ -44,9 +44,10 @@ func (*Provider) Engines(context.Context) ([]providers.Engine, error) {
 			"NFL": {"DSL2"},
 		},
 		Parameters: []providers.Parameter{
-			{Name: ParamDuration, Type: "duration", Default: "1s"},
-			{Name: ParamOutcome, Type: "string", Default: string(models.Complete)},
-			{Name: ParamExitCode, Type: "int", Default: "1"},
+			{Name: ParamDuration, Type: models.ParamDuration, Default: "1s"},
+			{Name: ParamOutcome, Type: models.ParamEnum, Default: string(models.Complete),
+				Values: []string{string(models.Complete), string(models.ExecutorError), string(models.SystemError)}},
+			{Name: ParamExitCode, Type: models.ParamInt, Default: "1"},
 		},
 	}}, nil
 }
@@ -95,7 +96,7 @@ func parse(p map[string]*string) (params, error) {
 func (*Provider) Run(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
 	p, err := parse(job.Request.WorkflowEngineParameters)
 	if err != nil {
-		return providers.Result{}, err
+		return providers.Result{}, fmt.Errorf("%w: %w", providers.ErrInvalidRequest, err)
 	}
 	cmd := []string{"mock", "--duration", p.duration.String(), "--outcome", string(p.outcome), job.Request.WorkflowURL}
 	r.Started(cmd)
