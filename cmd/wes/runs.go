@@ -499,6 +499,22 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 		// file) are attached too, and the params name them by their
 		// attachment names, which the server resolves.
 		names := map[string]string{}
+		if sub.WorkflowType == "WDL" {
+			// WDL names input files by plain strings: those that name a
+			// file next to the params are attached, and named by their
+			// attachment names, which the executor resolves.
+			dir := filepath.Dir(params[0])
+			if sub.Params, err = renameStrings(obj, func(s string) (string, bool, error) {
+				if s == "" || strings.Contains(s, "://") || filepath.IsAbs(s) || !fileExists(filepath.Join(dir, filepath.FromSlash(s))) {
+					return "", false, nil
+				}
+				name, err := attach(filepath.Join(dir, filepath.FromSlash(s)))
+				return name, err == nil, err
+			}); err != nil {
+				return sub, fmt.Errorf("%s: %w", params[0], err)
+			}
+			return sub, addAll(extra, add)
+		}
 		for _, loc := range fileLocations(obj) {
 			name, err := attach(filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc)))
 			if err != nil {
@@ -510,12 +526,55 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 			return sub, fmt.Errorf("%s: %w", params[0], err)
 		}
 	}
-	for _, p := range extra {
+	return sub, addAll(extra, add)
+}
+
+// addAll adds each of paths.
+func addAll(paths []string, add func(string) error) error {
+	for _, p := range paths {
 		if err := add(p); err != nil {
-			return sub, err
+			return err
 		}
 	}
-	return sub, nil
+	return nil
+}
+
+// renameStrings replaces every string value of params (not keys) that
+// rename maps, and returns the params as JSON.
+func renameStrings(params json.RawMessage, rename func(string) (string, bool, error)) (json.RawMessage, error) {
+	var v any
+	if err := json.Unmarshal(params, &v); err != nil {
+		return nil, err
+	}
+	var walk func(v any) (any, error)
+	walk = func(v any) (any, error) {
+		switch x := v.(type) {
+		case string:
+			if to, ok, err := rename(x); err != nil || ok {
+				return to, err
+			}
+		case []any:
+			for i := range x {
+				var err error
+				if x[i], err = walk(x[i]); err != nil {
+					return nil, err
+				}
+			}
+		case map[string]any:
+			for k := range x {
+				var err error
+				if x[k], err = walk(x[k]); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return v, nil
+	}
+	v, err := walk(v)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }
 
 // followLog streams a run's log until the run has ended. A stream that
@@ -582,6 +641,7 @@ func cmpOr(a, b string) string {
 var (
 	cwlVersionRE = regexp.MustCompile(`(?m)^\s*"?cwlVersion"?\s*:\s*"?(v1\.[0-9])`)
 	wdlVersionRE = regexp.MustCompile(`(?m)^\s*version\s+([0-9.]+)`)
+	wdlImportRE  = regexp.MustCompile(`(?m)^\s*import\s+"([^"]+)"`)
 	cwlRunRE     = regexp.MustCompile(`(?m)^\s*"?(?:run|\$import|\$include)"?\s*:\s*"?([^\s"#{}]+)"?\s*$`)
 )
 
@@ -634,10 +694,14 @@ func addWithReferences(file string, add func(string) error, seen map[string]bool
 		}
 		return nil
 	}
-	if !strings.HasSuffix(file, ".cwl") && !strings.HasSuffix(file, ".yml") && !strings.HasSuffix(file, ".yaml") {
+	refs := cwlRunRE
+	switch {
+	case strings.HasSuffix(file, ".wdl"):
+		refs = wdlImportRE // import "tasks.wdl" as tasks
+	case !strings.HasSuffix(file, ".cwl") && !strings.HasSuffix(file, ".yml") && !strings.HasSuffix(file, ".yaml"):
 		return nil
 	}
-	for _, m := range cwlRunRE.FindAllSubmatch(data, -1) {
+	for _, m := range refs.FindAllSubmatch(data, -1) {
 		ref := string(m[1])
 		if strings.Contains(ref, "://") || path.IsAbs(ref) {
 			continue

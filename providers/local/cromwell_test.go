@@ -211,6 +211,23 @@ func TestResolveBareInputs(t *testing.T) {
 	}
 }
 
+func TestCromwellPrepare(t *testing.T) {
+	t.Parallel()
+	f := newJob(t, "cromwell", "wdl-hello", "hello.wdl")
+	r, err := New(Config{}, nil).prepare(f.job, cromwell())
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(f.job.Dir, "inputs", "hello.wdl"), r.workflow)
+	require.FileExists(t, filepath.Join(r.inputs, "tasks", "greet.wdl"), "the import is staged where Cromwell looks for it")
+	b, err := os.ReadFile(r.params)
+	require.NoError(t, err)
+	var params map[string]any
+	require.NoError(t, json.Unmarshal(b, &params))
+	require.Equal(t, map[string]any{"hello.names": filepath.Join(r.inputs, "names.txt"), "hello.greeting": "Hello"}, params,
+		"the attached input file is named by its path; a plain string stays")
+	_, hasOutdir := params["outdir"]
+	require.False(t, hasOutdir)
+}
+
 // standInCromwell answers `--version` and `run` as Cromwell's launcher does:
 // it checks the arguments, runs the "call" in cromwell-executions/ below
 // its working directory, writes the metadata and exits 0, or 1 when the
