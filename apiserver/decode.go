@@ -111,12 +111,43 @@ func decodeJSONBody(body io.Reader, lim Limits) (rawRequest, error) {
 	if err := checkDepth("request body", data, lim.MaxJSONDepth); err != nil {
 		return raw, err
 	}
+	// The object's members one by one, rather than json.Unmarshal into
+	// rawRequest: that matches names case-insensitively and keeps the last
+	// of duplicates, so {"workflow_type": "CWL", "WORKFLOW_TYPE": "WDL"}
+	// would be a WDL run. Names are exact here, and given once, as in a
+	// multipart form.
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return raw, badRequest("request body is not a valid RunRequest: %v", jsonMsg(err))
+	notRunRequest := func(err error) error {
+		return badRequest("request body is not a valid RunRequest: %v", jsonMsg(err))
 	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+	if tok, err := dec.Token(); err != nil {
+		return raw, notRunRequest(err)
+	} else if tok != json.Delim('{') {
+		return raw, badRequest("request body is not a valid RunRequest: it must be a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return raw, notRunRequest(err)
+		}
+		name, _ := tok.(string) // a member's name is a string, or Token failed
+		dst := raw.field(name)
+		if dst == nil {
+			return raw, badRequest("request body is not a valid RunRequest: unknown field %q (field names are exact, in lower case)", name)
+		}
+		if seen[name] {
+			return raw, badRequest("request body is not a valid RunRequest: field %q is given twice", name)
+		}
+		seen[name] = true
+		if err := dec.Decode(dst); err != nil {
+			return raw, notRunRequest(err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return raw, notRunRequest(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return raw, badRequest("request body has data after the RunRequest object")
 	}
 	return raw, nil
