@@ -66,7 +66,39 @@ func (h *handlers) serveObject(w http.ResponseWriter, r *http.Request, key, cont
 	}
 	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
 	defer rs.Close()
-	http.ServeContent(w, r, path.Base(key), info.ModTime, rs)
+	ew := &errorsAsJSON{ResponseWriter: w}
+	http.ServeContent(ew, r, path.Base(key), info.ModTime, rs)
+	if ew.status != 0 {
+		// A Range that cannot be served (416), say: a WES ErrorResponse,
+		// like every other error, with ServeContent's reason.
+		h.fail(w, r, withStatus(ew.status, nil, "%s", strings.TrimSpace(ew.msg.String())))
+	}
+}
+
+// errorsAsJSON passes a response through unless its status is an error:
+// then it keeps the status and the text for the caller to answer with.
+type errorsAsJSON struct {
+	http.ResponseWriter
+	status int
+	msg    strings.Builder
+}
+
+func (e *errorsAsJSON) WriteHeader(code int) {
+	if code >= 400 {
+		e.status = code
+		return
+	}
+	e.ResponseWriter.WriteHeader(code)
+}
+
+func (e *errorsAsJSON) Write(p []byte) (int, error) {
+	if e.status != 0 {
+		if e.msg.Len() < 1024 {
+			e.msg.Write(p)
+		}
+		return len(p), nil
+	}
+	return e.ResponseWriter.Write(p)
 }
 
 // maxRanges bounds the ranges of one request that are served as ranges.

@@ -460,6 +460,20 @@ func TestLogFollowAndRange(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, string(whole), "mock: done")
+
+	// A range past the end is a 416 with the log's size, as an
+	// ErrorResponse like every other error.
+	req.Header.Set("Range", "bytes=999999-")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	var er errorResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&er))
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestedRangeNotSatisfiable, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	require.Equal(t, fmt.Sprintf("bytes */%d", len(whole)), resp.Header.Get("Content-Range"))
+	require.Equal(t, http.StatusRequestedRangeNotSatisfiable, er.StatusCode)
+	require.Contains(t, er.Msg, "invalid range")
 }
 
 // An executor killed with SIGKILL mid-run: once its registry entry lapses
