@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,8 +87,16 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 		if err != nil || u.Scheme != "file" || !strings.HasPrefix(u.Path, prefix) {
 			return
 		}
-		if rel := strings.TrimPrefix(u.Path, prefix); stored[rel] {
+		rel := strings.TrimPrefix(u.Path, prefix)
+		switch {
+		case stored[rel]:
 			t["location"] = events.OutputLocationScheme + rel
+			delete(t, "path")
+		case t["class"] == "Directory" && !slices.ContainsFunc(skipped, func(s string) bool { return strings.HasPrefix(s, rel+"/") }):
+			// Its files are stored, and its listing names them by their
+			// URLs: its own local location would dangle once the run's
+			// directory is gone, and a Directory may be a listing alone.
+			delete(t, "location")
 			delete(t, "path")
 		}
 	})

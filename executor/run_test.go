@@ -615,10 +615,26 @@ func TestOutputsAreStoredAndTheirLocationsRewritten(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(out, "big.bin"), bytes.Repeat([]byte("x"), 200), 0o640); err != nil {
 			return providers.Result{}, err
 		}
+		for _, d := range []string{"d", "bd"} {
+			if err := os.MkdirAll(filepath.Join(out, d), 0o750); err != nil {
+				return providers.Result{}, err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(out, "d", "x.txt"), []byte("x"), 0o640); err != nil {
+			return providers.Result{}, err
+		}
+		if err := os.WriteFile(filepath.Join(out, "bd", "big2.bin"), bytes.Repeat([]byte("y"), 200), 0o640); err != nil {
+			return providers.Result{}, err
+		}
 		small := (&url.URL{Scheme: "file", Path: filepath.Join(out, "a b#c.txt")}).String()
+		loc := func(rel string) string { return "file://" + filepath.Join(out, rel) }
 		outputs, err := json.Marshal(map[string]any{
 			"small": map[string]any{"class": "File", "location": small},
-			"big":   map[string]any{"class": "File", "location": "file://" + filepath.Join(out, "big.bin")},
+			"big":   map[string]any{"class": "File", "location": loc("big.bin")},
+			"dir": map[string]any{"class": "Directory", "location": loc("d"), "path": filepath.Join(out, "d"),
+				"listing": []any{map[string]any{"class": "File", "location": loc("d/x.txt")}}},
+			"bigdir": map[string]any{"class": "Directory", "location": loc("bd"),
+				"listing": []any{map[string]any{"class": "File", "location": loc("bd/big2.bin")}}},
 		})
 		return providers.Result{Outputs: outputs, OutputDir: out}, err
 	}}
@@ -629,10 +645,20 @@ func TestOutputsAreStoredAndTheirLocationsRewritten(t *testing.T) {
 
 	var got map[string]struct {
 		Location string `json:"location"`
+		Path     string `json:"path"`
+		Listing  []struct {
+			Location string `json:"location"`
+		} `json:"listing"`
 	}
 	require.NoError(t, json.Unmarshal(done.Outputs, &got))
 	require.Equal(t, events.OutputLocationScheme+"a b#c.txt", got["small"].Location, "%s", done.Outputs)
 	require.Equal(t, "file://"+filepath.Join(workDir, runID, "outputs", "big.bin"), got["big"].Location)
+	// A directory whose files are all stored is its listing alone; one
+	// that keeps a file over the cap keeps its local location too.
+	require.Empty(t, got["dir"].Location, "a stored directory's local location dangles: %s", done.Outputs)
+	require.Empty(t, got["dir"].Path)
+	require.Equal(t, events.OutputLocationScheme+"d/x.txt", got["dir"].Listing[0].Location)
+	require.Equal(t, "file://"+filepath.Join(workDir, runID, "outputs", "bd"), got["bigdir"].Location)
 	require.Contains(t, done.SystemLog, "exceed WES_MAX_OUTPUT_BYTES")
 	obj, err := f.bus.Objects.GetBytes(f.ctx, events.OutputKey(runID, "a b#c.txt"))
 	require.NoError(t, err)

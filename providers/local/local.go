@@ -415,8 +415,19 @@ func resolveInputs(params json.RawMessage, inputs string, allowLocal, salad bool
 		return nil, fmt.Errorf("workflow_params: %w", err)
 	}
 	if obj, ok := v.(map[string]any); ok && outdirParam != "" {
-		if _, set := obj[outdirParam]; !set {
+		// The output directory is below outputs/, where the outputs are
+		// collected from: a name the run gives is taken below it.
+		switch given := obj[outdirParam].(type) {
+		case nil:
 			obj[outdirParam] = outputs
+		case string:
+			p, err := inside(outputs, given)
+			if err != nil || filepath.IsAbs(given) {
+				return nil, fmt.Errorf("input %s %q: the output directory is placed below the run's outputs/; give a relative name", outdirParam, given)
+			}
+			obj[outdirParam] = p
+		default:
+			return nil, fmt.Errorf("input %s must be a string, a directory name below the run's outputs/", outdirParam)
 		}
 	}
 	var errs []error

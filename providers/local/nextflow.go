@@ -54,6 +54,9 @@ func nextflow() engine {
 		},
 		outputs:     dirOutputs,
 		outdirParam: "outdir",
+		// A pipeline's params name files by plain strings, which Nextflow
+		// resolves from its launch directory (work/).
+		bareInputs: true,
 		finish: func(r *runSpec) ([]models.TaskLog, error) {
 			return nextflowTrace(nextflowTracePath(r))
 		},
@@ -78,8 +81,13 @@ func nextflowVersion(out string) string {
 }
 
 // dirOutputs describes every file below outputs/ as a File object keyed by
-// its relative path.
+// its relative path. Links into the run directory (Nextflow's publishDir
+// links by default) are replaced by the files they name, so that the
+// outputs outlive the run directory.
 func dirOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
+	if err := resolveLinks(r.outputs, r.dir); err != nil {
+		return nil, err
+	}
 	out := map[string]any{}
 	err := filepath.WalkDir(r.outputs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -99,6 +107,55 @@ func dirOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 		return nil, err
 	}
 	return json.Marshal(out)
+}
+
+// resolveLinks replaces each symbolic link below dir that names a file or
+// directory inside root by hard links to the files it names. A link out
+// of root (a local path the run was given) stays: it is not the run's to
+// store.
+func resolveLinks(dir, root string) error {
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return err
+		}
+		target, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil // dangling: nothing to store
+		}
+		if !within(realRoot, target) {
+			return nil
+		}
+		if real, err := filepath.EvalSymlinks(filepath.Dir(p)); err != nil || within(target, real) {
+			return err // a link to a directory that holds it: a cycle, left as it is
+		}
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+		return filepath.WalkDir(target, func(src string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(target, src)
+			dst := filepath.Join(p, rel)
+			switch {
+			case d.IsDir():
+				return os.MkdirAll(dst, 0o750)
+			case d.Type().IsRegular():
+				return os.Link(src, dst)
+			}
+			return nil
+		})
+	})
+}
+
+// within reports whether p is dir or below it (both cleaned, absolute).
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // nextflowTrace reads Nextflow's trace file (tab-separated, with a header)

@@ -171,3 +171,64 @@ func TestNextflowTrace(t *testing.T) {
 		require.ErrorIs(t, err, os.ErrNotExist)
 	})
 }
+
+func TestNextflowPublishedLinksAreStored(t *testing.T) {
+	t.Parallel()
+	r := nextflowSpec(t)
+	task := filepath.Join(r.work, "nf-work", "ab", "cdef")
+	require.NoError(t, os.MkdirAll(filepath.Join(task, "reports"), 0o750))
+	require.NoError(t, os.WriteFile(filepath.Join(task, "greeting.txt"), []byte("Hello\n"), 0o640))
+	require.NoError(t, os.WriteFile(filepath.Join(task, "reports", "r.html"), []byte("<p>"), 0o640))
+	outside := filepath.Join(t.TempDir(), "ref.fa")
+	require.NoError(t, os.WriteFile(outside, []byte(">chr1\n"), 0o640))
+	require.NoError(t, os.MkdirAll(filepath.Join(r.outputs, "results"), 0o750))
+	// publishDir's default mode: links to the task's files and directories.
+	require.NoError(t, os.Symlink(filepath.Join(task, "greeting.txt"), filepath.Join(r.outputs, "results", "greeting.txt")))
+	require.NoError(t, os.Symlink(filepath.Join(task, "reports"), filepath.Join(r.outputs, "results", "reports")))
+	require.NoError(t, os.Symlink(outside, filepath.Join(r.outputs, "results", "ref.fa")))
+	require.NoError(t, os.Symlink(r.outputs, filepath.Join(r.outputs, "results", "loop")))
+
+	raw, err := dirOutputs(r, nil)
+	require.NoError(t, err)
+	var out map[string]map[string]any
+	require.NoError(t, json.Unmarshal(raw, &out))
+	for _, rel := range []string{"results/greeting.txt", "results/reports/r.html"} {
+		p := filepath.Join(r.outputs, filepath.FromSlash(rel))
+		fi, err := os.Lstat(p)
+		require.NoError(t, err)
+		require.True(t, fi.Mode().IsRegular(), "%s is still a link: the executor stores regular files only", rel)
+		require.Equal(t, fileURL(p), out[rel]["location"])
+	}
+	require.EqualValues(t, len("Hello\n"), out["results/greeting.txt"]["size"])
+	fi, err := os.Lstat(filepath.Join(r.outputs, "results", "ref.fa"))
+	require.NoError(t, err)
+	require.NotZero(t, fi.Mode()&os.ModeSymlink, "a link out of the run is not the run's to store")
+	fi, err = os.Lstat(filepath.Join(r.outputs, "results", "loop"))
+	require.NoError(t, err)
+	require.NotZero(t, fi.Mode()&os.ModeSymlink, "a link to a directory that holds it stays a link")
+}
+
+func TestOutdirIsBelowOutputs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	inputs, outputs := filepath.Join(dir, "inputs"), filepath.Join(dir, "outputs")
+	for _, tc := range []struct {
+		params, want, errHas string
+	}{
+		{params: `{}`, want: outputs},
+		{params: `{"outdir": "results"}`, want: filepath.Join(outputs, "results")},
+		{params: `{"outdir": "/data/results"}`, errHas: "give a relative name"},
+		{params: `{"outdir": "../work"}`, errHas: "give a relative name"},
+		{params: `{"outdir": 3}`, errHas: "must be a string"},
+	} {
+		b, err := resolveInputs(json.RawMessage(tc.params), inputs, false, false, "outdir", outputs)
+		if tc.errHas != "" {
+			require.ErrorContains(t, err, tc.errHas, tc.params)
+			continue
+		}
+		require.NoError(t, err, tc.params)
+		var got map[string]any
+		require.NoError(t, json.Unmarshal(b, &got))
+		require.Equal(t, tc.want, got["outdir"], tc.params)
+	}
+}
