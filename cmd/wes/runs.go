@@ -546,32 +546,18 @@ func renameStrings(params json.RawMessage, rename func(string) (string, bool, er
 	if err := json.Unmarshal(params, &v); err != nil {
 		return nil, err
 	}
-	var walk func(v any) (any, error)
-	walk = func(v any) (any, error) {
-		switch x := v.(type) {
-		case string:
-			if to, ok, err := rename(x); err != nil || ok {
-				return to, err
-			}
-		case []any:
-			for i := range x {
-				var err error
-				if x[i], err = walk(x[i]); err != nil {
-					return nil, err
-				}
-			}
-		case map[string]any:
-			for k := range x {
-				var err error
-				if x[k], err = walk(x[k]); err != nil {
-					return nil, err
-				}
-			}
+	var errs []error
+	v = models.MapStrings(v, func(s string) any {
+		to, ok, err := rename(s)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		return v, nil
-	}
-	v, err := walk(v)
-	if err != nil {
+		if ok {
+			return to
+		}
+		return s
+	})
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return json.Marshal(v)

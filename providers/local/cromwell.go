@@ -203,32 +203,18 @@ func cromwellOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 	}
 	execRoot := filepath.Join(r.work, "cromwell-executions")
 	var errs []error
-	var walk func(v any) any
-	walk = func(v any) any {
-		switch x := v.(type) {
-		case string:
-			f, err := cromwellFile(r, execRoot, x)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			if f != nil {
-				return f
-			}
-			return x
-		case []any:
-			for i := range x {
-				x[i] = walk(x[i])
-			}
-		case map[string]any:
-			for k := range x {
-				x[k] = walk(x[k])
-			}
+	out := models.MapStrings(md.Outputs, func(s string) any {
+		f, err := cromwellFile(r, execRoot, s)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		return v
-	}
-	out := map[string]any{}
-	for k, v := range md.Outputs {
-		out[k] = walk(v)
+		if f != nil {
+			return f
+		}
+		return s
+	})
+	if md.Outputs == nil {
+		out = map[string]any{}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

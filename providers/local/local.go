@@ -488,40 +488,27 @@ func resolveBareInputs(params []byte, inputs, work string, allowLocal bool) ([]b
 	}
 	runDir := filepath.Dir(inputs)
 	var errs []error
-	var walk func(v any) any
-	walk = func(v any) any {
-		switch x := v.(type) {
-		case string:
-			if x == "" || strings.Contains(x, "://") {
-				return x
-			}
-			if !filepath.IsAbs(x) {
-				if p, err := inside(inputs, x); err == nil {
-					if _, err := os.Stat(p); err == nil {
-						return p
-					}
+	v = models.MapStrings(v, func(x string) any {
+		if x == "" || strings.Contains(x, "://") {
+			return x
+		}
+		if !filepath.IsAbs(x) {
+			if p, err := inside(inputs, x); err == nil {
+				if _, err := os.Stat(p); err == nil {
+					return p
 				}
 			}
-			p := filepath.Clean(x)
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(work, p)
-			}
-			outside := p != runDir && !strings.HasPrefix(p, runDir+string(filepath.Separator))
-			if _, err := os.Lstat(p); err == nil && outside && !allowLocal {
-				errs = append(errs, fmt.Errorf("input %q names a path of the executor's host, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file and give its name", x))
-			}
-		case []any:
-			for i := range x {
-				x[i] = walk(x[i])
-			}
-		case map[string]any:
-			for k := range x {
-				x[k] = walk(x[k])
-			}
 		}
-		return v
-	}
-	v = walk(v)
+		p := filepath.Clean(x)
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(work, p)
+		}
+		outside := p != runDir && !strings.HasPrefix(p, runDir+string(filepath.Separator))
+		if _, err := os.Lstat(p); err == nil && outside && !allowLocal {
+			errs = append(errs, fmt.Errorf("input %q names a path of the executor's host, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file and give its name", x))
+		}
+		return x
+	})
 	if len(errs) > 0 {
 		return nil, errs[0]
 	}
