@@ -23,6 +23,8 @@ type engine struct {
 	versionArgs []string
 	version     func(out string) string
 	types       map[string][]string
+	// typesFor, if set, gives the types by the version installed.
+	typesFor func(version string) map[string][]string
 	params      []param
 	// stop is the signal that makes the engine stop its jobs quickly.
 	stop syscall.Signal

@@ -167,6 +167,9 @@ func (p *Provider) Engines(ctx context.Context) ([]providers.Engine, error) {
 			continue
 		}
 		pe := providers.Engine{Name: e.name, Version: d.version, WorkflowTypes: e.types}
+		if e.typesFor != nil {
+			pe.WorkflowTypes = e.typesFor(d.version)
+		}
 		for _, prm := range e.params {
 			pe.Parameters = append(pe.Parameters, providers.Parameter{Name: prm.name, Type: prm.kind, Values: prm.values})
 		}
@@ -335,6 +338,11 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 	}
 	r.workflow = wf
 	salad := job.Request.WorkflowType == "CWL" // cwltool and toil read the params with schema-salad
+	if salad && !p.cfg.AllowLocalWorkflows {
+		if err := checkCWLDocuments(r.inputs, job.Inputs); err != nil {
+			return nil, refused(err)
+		}
+	}
 	params, err := resolveInputs(job.Request.WorkflowParams, r.inputs, p.cfg.AllowLocalWorkflows, salad, e.outdirParam, r.outputs)
 	if err == nil && e.bareInputs {
 		params, err = resolveBareInputs(params, r.inputs, r.work, p.cfg.AllowLocalWorkflows)

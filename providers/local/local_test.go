@@ -233,7 +233,7 @@ func TestEnginesListsInstalledEngines(t *testing.T) {
 	}{
 		{"cwltool", "cwltool", cwl, "--parallel"},
 		{"toil", "toil-cwl-runner", cwl, "--retryCount"},
-		{"snakemake", "snakemake", map[string][]string{"SMK": {"6", "7", "8", "9"}}, "--keep-going"},
+		{"snakemake", "snakemake", nil, "--keep-going"}, // by its version: TestSnakemakeTypes
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			requireEngine(t, tc.bin)
@@ -241,7 +241,11 @@ func TestEnginesListsInstalledEngines(t *testing.T) {
 			require.True(t, ok, "engine %s is installed but not listed: %+v", tc.name, engines)
 			require.NotEmpty(t, e.Version)
 			require.NotEqual(t, "unknown", e.Version)
-			require.Equal(t, tc.types, e.WorkflowTypes)
+			if tc.types != nil {
+				require.Equal(t, tc.types, e.WorkflowTypes)
+			} else {
+				require.Equal(t, snakemake().typesFor(e.Version), e.WorkflowTypes)
+			}
 			var names []string
 			for _, p := range e.Parameters {
 				names = append(names, p.Name)
@@ -526,4 +530,17 @@ func TestToilArgvRestart(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(store, "files", "shared", "rootJobStoreID"), []byte("kind-CWLWorkflow/instance-x"), 0o640))
 	require.Contains(t, toil().argv("toil-cwl-runner", r), "--restart")
 	require.DirExists(t, store)
+}
+
+func TestSnakemakeTypes(t *testing.T) {
+	t.Parallel()
+	for version, want := range map[string][]string{
+		"7.21.0":  {"6", "7"},
+		"9.1.1":   {"6", "7", "8", "9"},
+		"6.0.0":   {"6"},
+		"unknown": {"6", "7", "8", "9"},
+		"5.32":    {"5"},
+	} {
+		require.Equal(t, map[string][]string{"SMK": want}, snakemake().typesFor(version), version)
+	}
 }

@@ -25,6 +25,20 @@ func snakemake() engine {
 		name: "snakemake", binary: "snakemake",
 		versionArgs: []string{"--version"}, version: lastVersion,
 		types: map[string][]string{"SMK": {"6", "7", "8", "9"}},
+		// A Snakefile names the Snakemake it was written for by major
+		// version: the one installed runs those of its major and before
+		// (from 6), not later ones.
+		typesFor: func(version string) map[string][]string {
+			major, err := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
+			if err != nil {
+				return map[string][]string{"SMK": {"6", "7", "8", "9"}}
+			}
+			var vs []string
+			for v := min(6, major); v <= major; v++ { // an old one: its own only
+				vs = append(vs, strconv.Itoa(v))
+			}
+			return map[string][]string{"SMK": vs}
+		},
 		params: []param{
 			{name: "--keep-going", kind: "flag"},
 			{name: "--printshellcmds", kind: "flag"},

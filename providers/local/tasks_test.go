@@ -143,7 +143,7 @@ func TestSmkTasks(t *testing.T) {
 	require.Equal(t, 0, *updates[5].ExitCode)
 }
 
-// Snakemake 9 (which the adapter offers: SMK versions 6–9) ends a job with
+// Snakemake 9 (whose Snakefiles the adapter offers when it is installed) ends a job with
 // "Finished jobid: N (Rule: NAME)" instead of "Finished job N.".
 const snakemake9Log = `Select jobs to execute...
 Execute 1 jobs...

@@ -1,0 +1,65 @@
+package local
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestCheckCWLDocuments(t *testing.T) {
+	t.Parallel()
+	tool := func(inputs string) string {
+		return "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: cat\ninputs:\n" + inputs + "outputs: []\n"
+	}
+	for _, tc := range []struct {
+		name   string
+		files  map[string]string
+		errHas string
+	}{
+		{name: "relative defaults, steps and imports", files: map[string]string{
+			"wf.cwl":        "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  a:\n    run: tools/cat.cwl\n  b:\n    run: {$import: tools/cat.cwl}\n",
+			"tools/cat.cwl": tool("  f:\n    type: File\n    default: {class: File, location: ../data/x.txt}\n"),
+			"data/x.txt":    "x",
+			"job.json":      `{"f": {"class": "File", "path": "data/x.txt"}, "g": {"class": "File", "location": "https://example.org/g.txt"}, "h": {"class": "File", "location": "_:b0", "contents": "x"}}`,
+		}},
+		{name: "a default naming a host file", files: map[string]string{
+			"tool.cwl": tool("  f:\n    type: File\n    default: {class: File, location: \"file:///etc/hostname\"}\n"),
+		}, errHas: `location "file:///etc/hostname" reads a file of the executor's host`},
+		{name: "a default's absolute path", files: map[string]string{
+			"tool.cwl": tool("  f:\n    type: File\n    default:\n      class: File\n      path: /etc/hostname\n"),
+		}, errHas: `path "/etc/hostname"`},
+		{name: "a step run from the host", files: map[string]string{
+			"wf.cwl": "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  a:\n    run: /opt/tools/cat.cwl\n",
+		}, errHas: `run "/opt/tools/cat.cwl"`},
+		{name: "an import out of the attachments", files: map[string]string{
+			"sub/wf.cwl": "cwlVersion: v1.2\nclass: Workflow\nrequirements:\n  - $import: ../../../../etc/req.yml\n",
+		}, errHas: `$import "../../../../etc/req.yml"`},
+		{name: "a job file in JSON", files: map[string]string{
+			"job.json": `{"ref": {"class": "Directory", "location": "file:///data/ref"}}`,
+		}, errHas: `location "file:///data/ref"`},
+		{name: "what does not parse is the engine's to refuse", files: map[string]string{
+			"broken.cwl": "class: [unclosed\n",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			inputs := filepath.Join(t.TempDir(), "inputs")
+			var names []string
+			for name, content := range tc.files {
+				p := filepath.Join(inputs, filepath.FromSlash(name))
+				require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o750))
+				require.NoError(t, os.WriteFile(p, []byte(content), 0o640))
+				names = append(names, name)
+			}
+			err := checkCWLDocuments(inputs, names)
+			if tc.errHas == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.errHas)
+			require.ErrorContains(t, err, "local paths are disabled")
+		})
+	}
+}
