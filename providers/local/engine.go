@@ -25,7 +25,7 @@ type engine struct {
 	types       map[string][]string
 	// typesFor, if set, gives the types by the version installed.
 	typesFor func(version string) map[string][]string
-	params      []param
+	params   []param
 	// stop is the signal that makes the engine stop its jobs quickly.
 	stop syscall.Signal
 	argv func(bin string, r *runSpec) []string
