@@ -188,3 +188,28 @@ func TestToilTasks(t *testing.T) {
 		require.Equal(t, 0, *end.ExitCode)
 	}
 }
+
+// Lines as Toil 5.9 writes them for a tool that exits 3, tried twice
+// (the failed worker's log is indented).
+const toilFailedLog = `[2026-12-05T16:20:19+0000] [MainThread] [I] [toil.leader] Issued job 'CWLJob' fail.cwl kind-CWLJob/instance-2zp5_5rm v1 with job batch system ID: 0 and disk: 3.0 Gi, memory: 2.0 Gi, cores: 1, accelerators: [], preemptible: False
+[2026-12-05T16:20:21+0000] [Thread-1 (daddy)] [E] [toil.batchSystems.singleMachine] Got exit code 1 (indicating failure) from job _toil_worker CWLJob file:/tmp/toilfail/js kind-CWLJob/instance-2zp5_5rm.
+[2026-12-05T16:20:21+0000] [MainThread] [W] [toil.leader] Job failed with exit value 1: 'CWLJob' fail.cwl kind-CWLJob/instance-2zp5_5rm v1
+	[2026-12-05T16:20:21+0000] [MainThread] [W] [cwltool] [job fail.cwl] exited with status: 3
+	[2026-12-05T16:20:21+0000] [MainThread] [W] [cwltool] [job fail.cwl] completed permanentFail
+[2026-12-05T16:20:21+0000] [MainThread] [I] [toil.leader] Issued job 'CWLJob' fail.cwl kind-CWLJob/instance-2zp5_5rm v3 with job batch system ID: 1 and disk: 3.0 Gi, memory: 2.0 Gi, cores: 1, accelerators: [], preemptible: False
+[2026-12-05T16:20:23+0000] [MainThread] [W] [toil.leader] Job failed with exit value 1: 'CWLJob' fail.cwl kind-CWLJob/instance-2zp5_5rm v3
+	[2026-12-05T16:20:23+0000] [MainThread] [W] [cwltool] [job fail.cwl] exited with status: 3`
+
+func TestToilFailedTasks(t *testing.T) {
+	t.Parallel()
+	p := &toilTasks{open: map[string]*models.TaskLog{}}
+	updates := feed(p, toilFailedLog)
+	require.NotEmpty(t, updates)
+	last := updates[len(updates)-1]
+	require.Equal(t, "instance-2zp5_5rm", last.ID)
+	require.NotNil(t, last.EndTime, "a failed job ends")
+	require.NotNil(t, last.ExitCode)
+	require.Equal(t, 3, *last.ExitCode, "the tool's exit status, not the worker's")
+	require.Equal(t, []string{"toil: the job failed (its worker exited 1)"}, last.SystemLogs, "the retry is a new try of the task")
+	require.Equal(t, []string{"instance-2zp5_5rm"}, p.order, "a retried job is one task")
+}

@@ -57,24 +57,53 @@ func toil() engine {
 }
 
 // Toil's leader logs "Issued job 'CWLJob' NAME kind-CWLJob/instance-ID …"
-// when it starts a tool and "Finished toil run successfully." at the end;
-// at its default log level it does not say when each job ends.
+// when it starts a tool (again for each retry of it), "Job failed with
+// exit value N: 'CWLJob' NAME kind-CWLJob/instance-ID …" when a try
+// failed, followed by the failed worker's log, in which cwltool says
+// "[job NAME] exited with status: S", and "Finished toil run
+// successfully." at the end. At its default log level it does not say when
+// a job that succeeded ends.
 var (
 	toilIssued   = regexp.MustCompile(`Issued job '[^']*' (\S+) kind-\S+/(instance-[A-Za-z0-9_]+)`)
+	toilFailed   = regexp.MustCompile(`Job failed with exit value (\d+): '[^']*' (\S+) kind-\S+/(instance-[A-Za-z0-9_]+)`)
+	toilStatus   = regexp.MustCompile(`\[job (\S+)\] exited with status: (\d+)`)
 	toilFinished = regexp.MustCompile(`Finished toil run successfully`)
 )
 
 type toilTasks struct {
 	open  map[string]*models.TaskLog
 	order []string
+	// failed is the task whose failed worker's log follows, if any.
+	failed *models.TaskLog
 }
 
 func (p *toilTasks) line(s string, now time.Time) []models.TaskLog {
 	if m := toilIssued.FindStringSubmatch(s); m != nil {
+		p.failed = nil
 		t := &models.TaskLog{ID: m[2], Name: m[1], StartTime: &now}
+		if _, again := p.open[m[2]]; !again {
+			p.order = append(p.order, m[2])
+		}
 		p.open[m[2]] = t
-		p.order = append(p.order, m[2])
 		return []models.TaskLog{*t}
+	}
+	if m := toilFailed.FindStringSubmatch(s); m != nil {
+		t, ok := p.open[m[3]]
+		if !ok {
+			return nil
+		}
+		t.EndTime = &now
+		t.SystemLogs = append(t.SystemLogs, "toil: the job failed (its worker exited "+m[1]+")")
+		p.failed = t
+		return []models.TaskLog{*t}
+	}
+	if m := toilStatus.FindStringSubmatch(s); m != nil && p.failed != nil && p.failed.Name == m[1] {
+		// The tool's own exit status, from the failed worker's log.
+		if code, err := strconv.Atoi(m[2]); err == nil {
+			p.failed.ExitCode = &code
+			return []models.TaskLog{*p.failed}
+		}
+		return nil
 	}
 	if toilFinished.MatchString(s) {
 		var done []models.TaskLog
@@ -84,7 +113,7 @@ func (p *toilTasks) line(s string, now time.Time) []models.TaskLog {
 			t.EndTime, t.ExitCode = &now, &code
 			done = append(done, *t)
 		}
-		p.open, p.order = map[string]*models.TaskLog{}, nil
+		p.open, p.order, p.failed = map[string]*models.TaskLog{}, nil, nil
 		return done
 	}
 	return nil
