@@ -278,7 +278,10 @@ func (c *Catalog) engines() []events.EngineInfo {
 				continue // no queue could carry its runs
 			}
 			k := [2]string{e.Name, e.Version}
-			if _, ok := merged[k]; !ok {
+			if m, ok := merged[k]; ok {
+				m.Parameters = mergeParameters(m.Parameters, e.Parameters)
+				merged[k] = m
+			} else {
 				merged[k] = e
 			}
 		}
@@ -289,6 +292,32 @@ func (c *Catalog) engines() []events.EngineInfo {
 	}
 	slices.SortFunc(out, func(a, b events.EngineInfo) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
+	})
+	return out
+}
+
+// mergeParameters keeps the parameters both announcements of an engine
+// list, with every distinct definition of each: during a rolling upgrade
+// executors of one engine may announce a parameter differently, or not at
+// all, and a run's value must suit whichever of them gets the run. Sorted
+// by name, then kind.
+func mergeParameters(a, b []events.EngineParameter) []events.EngineParameter {
+	named := func(ps []events.EngineParameter, name string) bool {
+		return slices.ContainsFunc(ps, func(p events.EngineParameter) bool { return p.Name == name })
+	}
+	var out []events.EngineParameter
+	for _, p := range slices.Concat(a, b) {
+		if !named(a, p.Name) || !named(b, p.Name) {
+			continue
+		}
+		if !slices.ContainsFunc(out, func(q events.EngineParameter) bool {
+			return q.Name == p.Name && q.Type == p.Type && q.Default == p.Default && slices.Equal(q.Values, p.Values)
+		}) {
+			out = append(out, p)
+		}
+	}
+	slices.SortStableFunc(out, func(x, y events.EngineParameter) int {
+		return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.Type, y.Type))
 	})
 	return out
 }

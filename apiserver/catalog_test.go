@@ -192,3 +192,24 @@ func TestCatalogSkipsUnusableEngineNames(t *testing.T) {
 	c := catalogWith([]events.EngineInfo{bad, toil})
 	require.Equal(t, []events.EngineInfo{toil}, c.engines())
 }
+
+// During a rolling upgrade executors of one engine announce its parameters
+// differently: a key is offered only if every one of them takes it, with
+// every definition of it, whatever order the executors are met in.
+func TestCatalogMergesParameters(t *testing.T) {
+	t.Parallel()
+	enum := events.EngineParameter{Name: "outcome", Type: "enum", Values: []string{"COMPLETE", "SYSTEM_ERROR"}}
+	str := events.EngineParameter{Name: "outcome", Type: "string"}
+	flag := events.EngineParameter{Name: "--stats", Type: "flag"}
+	dur := events.EngineParameter{Name: "duration", Type: "duration", Default: "1s"}
+	mock := func(ps ...events.EngineParameter) []events.EngineInfo {
+		return []events.EngineInfo{{Name: "mock", Version: "1.0.0", WorkflowTypes: map[string][]string{"CWL": {"v1.2"}}, Parameters: ps}}
+	}
+	old, upgraded := mock(dur, str, flag), mock(dur, enum)
+	want := []events.EngineParameter{dur, enum, str}
+	for range 20 { // map order
+		require.Equal(t, want, catalogWith(old, upgraded).engines()[0].Parameters)
+		require.Equal(t, want, catalogWith(upgraded, old, old).engines()[0].Parameters)
+	}
+	require.Equal(t, []events.EngineParameter{flag, dur, str}, catalogWith(old, old).engines()[0].Parameters)
+}

@@ -148,20 +148,26 @@ func (h *handlers) prepare(r *http.Request, id string, sink attachmentSink) (*mo
 		return nil, badRequest("tag %s %q is not allowed on this server (WES_CALLBACK_ALLOW lists the URL prefixes it allows)", events.CallbackTag, cb)
 	}
 	for k, v := range req.WorkflowEngineParameters {
-		i := slices.IndexFunc(eng.Parameters, func(p events.EngineParameter) bool { return p.Name == k })
-		if i < 0 {
-			accepted := make([]string, 0, len(eng.Parameters))
+		if !slices.ContainsFunc(eng.Parameters, func(p events.EngineParameter) bool { return p.Name == k }) {
+			var accepted []string
 			for _, p := range eng.Parameters {
 				accepted = append(accepted, p.Name)
 			}
-			return nil, badRequest("workflow_engine_parameters key %q is not accepted by engine %s; accepted: [%s]", k, eng.Name, strings.Join(accepted, ", "))
+			return nil, badRequest("workflow_engine_parameters key %q is not accepted by engine %s; accepted: [%s]", k, eng.Name, strings.Join(slices.Compact(accepted), ", "))
 		}
-		p, val := eng.Parameters[i], ""
+		val := ""
 		if v != nil {
 			val = *v
 		}
-		if err := models.CheckEngineParameter(k, p.Type, p.Values, val); err != nil {
-			return nil, fmt.Errorf("workflow_engine_parameters of engine %s: %w", eng.Name, err)
+		// Every definition of it (executors of one engine may differ
+		// during an upgrade): the value must suit whichever runs it.
+		for _, p := range eng.Parameters {
+			if p.Name != k {
+				continue
+			}
+			if err := models.CheckEngineParameter(k, p.Type, p.Values, val); err != nil {
+				return nil, fmt.Errorf("workflow_engine_parameters of engine %s: %w", eng.Name, err)
+			}
 		}
 	}
 	return &models.Run{

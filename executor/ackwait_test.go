@@ -88,3 +88,45 @@ func TestExecutorsOfAnEngineShareTheAckWait(t *testing.T) {
 	f.waitState(t, runID, models.Complete, 30*time.Second)
 	require.NoError(t, stopChanged())
 }
+
+// engines is a provider of the named engines, each running as p does.
+type engines struct {
+	*testProvider
+	names []string
+}
+
+func (e engines) Engines(context.Context) ([]providers.Engine, error) {
+	var out []providers.Engine
+	for _, n := range e.names {
+		out = append(out, providers.Engine{Name: n, Version: "1.0", WorkflowTypes: map[string][]string{"CWL": {"v1.2"}}})
+	}
+	return out, nil
+}
+
+// TestARefusedExecutorChangesNoConsumer: an executor of two engines whose
+// ack wait differs from the live executors' of one of them changes neither
+// engine's consumer.
+func TestARefusedExecutorChangesNoConsumer(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	p := &testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+		return providers.Result{}, nil
+	}}
+	log := slog.New(slog.NewTextHandler(tWriter{t}, nil))
+	other := New(Config{ID: "other", AckWait: 20 * time.Second, WorkDir: t.TempDir()}, f.bus, engines{p, []string{"other"}}, prometheus.NewRegistry(), log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- other.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool {
+		_, err := f.bus.Executors.Get(f.ctx, "other")
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	both := New(Config{ID: "both", AckWait: 40 * time.Second, WorkDir: t.TempDir()}, f.bus, engines{p, []string{"aaa", "other"}}, prometheus.NewRegistry(), log)
+	rctx, rcancel := context.WithTimeout(f.ctx, 30*time.Second)
+	defer rcancel()
+	require.ErrorIs(t, both.Run(rctx), errAckWaitDiffers)
+	_, err := f.js.Consumer(f.ctx, f.names.RunsStream(), f.names.ExecutorConsumer("aaa"))
+	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "the refused executor created the first engine's consumer")
+}

@@ -194,15 +194,18 @@ func (e *Executor) Run(ctx context.Context) error {
 	go func() { defer close(swept); e.sweep() }()
 	defer func() { close(e.leftovers); <-swept }() // after the runs in flight
 
-	// Every consumer first, so that a failure leaves nothing running.
-	consumers := make([]jetstream.Consumer, len(engines))
-	for i, eng := range engines {
+	// Every engine's ack wait agreed first, then every consumer, so that a
+	// failure changes nothing and leaves nothing running.
+	for _, eng := range engines {
 		actx, cancel := context.WithTimeout(ctx, registryReadTimeout)
 		err := e.agreeAckWait(actx, eng.Name)
 		cancel()
 		if err != nil {
 			return err
 		}
+	}
+	consumers := make([]jetstream.Consumer, len(engines))
+	for i, eng := range engines {
 		cons, err := e.bus.JS.CreateOrUpdateConsumer(ctx, e.bus.Names.RunsStream(), jetstream.ConsumerConfig{
 			Durable:       e.bus.Names.ExecutorConsumer(eng.Name),
 			Description:   "executors that run " + eng.Name,

@@ -627,7 +627,7 @@ func cmpOr(a, b string) string {
 var (
 	cwlVersionRE = regexp.MustCompile(`(?m)^\s*"?cwlVersion"?\s*:\s*"?(v1\.[0-9])`)
 	wdlVersionRE = regexp.MustCompile(`(?m)^\s*version\s+([0-9.]+)`)
-	wdlImportRE  = regexp.MustCompile(`(?m)^\s*import\s+"([^"]+)"`)
+	wdlImportRE  = regexp.MustCompile(`(?m)^\s*import\s+["']([^"']+)["']`)
 	cwlRunRE     = regexp.MustCompile(`(?m)^\s*"?(?:run|\$import|\$include)"?\s*:\s*"?([^\s"#{}]+)"?\s*$`)
 )
 

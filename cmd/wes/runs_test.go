@@ -225,7 +225,7 @@ steps:
 	"wf/job.yml":             "reads:\n  class: File\n  location: data/in.txt\nlabel: x\n",
 	"wf/data/in.txt":         "line 1\nline 2\n",
 	"wf/hello.wdl":           "version 1.0\nimport \"tasks/greet.wdl\" as greet\nimport \"https://example.org/remote.wdl\"\nworkflow hello {}\n",
-	"wf/tasks/greet.wdl":     "version 1.0\n  import \"../tasks/count.wdl\"\ntask greet {}\n",
+	"wf/tasks/greet.wdl":     "version 1.0\n  import '../tasks/count.wdl'\ntask greet {}\n", // single-quoted: a WDL string too
 	"wf/tasks/count.wdl":     "version 1.0\ntask count {}\n",
 	"wf/wdl-inputs.json":     `{"hello.reads": "data/in.txt", "hello.all": ["data/in.txt", "not a file"], "hello.n": 3, "hello.url": "https://example.org/x.txt"}`,
 	"wf/extra/notes.txt":     "notes\n",

@@ -1,9 +1,11 @@
 package local
 
 import (
+	"archive/zip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -20,8 +22,11 @@ import (
 
 // cromwell runs WDL with Cromwell's single-workflow mode:
 //
-//	cromwell run WF --inputs params.json --imports inputs/ --metadata-output work/metadata-N.json
+//	cromwell run WF --inputs params.json --imports work/imports-N.zip --metadata-output work/metadata-N.json
 //
+// Cromwell reads --imports as a zip (a directory fails: it reads the path's
+// bytes), and resolves a local workflow's imports in it: the attached .wdl
+// files, under their names.
 // from the run's work directory, where Cromwell's local backend keeps
 // cromwell-executions/ and cromwell-workflow-logs/. `run` exits 0 when the
 // workflow succeeded and 1 otherwise; on SIGTERM it aborts its jobs first
@@ -44,10 +49,11 @@ func cromwell() engine {
 		stop:  syscall.SIGTERM,
 		// The launcher runs java from JAVA_HOME or PATH, with JAVA_OPTS.
 		passEnv: []string{"JAVA_HOME", "JAVA_OPTS"},
+		setup:   func(r *runSpec) error { return zipWDL(r.inputs, cromwellImports(r)) },
 		argv: func(bin string, r *runSpec) []string {
 			argv := []string{bin, "run", strings.SplitN(r.workflow, "#", 2)[0],
 				"--inputs", r.params,
-				"--imports", r.inputs,
+				"--imports", cromwellImports(r),
 				"--metadata-output", cromwellMetadata(r),
 			}
 			return append(argv, r.engineArgs...)
@@ -88,6 +94,51 @@ func cromwellMetadata(r *runSpec) string {
 	return filepath.Join(r.work, "metadata-"+strconv.Itoa(max(r.job.Attempt, 1))+".json")
 }
 
+// cromwellImports is an attempt's zip of the attached WDL files.
+func cromwellImports(r *runSpec) string {
+	return filepath.Join(r.work, "imports-"+strconv.Itoa(max(r.job.Attempt, 1))+".zip")
+}
+
+// zipWDL writes a zip of the .wdl files below dir, under their paths in
+// it, to dst.
+func zipWDL(dir, dst string) error {
+	f, err := os.Create(dst)
+	if err != nil {
+		return fmt.Errorf("imports zip: %w", err)
+	}
+	zw := zip.NewWriter(f)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || !strings.EqualFold(filepath.Ext(p), ".wdl") {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		w, err := zw.Create(filepath.ToSlash(rel))
+		if err != nil {
+			return err
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		_, err = io.Copy(w, src)
+		return err
+	})
+	if cerr := zw.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("imports zip: %w", err)
+	}
+	return nil
+}
+
 // cromwellMeta is the part of Cromwell's workflow metadata that is read.
 type cromwellMeta struct {
 	Status   string                    `json:"status"`
@@ -126,20 +177,25 @@ func readCromwellMetadata(r *runSpec) (*cromwellMeta, error) {
 }
 
 // tasks has one task per call attempt, sub-workflows' calls included. Its
-// id is Cromwell's job key (NAME:SHARD:ATTEMPT, NA for no shard).
-func (md *cromwellMeta) tasks() []models.TaskLog {
+// id is Cromwell's job key (NAME:SHARD:ATTEMPT, NA for no shard), after the
+// keys of the sub-workflow calls it is in ("hello.sub:0:1/inner.t:NA:1"):
+// a sub-workflow scattered, or called twice, runs the same calls.
+func (md *cromwellMeta) tasks() []models.TaskLog { return md.tasksIn("") }
+
+func (md *cromwellMeta) tasksIn(prefix string) []models.TaskLog {
 	var out []models.TaskLog
 	for _, name := range slices.Sorted(maps.Keys(md.Calls)) {
 		for _, c := range md.Calls[name] {
-			if c.SubWorkflow != nil {
-				out = append(out, c.SubWorkflow.tasks()...)
-				continue
-			}
 			shard := "NA"
 			if c.ShardIndex != nil && *c.ShardIndex >= 0 {
 				shard = strconv.Itoa(*c.ShardIndex)
 			}
-			t := models.TaskLog{ID: fmt.Sprintf("%s:%s:%d", name, shard, max(c.Attempt, 1)), Name: name, ExitCode: c.ReturnCode}
+			key := fmt.Sprintf("%s%s:%s:%d", prefix, name, shard, max(c.Attempt, 1))
+			if c.SubWorkflow != nil {
+				out = append(out, c.SubWorkflow.tasksIn(key+"/")...)
+				continue
+			}
+			t := models.TaskLog{ID: key, Name: name, ExitCode: c.ReturnCode}
 			if c.CommandLine != "" {
 				// The local backend runs a call's command as a bash script.
 				t.Cmd = []string{"/bin/bash", "-c", c.CommandLine}
@@ -254,7 +310,7 @@ func cromwellFile(r *runSpec, execRoot, value string) (map[string]any, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return nil, err
 	}
-	if err := os.Link(real, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := linkOrCopy(real, dst); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("output %s: %w", value, err)
 	}
 	return map[string]any{"class": "File", "location": fileURL(dst), "basename": filepath.Base(dst), "size": info.Size()}, nil

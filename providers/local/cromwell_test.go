@@ -1,8 +1,10 @@
 package local
 
 import (
+	"archive/zip"
 	"context"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,7 +44,7 @@ func TestCromwellArgv(t *testing.T) {
 	requireNoShell(t, argv)
 	require.Equal(t, []string{"/opt/bin/cromwell", "run", filepath.Join(r.inputs, "hello.wdl")}, argv[:3], "single-workflow mode, the workflow without its fragment")
 	require.Equal(t, r.params, flagValue(t, argv, "--inputs"))
-	require.Equal(t, r.inputs, flagValue(t, argv, "--imports"), "imports resolve among the attachments")
+	require.Equal(t, filepath.Join(r.work, "imports-1.zip"), flagValue(t, argv, "--imports"), "Cromwell reads imports from a zip")
 	require.Equal(t, filepath.Join(r.work, "metadata-1.json"), flagValue(t, argv, "--metadata-output"))
 
 	r.job.Attempt = 3
@@ -91,8 +93,8 @@ func TestCromwellMetadata(t *testing.T) {
 	for i, task := range tasks {
 		ids[i] = task.ID
 	}
-	require.Equal(t, []string{"inner.count:NA:1", "hello.say:0:1", "hello.say:1:1", "hello.say:1:2"}, ids,
-		"one task per call attempt, a sub-workflow's calls in its place")
+	require.Equal(t, []string{"hello.inner:NA:1/inner.count:NA:1", "hello.say:0:1", "hello.say:1:1", "hello.say:1:2"}, ids,
+		"one task per call attempt, a sub-workflow's calls in its place, after its call's key")
 
 	count, say0, say1 := tasks[0], tasks[1], tasks[2]
 	require.Equal(t, "inner.count", count.Name)
@@ -196,6 +198,10 @@ func TestResolveBareInputs(t *testing.T) {
 		{name: "a host path is refused", params: `{"wf.in": "` + host + `"}`, errHas: "local paths are disabled"},
 		{name: "a relative path out of the run is refused", params: `{"wf": {"in": "../../../../../../../../` + strings.TrimPrefix(host, "/") + `"}}`, errHas: "local paths are disabled"},
 		{name: "a host path is taken when allowed", params: `{"wf.in": "` + host + `"}`, allowLocal: true, want: map[string]any{"wf.in": host}},
+		{name: "a host file URL is refused", params: `{"wf.in": "file://` + host + `"}`, errHas: "local paths are disabled"},
+		{name: "a pattern matching host files is refused", params: `{"wf.in": "` + filepath.Dir(host) + `/*"}`, errHas: "local paths are disabled"},
+		{name: "a file URL into the run is taken", params: `{"wf.in": "file://` + filepath.Join(inputs, "data", "x.txt") + `"}`,
+			want: map[string]any{"wf.in": "file://" + filepath.Join(inputs, "data", "x.txt")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := resolveBareInputs([]byte(tc.params), inputs, work, tc.allowLocal)
@@ -226,6 +232,18 @@ func TestCromwellPrepare(t *testing.T) {
 		"the attached input file is named by its path; a plain string stays")
 	_, hasOutdir := params["outdir"]
 	require.False(t, hasOutdir)
+
+	// The imports zip holds the attached WDL files, under their names.
+	r.job.Attempt = 1
+	require.NoError(t, cromwell().setup(r))
+	zr, err := zip.OpenReader(cromwellImports(r))
+	require.NoError(t, err)
+	defer zr.Close()
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+	}
+	require.ElementsMatch(t, []string{"hello.wdl", "tasks/greet.wdl"}, names, "the WDL files, no data")
 }
 
 // standInCromwell answers `--version` and `run` as Cromwell's launcher does:
@@ -245,7 +263,8 @@ while [ $# -gt 0 ]; do
   esac
   shift 2
 done
-[ -f "$wf" ] && [ -d "$imports" ] && [ -f "$inputs" ] || { echo "missing workflow, imports or inputs" >&2; exit 2; }
+[ -f "$wf" ] && [ -f "$inputs" ] || { echo "missing workflow or inputs" >&2; exit 2; }
+[ "$(head -c 2 "$imports")" = PK ] || { echo "--imports is not a zip file" >&2; exit 2; }
 echo "cwd=$PWD java_home=${JAVA_HOME:-}"
 ex=$PWD/cromwell-executions/hello/0001/call-say/execution
 mkdir -p "$ex"
@@ -318,4 +337,30 @@ func TestCromwellRunThroughTheProvider(t *testing.T) {
 		require.Equal(t, []string{"status Failed"}, tasks[0].SystemLogs)
 		require.Equal(t, 3, *tasks[0].ExitCode)
 	})
+}
+
+func TestLinkOrCopy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "a.txt")
+	require.NoError(t, os.WriteFile(src, []byte("a"), 0o640))
+	require.NoError(t, linkOrCopy(src, filepath.Join(dir, "b.txt")))
+	same, err := os.Stat(filepath.Join(dir, "b.txt"))
+	require.NoError(t, err)
+	orig, err := os.Stat(src)
+	require.NoError(t, err)
+	require.True(t, os.SameFile(orig, same), "a link where the kernel allows one")
+
+	// Another filesystem: no link can be made there, a copy is.
+	shm, err := os.MkdirTemp("/dev/shm", "wes-link-")
+	if err != nil {
+		t.Skipf("SKIPPED: no /dev/shm to copy across filesystems: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	dst := filepath.Join(shm, "c.txt")
+	require.NoError(t, linkOrCopy(src, dst))
+	b, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	require.Equal(t, "a", string(b))
+	require.ErrorIs(t, linkOrCopy(src, dst), fs.ErrExist, "an existing destination is left as it is")
 }

@@ -3,6 +3,7 @@ package local
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,11 +15,12 @@ func TestCheckCWLDocuments(t *testing.T) {
 		return "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: cat\ninputs:\n" + inputs + "outputs: []\n"
 	}
 	for _, tc := range []struct {
-		name   string
-		files  map[string]string
-		errHas string
+		name     string
+		workflow string // default: the only file
+		files    map[string]string
+		errHas   string
 	}{
-		{name: "relative defaults, steps and imports", files: map[string]string{
+		{name: "relative defaults, steps and imports", workflow: "wf.cwl", files: map[string]string{
 			"wf.cwl":        "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  a:\n    run: tools/cat.cwl\n  b:\n    run: {$import: tools/cat.cwl}\n",
 			"tools/cat.cwl": tool("  f:\n    type: File\n    default: {class: File, location: ../data/x.txt}\n"),
 			"data/x.txt":    "x",
@@ -36,24 +38,43 @@ func TestCheckCWLDocuments(t *testing.T) {
 		{name: "an import out of the attachments", files: map[string]string{
 			"sub/wf.cwl": "cwlVersion: v1.2\nclass: Workflow\nrequirements:\n  - $import: ../../../../etc/req.yml\n",
 		}, errHas: `$import "../../../../etc/req.yml"`},
-		{name: "a job file in JSON", files: map[string]string{
-			"job.json": `{"ref": {"class": "Directory", "location": "file:///data/ref"}}`,
+		{name: "a workflow in JSON", files: map[string]string{
+			"wf.json": `{"cwlVersion": "v1.2", "class": "Workflow", "inputs": {"ref": {"type": "Directory", "default": {"class": "Directory", "location": "file:///data/ref"}}}}`,
 		}, errHas: `location "file:///data/ref"`},
-		{name: "what does not parse is the engine's to refuse", files: map[string]string{
-			"broken.cwl": "class: [unclosed\n",
+		{name: "a step's tool, whatever its name", workflow: "wf.cwl", files: map[string]string{
+			"wf.cwl":   "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  a:\n    run: tool.txt#main\n",
+			"tool.txt": tool("  f:\n    type: File\n    default: {class: File, location: \"file:///etc/hostname\"}\n"),
+		}, errHas: `attachment tool.txt: location "file:///etc/hostname"`},
+		{name: "an imported document's import", workflow: "wf.cwl", files: map[string]string{
+			"wf.cwl":     "cwlVersion: v1.2\nclass: Workflow\nrequirements:\n  - $import: reqs/a.yml\n",
+			"reqs/a.yml": "$mixin: b.yml\n",
+			"reqs/b.yml": "class: SchemaDefRequirement\ntypes:\n  - $import: /etc/types.yml\n",
+			"unused.cwl": tool("  f:\n    type: File\n    default: {class: File, path: /etc/hostname}\n"),
+		}, errHas: `attachment reqs/b.yml: $import "/etc/types.yml"`},
+		{name: "an attachment the workflow does not load is not read", workflow: "wf.cwl", files: map[string]string{
+			"wf.cwl":     tool(""),
+			"unused.cwl": tool("  f:\n    type: File\n    default: {class: File, path: /etc/hostname}\n"),
 		}},
+		{name: "a document that does not parse", files: map[string]string{
+			"broken.cwl": "class: [unclosed\n",
+		}, errHas: "is not a CWL document"},
+		{name: "a document too large to check", files: map[string]string{
+			"big.cwl": tool("") + "# " + strings.Repeat("x", maxCWLDocument) + "\n",
+		}, errHas: "more than a CWL document may be here"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			inputs := filepath.Join(t.TempDir(), "inputs")
-			var names []string
+			workflow := tc.workflow
 			for name, content := range tc.files {
 				p := filepath.Join(inputs, filepath.FromSlash(name))
 				require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o750))
 				require.NoError(t, os.WriteFile(p, []byte(content), 0o640))
-				names = append(names, name)
+				if workflow == "" {
+					workflow = name
+				}
 			}
-			err := checkCWLDocuments(inputs, names)
+			err := checkCWLDocuments(inputs, filepath.Join(inputs, workflow)+"#main")
 			if tc.errHas == "" {
 				require.NoError(t, err)
 				return

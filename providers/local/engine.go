@@ -3,8 +3,12 @@ package local
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -29,6 +33,9 @@ type engine struct {
 	// stop is the signal that makes the engine stop its jobs quickly.
 	stop syscall.Signal
 	argv func(bin string, r *runSpec) []string
+	// setup, if set, writes what the engine reads besides the run's
+	// inputs, before it starts.
+	setup func(r *runSpec) error
 	// outputs reads the output object once the engine exited 0.
 	outputs func(r *runSpec, stdout []byte) (json.RawMessage, error)
 	// tasks returns a parser of the engine's log lines (may be nil).
@@ -86,6 +93,32 @@ func (p param) render(v *string) ([]string, error) {
 		return p.arg(val), nil
 	}
 	return []string{p.name + "=" + val}, nil
+}
+
+// linkOrCopy makes dst the file src: a hard link, or a copy where the
+// kernel refuses the link (a file of another user, such as a container's
+// root, under fs.protected_hardlinks; another filesystem). An existing dst
+// is left as it is: the error wraps fs.ErrExist.
+func linkOrCopy(src, dst string) error {
+	err := os.Link(src, dst)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	in, oerr := os.Open(src)
+	if oerr != nil {
+		return errors.Join(err, oerr)
+	}
+	defer in.Close()
+	out, oerr := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if oerr != nil {
+		return errors.Join(err, oerr)
+	}
+	if _, cerr := io.Copy(out, in); cerr != nil {
+		out.Close()
+		os.Remove(dst)
+		return fmt.Errorf("copy %s: %w", src, cerr)
+	}
+	return out.Close()
 }
 
 // fileURL is the file:// URL of an absolute path, percent-encoded ("50%.txt"

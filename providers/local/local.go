@@ -205,6 +205,11 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if err != nil {
 		return providers.Result{}, err
 	}
+	if d.setup != nil {
+		if err := d.setup(r); err != nil {
+			return providers.Result{}, err
+		}
+	}
 	argv := d.argv(d.path, r)
 
 	marker := fmt.Sprintf("%s.%d", job.RunID, job.Attempt)
@@ -339,7 +344,7 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 	r.workflow = wf
 	salad := job.Request.WorkflowType == "CWL" // cwltool and toil read the params with schema-salad
 	if salad && !p.cfg.AllowLocalWorkflows {
-		if err := checkCWLDocuments(r.inputs, job.Inputs); err != nil {
+		if err := checkCWLDocuments(r.inputs, r.workflow); err != nil {
 			return nil, refused(err)
 		}
 	}
@@ -497,7 +502,13 @@ func resolveBareInputs(params []byte, inputs, work string, allowLocal bool) ([]b
 	runDir := filepath.Dir(inputs)
 	var errs []error
 	v = models.MapStrings(v, func(x string) any {
-		if x == "" || strings.Contains(x, "://") {
+		if x == "" {
+			return x
+		}
+		local := x
+		if u, err := url.Parse(x); err == nil && strings.EqualFold(u.Scheme, "file") {
+			local = u.Path // the engines read file: URLs as local paths
+		} else if strings.Contains(x, "://") {
 			return x
 		}
 		if !filepath.IsAbs(x) {
@@ -507,12 +518,16 @@ func resolveBareInputs(params []byte, inputs, work string, allowLocal bool) ([]b
 				}
 			}
 		}
-		p := filepath.Clean(x)
+		p := filepath.Clean(local)
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(work, p)
 		}
-		outside := p != runDir && !strings.HasPrefix(p, runDir+string(filepath.Separator))
-		if _, err := os.Lstat(p); err == nil && outside && !allowLocal {
+		if allowLocal || p == runDir || strings.HasPrefix(p, runDir+string(filepath.Separator)) {
+			return x
+		}
+		// A path that exists, or a pattern that matches one (engines glob).
+		matches, _ := filepath.Glob(p)
+		if _, err := os.Lstat(p); err == nil || len(matches) > 0 {
 			errs = append(errs, fmt.Errorf("input %q names a path of the executor's host, and local paths are disabled (WES_ALLOW_LOCAL_WORKFLOWS); attach the file and give its name", x))
 		}
 		return x

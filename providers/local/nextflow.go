@@ -145,7 +145,7 @@ func resolveLinks(dir, root string) error {
 			case d.IsDir():
 				return os.MkdirAll(dst, 0o750)
 			case d.Type().IsRegular():
-				return os.Link(src, dst)
+				return linkOrCopy(src, dst)
 			}
 			return nil
 		})

@@ -94,7 +94,7 @@ func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err := os.Link(p, dst); err != nil {
+		if err := linkOrCopy(p, dst); err != nil {
 			return err
 		}
 		out[filepath.ToSlash(rel)] = map[string]any{
