@@ -1,7 +1,9 @@
 package local
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,6 +39,9 @@ func checkCWLDocuments(inputs, workflow string) error {
 		queue = queue[1:]
 		name, _ := filepath.Rel(inputs, p)
 		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("the workflow loads %s, which is not attached", filepath.ToSlash(name))
+		}
 		if err != nil {
 			return fmt.Errorf("attachment %s: %w", name, err)
 		}

@@ -19,6 +19,7 @@ func TestCheckCWLDocuments(t *testing.T) {
 		workflow string // default: the only file
 		files    map[string]string
 		errHas   string
+		missing  bool // refused for a missing document, not for local paths
 	}{
 		{name: "relative defaults, steps and imports", workflow: "wf.cwl", files: map[string]string{
 			"wf.cwl":        "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  a:\n    run: tools/cat.cwl\n  b:\n    run: {$import: tools/cat.cwl}\n",
@@ -55,6 +56,9 @@ func TestCheckCWLDocuments(t *testing.T) {
 			"wf.cwl":     tool(""),
 			"unused.cwl": tool("  f:\n    type: File\n    default: {class: File, path: /etc/hostname}\n"),
 		}},
+		{name: "a step's tool that is not attached", workflow: "wf.cwl", files: map[string]string{
+			"wf.cwl": "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  a:\n    run: tools/missing.cwl\n",
+		}, errHas: "the workflow loads tools/missing.cwl, which is not attached", missing: true},
 		{name: "a document that does not parse", files: map[string]string{
 			"broken.cwl": "class: [unclosed\n",
 		}, errHas: "is not a CWL document"},
@@ -80,7 +84,9 @@ func TestCheckCWLDocuments(t *testing.T) {
 				return
 			}
 			require.ErrorContains(t, err, tc.errHas)
-			require.ErrorContains(t, err, "local paths are disabled")
+			if !tc.missing {
+				require.ErrorContains(t, err, "local paths are disabled")
+			}
 		})
 	}
 }
