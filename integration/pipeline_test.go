@@ -415,6 +415,22 @@ func TestRequestsTheBrokerCannotQueueAreRefused(t *testing.T) {
 	require.Equal(t, "COMPLETE", st, "an accepted request is queued and runs")
 }
 
+// A run the executor refuses for what it asks (here the mock: a failure
+// with exit code 0) ends EXECUTOR_ERROR, saying why, as the API shows it:
+// the refusal comes before the engine starts, from INITIALIZING.
+func TestARefusedRequestEndsExecutorError(t *testing.T) {
+	t.Parallel()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+	id := e.submit(map[string]string{"outcome": "EXECUTOR_ERROR", "exit_code": "0"}, nil)
+	st, _ := e.waitState(id, 30*time.Second, "EXECUTOR_ERROR", "SYSTEM_ERROR", "COMPLETE")
+	require.Equal(t, "EXECUTOR_ERROR", st)
+	require.Contains(t, fmt.Sprint(e.run(id).RunLog.SystemLogs), "must not be 0 when outcome is EXECUTOR_ERROR")
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // A followed log streams while the run runs and ends with the run; Range

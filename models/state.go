@@ -48,13 +48,14 @@ func (s State) Terminal() bool {
 // within one attempt of a run. Terminal states have no entry: they are final.
 //
 //	QUEUED → INITIALIZING → RUNNING → COMPLETE | EXECUTOR_ERROR | SYSTEM_ERROR
+//	INITIALIZING → EXECUTOR_ERROR      (the executor refused what the run asks)
 //	any non-terminal → CANCELING → CANCELED (or the outcome that beat the cancel)
 //	INITIALIZING | RUNNING → PREEMPTED → QUEUED  (an executor gave the run back)
 //	INITIALIZING | RUNNING → QUEUED              (our failure, retried)
 var transitions = map[State][]State{
 	Unknown:      {Queued, SystemError, Canceled},
 	Queued:       {Initializing, Canceling, Canceled, SystemError},
-	Initializing: {Running, Queued, Preempted, Canceling, Canceled, SystemError},
+	Initializing: {Running, ExecutorError, Queued, Preempted, Canceling, Canceled, SystemError},
 	Running:      {Paused, Complete, ExecutorError, SystemError, Queued, Preempted, Canceling, Canceled},
 	Paused:       {Running, Preempted, Canceling, Canceled, SystemError},
 	// A run is PREEMPTED when its executor gave it back or (by the

@@ -15,6 +15,7 @@ var allowed = map[[2]State]bool{
 
 	{Initializing, Running}: true, {Initializing, Queued}: true, {Initializing, Preempted}: true,
 	{Initializing, Canceling}: true, {Initializing, Canceled}: true, {Initializing, SystemError}: true,
+	{Initializing, ExecutorError}: true,
 
 	{Running, Paused}: true, {Running, Complete}: true, {Running, ExecutorError}: true, {Running, SystemError}: true,
 	{Running, Queued}: true, {Running, Preempted}: true, {Running, Canceling}: true, {Running, Canceled}: true,
