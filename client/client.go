@@ -5,6 +5,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,13 @@ type Client struct {
 	// Token, if set, is sent as a bearer token.
 	Token string
 	HTTP  *http.Client
+	// Warn, if set, is told when Wait cannot reach the server and goes on
+	// trying.
+	Warn func(msg string)
+	// Unreachable is how long Wait goes on trying a server that does not
+	// answer (a connection refused, a 5xx) before it gives up; default
+	// 5 minutes.
+	Unreachable time.Duration
 }
 
 // New returns a client of the API at baseURL.
@@ -319,16 +327,35 @@ func (c *Client) Stream(ctx context.Context, u string, follow bool, w io.Writer)
 
 // Wait polls a run's status every interval until it is final, calling
 // onChange at every change, and returns the final RunLog.
+//
+// A server that does not answer (restarting, say) is tried again, with a
+// warning now and then, until it has not answered for c.Unreachable.
 func (c *Client) Wait(ctx context.Context, id string, interval time.Duration, onChange func(state string)) (*RunLog, error) {
 	last := ""
+	var failingSince, warned time.Time
+	giveUp := cmp.Or(c.Unreachable, 5*time.Minute)
 	for {
 		st, err := c.Status(ctx, id)
+		if err == nil {
+			failingSince = time.Time{}
+		}
 		var apiErr *APIError
 		switch {
 		case errors.As(err, &apiErr) && apiErr.StatusCode < 500:
 			return nil, err
+		case err != nil && ctx.Err() != nil:
+			return nil, ctx.Err()
 		case err != nil:
-			// A restarting server: keep waiting.
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) >= giveUp {
+				return nil, fmt.Errorf("gave up waiting for run %s: the server has not answered for %s: %w", id, giveUp, err)
+			}
+			if c.Warn != nil && time.Since(warned) >= 30*time.Second {
+				warned = time.Now()
+				c.Warn(fmt.Sprintf("cannot read the state of run %s (%v); trying again for up to %s", id, err, (giveUp - time.Since(failingSince)).Round(time.Second)))
+			}
 		case st.State != last:
 			last = st.State
 			if onChange != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,7 +33,9 @@ type exitCodeError struct{ code int }
 func (e exitCodeError) Error() string { return fmt.Sprintf("run ended with exit code %d", e.code) }
 
 func newClient(env *environment) *client.Client {
-	return client.New(env.cfg.APIURL, env.getenv("WES_TOKEN"))
+	c := client.New(env.cfg.APIURL, env.getenv("WES_TOKEN"))
+	c.Warn = func(msg string) { fmt.Fprintln(env.stderr, "wes: "+msg) }
+	return c
 }
 
 // parseFlags parses flags that may come before, between or after the
@@ -138,6 +141,9 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 			if err := c.Cancel(ctx, id); err != nil {
 				return err
 			}
+			if *asJSON {
+				return printJSON(env.stdout, map[string]string{"run_id": id})
+			}
 			fmt.Fprintln(env.stdout, id)
 			return nil
 		}
@@ -208,12 +214,12 @@ func download(ctx context.Context, c *client.Client, files []client.OutputFile, 
 		rel := filepath.FromSlash(f.Path)
 		if d := filepath.Dir(rel); d != "." {
 			if err := root.MkdirAll(d, 0o750); err != nil {
-				return err
+				return fmt.Errorf("output %q: %w (a path that leaves %s is refused)", f.Path, err, dir)
 			}
 		}
 		out, err := root.Create(rel)
 		if err != nil {
-			return err
+			return fmt.Errorf("output %q: %w (a path that leaves %s is refused)", f.Path, err, dir)
 		}
 		err = c.Stream(ctx, f.URL, false, out)
 		if cerr := out.Close(); err == nil {
@@ -462,11 +468,18 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 			// A directory (a Directory input, --attach DIR): its files,
 			// under their names below it.
-			return name, filepath.WalkDir(p, func(f string, d fs.DirEntry, err error) error {
-				if err != nil || !d.Type().IsRegular() {
+			// A link to a file is attached as the file it names (data
+			// often is a link to a shared copy).
+			return name, filepath.WalkDir(abs, func(f string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
 					return err
 				}
-				frel, err := filepath.Rel(absBase, filepath.Join(abs, strings.TrimPrefix(f, p)))
+				if !d.Type().IsRegular() {
+					if fi, err := os.Stat(f); err != nil || !fi.Mode().IsRegular() {
+						return nil
+					}
+				}
+				frel, err := filepath.Rel(absBase, f)
 				if err != nil {
 					return err
 				}
@@ -570,7 +583,10 @@ func renameStrings(params json.RawMessage, rename func(string) (string, bool, er
 func followLog(ctx context.Context, c *client.Client, id, u string, w io.Writer) error {
 	var printed int64
 	delay := 500 * time.Millisecond
+	giveUp := cmp.Or(c.Unreachable, 5*time.Minute)
+	var failingSince time.Time
 	for {
+		before := printed
 		err := c.Stream(ctx, u, true, &skipWriter{skip: printed, w: w, n: &printed})
 		var apiErr *client.APIError
 		if errors.As(err, &apiErr) && apiErr.StatusCode < 500 {
@@ -584,6 +600,18 @@ func followLog(ctx context.Context, c *client.Client, id, u string, w io.Writer)
 			if serr == nil && client.Terminal(st.State) {
 				return nil
 			}
+		}
+		// A server that answers nothing at all for long is given up on.
+		switch {
+		case err == nil || printed > before:
+			failingSince = time.Time{}
+		case failingSince.IsZero():
+			failingSince = time.Now()
+			if c.Warn != nil {
+				c.Warn(fmt.Sprintf("the log of run %s stopped (%v); following it again for up to %s", id, err, giveUp))
+			}
+		case time.Since(failingSince) >= giveUp:
+			return fmt.Errorf("gave up following the log of run %s: the server has not answered for %s: %w", id, giveUp, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -625,10 +653,13 @@ func cmpOr(a, b string) string {
 }
 
 var (
-	cwlVersionRE = regexp.MustCompile(`(?m)^\s*"?cwlVersion"?\s*:\s*"?(v1\.[0-9])`)
+	cwlVersionRE = regexp.MustCompile(`"?cwlVersion"?\s*:\s*["']?(v1\.[0-9])`)
 	wdlVersionRE = regexp.MustCompile(`(?m)^\s*version\s+([0-9.]+)`)
 	wdlImportRE  = regexp.MustCompile(`(?m)^\s*import\s+["']([^"']+)["']`)
-	cwlRunRE     = regexp.MustCompile(`(?m)^\s*"?(?:run|\$import|\$include)"?\s*:\s*"?([^\s"#{}]+)"?\s*$`)
+	// A CWL document's references to files it loads or reads, in YAML or
+	// JSON, block or flow style, quoted or not, with a #fragment or a
+	// comment after; only those naming an existing file are attached.
+	cwlRunRE = regexp.MustCompile(`(?m)(?:^|[\s{,\-])["']?(?:run|\$import|\$include|\$mixin|location|path)["']?\s*:\s*["']?([^\s"'#{},\]]+)`)
 )
 
 func guessWorkflowType(file string, data []byte) (string, string) {
@@ -647,6 +678,11 @@ func guessWorkflowType(file string, data []byte) (string, string) {
 		return "NFL", "DSL2"
 	case ext == ".smk" || filepath.Base(file) == "Snakefile":
 		return "SMK", "7"
+	case ext == ".yml" || ext == ".yaml" || ext == ".json":
+		// A CWL document under another name says so by its version.
+		if m := cwlVersionRE.FindSubmatch(data); m != nil {
+			return "CWL", string(m[1])
+		}
 	}
 	return "", ""
 }

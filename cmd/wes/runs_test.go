@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,6 +87,9 @@ func TestGuessWorkflowType(t *testing.T) {
 		{name: "CWL v1.2", file: "dir/tool.cwl", data: "class: CommandLineTool\ncwlVersion: v1.2\n", wantType: "CWL", wantVersion: "v1.2"},
 		{name: "CWL quoted", file: "wf.cwl", data: "cwlVersion: \"v1.1\"\n", wantType: "CWL", wantVersion: "v1.1"},
 		{name: "CWL in JSON", file: "wf.cwl", data: "{\n  \"cwlVersion\": \"v1.2\",\n  \"class\": \"Workflow\"\n}\n", wantType: "CWL", wantVersion: "v1.2"},
+		{name: "CWL in one-line JSON", file: "wf.cwl", data: `{"class": "CommandLineTool", "cwlVersion": "v1.2"}`, wantType: "CWL", wantVersion: "v1.2"},
+		{name: "CWL named .yml", file: "hello.yml", data: "class: CommandLineTool\ncwlVersion: v1.1\n", wantType: "CWL", wantVersion: "v1.1"},
+		{name: "YAML that is no CWL", file: "job.yml", data: "reads: a.fq\n", wantType: "", wantVersion: ""},
 		{name: "CWL upper-case extension", file: "WF.CWL", data: "cwlVersion: v1.2\n", wantType: "CWL", wantVersion: "v1.2"},
 		{name: "CWL without version", file: "wf.cwl", data: "class: Workflow\n", wantType: "CWL", wantVersion: ""},
 		{name: "WDL 1.0", file: "wf.wdl", data: "version 1.0\n\nworkflow w {}\n", wantType: "WDL", wantVersion: "1.0"},
@@ -380,6 +385,14 @@ func TestBuildSubmissionRelativePaths(t *testing.T) {
 	sub, err = buildSubmission(filepath.Join(root, "wf", "main.cwl"), []string{"wf/job.yml"}, "", "", nil)
 	require.NoError(t, err)
 	require.Contains(t, sub.Attachments, "data/in.txt")
+
+	// --attach ./DIR: its files under their names below the workflow's
+	// directory, a link to a file as the file it names.
+	require.NoError(t, os.Symlink(filepath.Join(root, "outside.txt"), filepath.Join(root, "wf", "extra", "linked.txt")))
+	sub, err = buildSubmission("wf/main.cwl", nil, "", "", []string{"./wf/extra"})
+	require.NoError(t, err)
+	require.Equal(t, "notes\n", string(sub.Attachments["extra/notes.txt"]), "names: %v", slices.Collect(maps.Keys(sub.Attachments)))
+	require.Equal(t, "outside\n", string(sub.Attachments["extra/linked.txt"]))
 }
 
 func TestRunExit(t *testing.T) {
@@ -509,4 +522,39 @@ func TestRunsListPages(t *testing.T) {
 		require.Equal(t, tc.wantRuns, ids, "%v", tc.args)
 		require.Equal(t, tc.wantToken, page.NextPageToken, "%v", tc.args)
 	}
+}
+
+// References in the forms CWL documents write them are attached: list items,
+// flow mappings, quotes, fragments, comments, JSON, and a default's file.
+func TestCWLReferencesAttached(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{
+		"wf.cwl": `cwlVersion: v1.2
+class: Workflow
+requirements:
+  - $import: types.yml
+  - class: InlineJavascriptRequirement
+    expressionLib:
+      - { $include: lib.js }
+inputs:
+  whale:
+    type: File
+    default: {class: File, location: whale.txt}
+steps:
+  a:
+    run: 'a.cwl' # the first tool
+  b:
+    run: b.cwl#main
+  c: {"run": "c.cwl", "in": {}}
+  d:
+    run: https://example.org/d.cwl
+`,
+		"types.yml": "- name: T\n", "lib.js": "var x;\n", "whale.txt": "whale\n",
+		"a.cwl": "cwlVersion: v1.2\n", "b.cwl": "cwlVersion: v1.2\n", "c.cwl": "cwlVersion: v1.2\n",
+		"unused.cwl": "cwlVersion: v1.2\n",
+	})
+	sub, err := buildSubmission(filepath.Join(root, "wf.cwl"), nil, "", "", nil)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"wf.cwl", "types.yml", "lib.js", "whale.txt", "a.cwl", "b.cwl", "c.cwl"}, slices.Collect(maps.Keys(sub.Attachments)))
 }
