@@ -115,8 +115,28 @@ func TestCWLRunner(t *testing.T) {
 
 	fail := filepath.Join(t.TempDir(), "fail.cwl")
 	require.NoError(t, os.WriteFile(fail, []byte("cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: [sh, -c, 'exit 3']\ninputs: []\noutputs: []\n"), 0o644))
-	err = e.command(client, "cwl-runner", "--quiet", fail).Run()
+	failed := e.command(client, "cwl-runner", "--quiet", fail)
+	var failStderr strings.Builder
+	failed.Stderr = &failStderr
+	err = failed.Run()
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)
 	require.NotZero(t, exit.ExitCode(), "the engine's failure is the runner's")
+	require.Contains(t, failStderr.String(), "exited with status: 3", "--quiet still says why the run failed (a harness always passes it)")
+
+	// tool.cwl#main: a process of a packed document.
+	packedDir := t.TempDir()
+	packed, job := filepath.Join(packedDir, "packed.cwl"), filepath.Join(packedDir, "job.json")
+	require.NoError(t, os.WriteFile(packed, []byte("cwlVersion: v1.2\n$graph:\n- id: main\n  class: CommandLineTool\n  baseCommand: echo\n"+
+		"  inputs:\n    message: {type: string, inputBinding: {position: 1}}\n  outputs:\n    greeting: {type: stdout}\n  stdout: greeting.txt\n"), 0o644))
+	require.NoError(t, os.WriteFile(job, []byte(`{"message": "packed"}`), 0o644))
+	out, err = e.command(client, "cwl-runner", "--outdir", t.TempDir(), "--quiet", packed+"#main", job).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Logf("stderr: %s", ee.Stderr)
+		}
+	}
+	require.NoError(t, err)
+	require.Contains(t, string(out), "greeting")
 }

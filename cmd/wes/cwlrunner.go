@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/wes-dev/wes/models"
@@ -32,10 +34,16 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 	if len(pos) < 1 || len(pos) > 2 {
 		return errors.New("usage: wes cwl-runner [--outdir DIR] [--quiet] tool.cwl [job.yml]")
 	}
-	sub, err := buildSubmission(pos[0], pos[1:], "CWL", "", nil)
+	// tool.cwl#main names a process of a packed document.
+	tool, frag := pos[0], ""
+	if i := strings.LastIndexByte(tool, '#'); i > 0 && !fileExists(tool) {
+		tool, frag = tool[:i], tool[i:]
+	}
+	sub, err := buildSubmission(tool, pos[1:], "CWL", "", nil)
 	if err != nil {
 		return err
 	}
+	sub.WorkflowURL += frag
 	sub.WorkflowEngine = *engine
 	c := newClient(env)
 	id, err := c.Submit(ctx, sub)
@@ -52,8 +60,13 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	if rl.State != "COMPLETE" {
-		if rl.RunLog.Stderr != "" && !*quiet {
+		// Why it failed, --quiet or not (a test harness always passes it):
+		// the engine's stderr and the run's system logs.
+		if rl.RunLog.Stderr != "" {
 			_ = c.Stream(ctx, rl.RunLog.Stderr, false, env.stderr)
+		}
+		for _, l := range rl.RunLog.SystemLogs {
+			fmt.Fprintf(env.stderr, "wes cwl-runner: %s\n", l)
 		}
 		return runExit(rl)
 	}
@@ -83,5 +96,63 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 			}
 		}
 	})
+	if err := placeDirectories(outputs, abs); err != nil {
+		return err
+	}
 	return printJSON(env.stdout, outputs)
+}
+
+// placeDirectories gives each Directory of outputs without a location (the
+// server stored its files, and names them in its listing) the directory of
+// outdir its listing is in, or outdir/basename for an empty one, and
+// creates it.
+func placeDirectories(v any, outdir string) error {
+	var errs []error
+	// place fills in the Directories in v, innermost first, and returns
+	// v's local path ("" if none).
+	var place func(v any) string
+	place = func(v any) string {
+		switch t := v.(type) {
+		case []any:
+			for _, c := range t {
+				place(c)
+			}
+		case map[string]any:
+			listed := "" // the directory the listing's entries are in
+			for k, c := range t {
+				items, isListing := c.([]any)
+				if k != "listing" || !isListing {
+					place(c)
+					continue
+				}
+				for _, it := range items {
+					if p := place(it); p != "" && listed == "" {
+						listed = filepath.Dir(p)
+					}
+				}
+			}
+			if p, ok := t["path"].(string); ok {
+				return p
+			}
+			if t["class"] != "Directory" {
+				return ""
+			}
+			dir := listed
+			if dir == "" {
+				base, _ := t["basename"].(string)
+				if base == "" || base != filepath.Base(base) || base == ".." || base == "." {
+					return ""
+				}
+				dir = filepath.Join(outdir, base)
+			}
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				errs = append(errs, err)
+			}
+			t["location"], t["path"] = "file://"+dir, dir
+			return dir
+		}
+		return ""
+	}
+	place(v)
+	return errors.Join(errs...)
 }

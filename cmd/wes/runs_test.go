@@ -558,3 +558,29 @@ steps:
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"wf.cwl", "types.yml", "lib.js", "whale.txt", "a.cwl", "b.cwl", "c.cwl"}, slices.Collect(maps.Keys(sub.Attachments)))
 }
+
+// cwl-runner's Directory outputs whose files the server stored get the
+// directory of --outdir their listing is in; an empty one its basename.
+func TestPlaceDirectories(t *testing.T) {
+	t.Parallel()
+	outdir := t.TempDir()
+	var outputs any
+	require.NoError(t, json.Unmarshal([]byte(`{
+		"d": {"class": "Directory", "basename": "outd", "listing": [
+			{"class": "File", "basename": "a.txt", "path": "`+outdir+`/outd/a.txt", "location": "file://`+outdir+`/outd/a.txt"},
+			{"class": "Directory", "basename": "sub", "listing": [
+				{"class": "File", "basename": "b.txt", "path": "`+outdir+`/outd/sub/b.txt"}]}]},
+		"empty": {"class": "Directory", "basename": "nothing", "listing": []},
+		"hostile": {"class": "Directory", "basename": "../up", "listing": []},
+		"f": {"class": "File", "path": "`+outdir+`/f.txt"}}`), &outputs))
+	require.NoError(t, placeDirectories(outputs, outdir))
+	o := outputs.(map[string]any)
+	d := o["d"].(map[string]any)
+	require.Equal(t, filepath.Join(outdir, "outd"), d["path"])
+	require.Equal(t, "file://"+filepath.Join(outdir, "outd"), d["location"])
+	sub := d["listing"].([]any)[1].(map[string]any)
+	require.Equal(t, filepath.Join(outdir, "outd", "sub"), sub["path"])
+	require.Equal(t, filepath.Join(outdir, "nothing"), o["empty"].(map[string]any)["path"])
+	require.DirExists(t, filepath.Join(outdir, "nothing"), "an empty output directory is created")
+	require.NotContains(t, o["hostile"], "path", "a basename that leaves --outdir is not placed")
+}
