@@ -436,25 +436,59 @@ func runsSubmit(ctx context.Context, env *environment, c *client.Client, fs *fla
 // buildSubmission reads a workflow, its params and the files they refer to.
 // Every attachment is named relative to the workflow's directory.
 func buildSubmission(workflow string, params []string, typ, version string, extra []string) (client.Submission, error) {
+	// What is attached is named by its path below the deepest directory
+	// that holds all of it: the workflow's, unless a job file or an input
+	// lies beside or above it (tests/wf/tool.cwl with tests/job.json, as
+	// CWL conformance tests are laid out). A first pass finds them all.
+	all, err := buildSubmissionIn(string(filepath.Separator), workflow, params, typ, version, extra)
+	if err != nil {
+		return all, err
+	}
+	var root string
+	for name := range all.Attachments {
+		dir := filepath.Dir(filepath.Join(string(filepath.Separator), filepath.FromSlash(name)))
+		for root != "" && !within(root, dir) {
+			root = filepath.Dir(root)
+		}
+		if root == "" {
+			root = dir
+		}
+	}
+	return buildSubmissionIn(root, workflow, params, typ, version, extra)
+}
+
+// within reports whether p is dir or below it (both clean and absolute).
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// buildSubmissionIn is buildSubmission with attachments named by their
+// paths below root (absolute).
+func buildSubmissionIn(root, workflow string, params []string, typ, version string, extra []string) (client.Submission, error) {
 	var sub client.Submission
 	wfData, err := os.ReadFile(workflow)
 	if err != nil {
 		return sub, err
 	}
-	base := filepath.Dir(workflow)
 	guessType, guessVersion := guessWorkflowType(workflow, wfData)
 	sub.WorkflowType, sub.WorkflowTypeVersion = cmpOr(typ, guessType), cmpOr(version, guessVersion)
 	if sub.WorkflowType == "" || sub.WorkflowTypeVersion == "" {
 		return sub, fmt.Errorf("cannot tell the type and version of %s: give --type and --version", workflow)
 	}
-	sub.WorkflowURL = filepath.Base(workflow)
-	sub.Attachments = map[string][]byte{}
-	absBase, err := filepath.Abs(base)
+	absBase := root
+	absWorkflow, err := filepath.Abs(workflow)
 	if err != nil {
 		return sub, err
 	}
-	// attach adds file p under its path relative to the workflow's
-	// directory, and returns that name.
+	wfName, err := filepath.Rel(absBase, absWorkflow)
+	if err != nil {
+		return sub, err
+	}
+	sub.WorkflowURL = filepath.ToSlash(wfName)
+	sub.Attachments = map[string][]byte{}
+	// attach adds file p under its path relative to root, and returns
+	// that name.
 	attach := func(p string) (string, error) {
 		abs, err := filepath.Abs(p)
 		if err != nil {
@@ -462,7 +496,7 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 		}
 		rel, err := filepath.Rel(absBase, abs)
 		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return "", fmt.Errorf("%s is outside the workflow's directory %s: it cannot be attached under a relative name", p, base)
+			return "", fmt.Errorf("%s is outside %s: it cannot be attached under a relative name", p, root)
 		}
 		name := filepath.ToSlash(rel)
 		if fi, err := os.Stat(p); err == nil && fi.IsDir() {

@@ -327,9 +327,6 @@ func TestBuildSubmission(t *testing.T) {
 			wantAttachments: []string{"wf/tools/echo.cwl"},
 			wantParams:      `{"a":{"class":"File","location":"https://example.org/a.txt"}}`,
 		},
-		{name: "input file outside the workflow's directory", workflow: "wf/main.cwl", params: []string{"wf/job-outside.yml"}, wantErr: "outside the workflow's directory"},
-		{name: "run: outside the workflow's directory", workflow: "wf/escape.cwl", wantErr: "outside the workflow's directory"},
-		{name: "extra attachment outside", workflow: "wf/main.cwl", extra: []string{"outside.txt"}, wantErr: "outside the workflow's directory"},
 		{name: "params not a mapping", workflow: "wf/main.cwl", params: []string{"wf/list.yml"}, wantErr: "must be a mapping"},
 		{name: "missing params file", workflow: "wf/main.cwl", params: []string{"wf/nope.yml"}, wantErr: "nope.yml"},
 		{name: "missing workflow", workflow: "wf/nope.cwl", wantErr: "nope.cwl"},
@@ -583,4 +580,32 @@ func TestPlaceDirectories(t *testing.T) {
 	require.Equal(t, filepath.Join(outdir, "nothing"), o["empty"].(map[string]any)["path"])
 	require.DirExists(t, filepath.Join(outdir, "nothing"), "an empty output directory is created")
 	require.NotContains(t, o["hostile"], "path", "a basename that leaves --outdir is not placed")
+}
+
+// Files beside or above the workflow's directory (a job file and its data
+// in tests/, the tool in tests/wf/, as CWL conformance tests are laid
+// out) are attached below their deepest common directory, and the
+// workflow_url names the workflow there.
+func TestBuildSubmissionBeyondTheWorkflowsDirectory(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	writeFiles(t, root, cwlProject)
+	in := func(name string) string { return filepath.Join(root, filepath.FromSlash(name)) }
+	names := func(sub client.Submission) []string { return slices.Collect(maps.Keys(sub.Attachments)) }
+
+	sub, err := buildSubmission(in("wf/main.cwl"), []string{in("wf/job-outside.yml")}, "", "", nil)
+	require.NoError(t, err)
+	require.Equal(t, "wf/main.cwl", sub.WorkflowURL)
+	require.ElementsMatch(t, []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "outside.txt"}, names(sub))
+	require.JSONEq(t, `{"reads":{"class":"File","location":"outside.txt"}}`, string(sub.Params))
+
+	sub, err = buildSubmission(in("wf/escape.cwl"), nil, "", "", nil)
+	require.NoError(t, err)
+	require.Equal(t, "wf/escape.cwl", sub.WorkflowURL)
+	require.ElementsMatch(t, []string{"wf/escape.cwl", "outside.cwl"}, names(sub))
+
+	sub, err = buildSubmission(in("wf/main.cwl"), nil, "", "", []string{in("outside.txt")})
+	require.NoError(t, err)
+	require.Equal(t, "wf/main.cwl", sub.WorkflowURL)
+	require.Contains(t, sub.Attachments, "outside.txt")
 }
