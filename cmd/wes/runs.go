@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -689,7 +688,9 @@ func cmpOr(a, b string) string {
 var (
 	cwlVersionRE = regexp.MustCompile(`"?cwlVersion"?\s*:\s*["']?(v1\.[0-9])`)
 	wdlVersionRE = regexp.MustCompile(`(?m)^\s*version\s+([0-9.]+)`)
-	wdlImportRE  = regexp.MustCompile(`(?m)^\s*import\s+["']([^"']+)["']`)
+	// include: "rules/a.smk", script: "scripts/b.py", configfile: "c.yaml", …
+	smkRefRE    = regexp.MustCompile(`(?m)^\s*(include|script|notebook|conda|configfile)\s*:\s*["']([^"']+)["']`)
+	wdlImportRE = regexp.MustCompile(`(?m)^\s*import\s+["']([^"']+)["']`)
 	// A CWL document's references to files it loads or reads, in YAML or
 	// JSON, block or flow style, quoted or not, with a #fragment or a
 	// comment after; only those naming an existing file are attached.
@@ -736,16 +737,26 @@ func addWithReferences(file string, add func(string) error, seen map[string]bool
 		return err
 	}
 	if filepath.Base(file) == "Snakefile" || strings.HasSuffix(file, ".smk") {
-		// A Snakefile's configfile: directive names a file next to it.
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		for sc.Scan() {
-			if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "configfile:"); ok {
-				name := strings.Trim(strings.TrimSpace(rest), `"'`)
-				if p := filepath.Join(filepath.Dir(file), name); fileExists(p) {
-					if err := add(p); err != nil {
-						return err
-					}
+		// A Snakefile's include:, script:, notebook: and conda: name files
+		// relative to it; its configfile: relative to where snakemake runs
+		// (the project's directory, the current one here), or next to it.
+		for _, m := range smkRefRE.FindAllSubmatch(data, -1) {
+			directive, name := string(m[1]), string(m[2])
+			if strings.Contains(name, "://") || filepath.IsAbs(name) {
+				continue
+			}
+			candidates := []string{filepath.Join(filepath.Dir(file), filepath.FromSlash(name))}
+			if directive == "configfile" {
+				candidates = append([]string{filepath.FromSlash(name)}, candidates...)
+			}
+			for _, p := range candidates {
+				if !fileExists(p) {
+					continue
 				}
+				if err := addWithReferences(p, add, seen); err != nil {
+					return err
+				}
+				break
 			}
 		}
 		return nil

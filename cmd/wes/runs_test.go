@@ -609,3 +609,24 @@ func TestBuildSubmissionBeyondTheWorkflowsDirectory(t *testing.T) {
 	require.Equal(t, "wf/main.cwl", sub.WorkflowURL)
 	require.Contains(t, sub.Attachments, "outside.txt")
 }
+
+// The standard Snakemake layout: workflow/Snakefile includes rules whose
+// scripts lie beside them, and configfile: names config/ of the project
+// directory, where snakemake runs (here, the current directory).
+func TestSnakemakeProjectAttached(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{
+		"workflow/Snakefile":         "configfile: \"config/config.yaml\"\ninclude: \"rules/a.smk\"\nrule all:\n    input: \"out.txt\"\n",
+		"workflow/rules/a.smk":       "rule a:\n    output: \"out.txt\"\n    conda: '../envs/a.yaml'\n    script: \"../scripts/b.py\"\n",
+		"workflow/scripts/b.py":      "open(snakemake.output[0], 'w').write('b')\n",
+		"workflow/envs/a.yaml":       "dependencies: [python]\n",
+		"config/config.yaml":         "samples: [a]\n",
+		"workflow/scripts/unused.py": "",
+	})
+	t.Chdir(root)
+	sub, err := buildSubmission("workflow/Snakefile", nil, "", "", nil)
+	require.NoError(t, err)
+	require.Equal(t, "workflow/Snakefile", sub.WorkflowURL)
+	require.ElementsMatch(t, []string{"workflow/Snakefile", "workflow/rules/a.smk", "workflow/scripts/b.py", "workflow/envs/a.yaml", "config/config.yaml"},
+		slices.Collect(maps.Keys(sub.Attachments)))
+}
