@@ -25,6 +25,9 @@ func main() {
 		if errors.As(err, &exit) {
 			os.Exit(exit.code)
 		}
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			os.Exit(130) // interrupted (a client waiting for a run), as a shell reports it
+		}
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "wes:", err)
 		}
