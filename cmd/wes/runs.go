@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -445,6 +446,9 @@ func buildSubmission(workflow string, params []string, typ, version string, extr
 	}
 	var root string
 	for name := range all.Attachments {
+		if strings.HasPrefix(name, localPrefix) {
+			continue // named by the client, wherever the file is
+		}
 		dir := filepath.Dir(filepath.Join(string(filepath.Separator), filepath.FromSlash(name)))
 		for root != "" && !within(root, dir) {
 			root = filepath.Dir(root)
@@ -564,6 +568,19 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 		for _, loc := range fileLocations(obj) {
 			name, err := attach(filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc)))
 			if err != nil {
+				return sub, err
+			}
+			names[loc] = name
+		}
+		// Local files named by absolute path or file:// URL are this
+		// machine's, not the server's: attached under names of their own.
+		for i, loc := range localLocations(obj) {
+			p := loc
+			if u, err := url.Parse(loc); err == nil && u.Scheme == "file" {
+				p = u.Path
+			}
+			name := fmt.Sprintf("%s%d/%s", localPrefix, i+1, filepath.Base(p))
+			if err := attachAs(sub.Attachments, p, name); err != nil {
 				return sub, err
 			}
 			names[loc] = name
@@ -827,6 +844,61 @@ func relocate(params json.RawMessage, names map[string]string) (json.RawMessage,
 		}
 	})
 	return json.Marshal(v)
+}
+
+// localPrefix begins the attachment names of a job's local files named by
+// absolute path (localLocations).
+const localPrefix = "wes-local/"
+
+// localLocations lists the absolute and file:// location/path values of
+// File and Directory objects that name something on this machine.
+func localLocations(params json.RawMessage) []string {
+	var v any
+	_ = json.Unmarshal(params, &v)
+	var out []string
+	models.VisitObjects(v, func(t map[string]any) {
+		if !models.IsFileObject(t) {
+			return
+		}
+		for _, k := range []string{"location", "path"} {
+			s, ok := t[k].(string)
+			if !ok {
+				continue
+			}
+			p := s
+			if u, err := url.Parse(s); err == nil && u.Scheme == "file" {
+				p = u.Path
+			} else if !filepath.IsAbs(s) {
+				continue
+			}
+			if _, err := os.Stat(p); err == nil {
+				out = append(out, s)
+			}
+			return
+		}
+	})
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// attachAs adds the file or directory p to attachments under name (a
+// directory's files under name/…, a link to a file as the file).
+func attachAs(attachments map[string][]byte, p, name string) error {
+	return filepath.WalkDir(p, func(f string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if fi, err := os.Stat(f); err != nil || !fi.Mode().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(p, f)
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(f)
+		attachments[path.Join(name, filepath.ToSlash(rel))] = data
+		return err
+	})
 }
 
 // fileLocations lists the relative location/path values of File and

@@ -630,3 +630,29 @@ func TestSnakemakeProjectAttached(t *testing.T) {
 	require.ElementsMatch(t, []string{"workflow/Snakefile", "workflow/rules/a.smk", "workflow/scripts/b.py", "workflow/envs/a.yaml", "config/config.yaml"},
 		slices.Collect(maps.Keys(sub.Attachments)))
 }
+
+// A job's local files named by absolute path or file:// URL are attached
+// under names of their own, and the params name them so.
+func TestLocalJobInputsAttached(t *testing.T) {
+	t.Parallel()
+	root, data := t.TempDir(), t.TempDir()
+	writeFiles(t, root, map[string]string{"wf/tool.cwl": "cwlVersion: v1.2\nclass: CommandLineTool\n"})
+	writeFiles(t, data, map[string]string{"ref.fa": ">chr1\n", "reads.fq": "@r\n", "dir/a.txt": "a\n", "dir/sub/b.txt": "b\n"})
+	job := filepath.Join(root, "wf", "job.json")
+	require.NoError(t, os.WriteFile(job, []byte(`{
+		"ref": {"class": "File", "location": "file://`+data+`/ref.fa"},
+		"reads": {"class": "File", "path": "`+data+`/reads.fq"},
+		"dir": {"class": "Directory", "location": "`+data+`/dir"},
+		"remote": {"class": "File", "location": "/no/such/file.txt"}}`), 0o644))
+	sub, err := buildSubmission(filepath.Join(root, "wf", "tool.cwl"), []string{job}, "", "", nil)
+	require.NoError(t, err)
+	require.Equal(t, "tool.cwl", sub.WorkflowURL, "the local files do not move the attachments' root")
+	require.Equal(t, ">chr1\n", string(sub.Attachments["wes-local/3/ref.fa"]))
+	require.Equal(t, "@r\n", string(sub.Attachments["wes-local/2/reads.fq"]))
+	require.Equal(t, "b\n", string(sub.Attachments["wes-local/1/dir/sub/b.txt"]))
+	require.JSONEq(t, `{
+		"ref": {"class": "File", "location": "wes-local/3/ref.fa"},
+		"reads": {"class": "File", "path": "wes-local/2/reads.fq"},
+		"dir": {"class": "Directory", "location": "wes-local/1/dir"},
+		"remote": {"class": "File", "location": "/no/such/file.txt"}}`, string(sub.Params))
+}
