@@ -497,40 +497,15 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 		if err != nil {
 			return "", err
 		}
-		rel, err := filepath.Rel(absBase, abs)
-		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		if !within(absBase, abs) {
 			return "", fmt.Errorf("%s is outside %s: it cannot be attached under a relative name", p, root)
 		}
-		name := filepath.ToSlash(rel)
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			// A directory (a Directory input, --attach DIR): its files,
-			// under their names below it.
-			// A link to a file is attached as the file it names (data
-			// often is a link to a shared copy).
-			return name, filepath.WalkDir(abs, func(f string, d fs.DirEntry, err error) error {
-				if err != nil || d.IsDir() {
-					return err
-				}
-				if !d.Type().IsRegular() {
-					if fi, err := os.Stat(f); err != nil || !fi.Mode().IsRegular() {
-						return nil
-					}
-				}
-				frel, err := filepath.Rel(absBase, f)
-				if err != nil {
-					return err
-				}
-				data, err := os.ReadFile(f)
-				sub.Attachments[filepath.ToSlash(frel)] = data
-				return err
-			})
-		}
-		data, err := os.ReadFile(p)
+		rel, err := filepath.Rel(absBase, abs)
 		if err != nil {
 			return "", err
 		}
-		sub.Attachments[name] = data
-		return name, nil
+		name := filepath.ToSlash(rel)
+		return name, attachAs(sub.Attachments, abs, name)
 	}
 	add := func(p string) error { _, err := attach(p); return err }
 	if err := addWithReferences(workflow, add, map[string]bool{}); err != nil {
@@ -565,7 +540,8 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 			}
 			return sub, addAll(extra, add)
 		}
-		for _, loc := range fileLocations(obj) {
+		relative, local := fileLocations(obj)
+		for _, loc := range relative {
 			name, err := attach(filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc)))
 			if err != nil {
 				return sub, err
@@ -574,7 +550,7 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 		}
 		// Local files named by absolute path or file:// URL are this
 		// machine's, not the server's: attached under names of their own.
-		for i, loc := range localLocations(obj) {
+		for i, loc := range local {
 			p := loc
 			if u, err := url.Parse(loc); err == nil && u.Scheme == "file" {
 				p = u.Path
@@ -847,42 +823,12 @@ func relocate(params json.RawMessage, names map[string]string) (json.RawMessage,
 }
 
 // localPrefix begins the attachment names of a job's local files named by
-// absolute path (localLocations).
+// absolute path or file:// URL (fileLocations).
 const localPrefix = "wes-local/"
 
-// localLocations lists the absolute and file:// location/path values of
-// File and Directory objects that name something on this machine.
-func localLocations(params json.RawMessage) []string {
-	var v any
-	_ = json.Unmarshal(params, &v)
-	var out []string
-	models.VisitObjects(v, func(t map[string]any) {
-		if !models.IsFileObject(t) {
-			return
-		}
-		for _, k := range []string{"location", "path"} {
-			s, ok := t[k].(string)
-			if !ok {
-				continue
-			}
-			p := s
-			if u, err := url.Parse(s); err == nil && u.Scheme == "file" {
-				p = u.Path
-			} else if !filepath.IsAbs(s) {
-				continue
-			}
-			if _, err := os.Stat(p); err == nil {
-				out = append(out, s)
-			}
-			return
-		}
-	})
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 // attachAs adds the file or directory p to attachments under name (a
-// directory's files under name/…, a link to a file as the file).
+// directory's files under name/…, a link to a file as the file it names:
+// data often is a link to a shared copy).
 func attachAs(attachments map[string][]byte, p, name string) error {
 	return filepath.WalkDir(p, func(f string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -901,23 +847,37 @@ func attachAs(attachments map[string][]byte, p, name string) error {
 	})
 }
 
-// fileLocations lists the relative location/path values of File and
-// Directory objects.
-func fileLocations(params json.RawMessage) []string {
+// fileLocations lists the location/path values of File and Directory
+// objects: the relative ones, and the absolute or file:// ones that name
+// something on this machine.
+func fileLocations(params json.RawMessage) (relative, local []string) {
 	var v any
 	_ = json.Unmarshal(params, &v)
-	var out []string
 	models.VisitObjects(v, func(t map[string]any) {
 		if !models.IsFileObject(t) {
 			return
 		}
 		for _, k := range []string{"location", "path"} {
-			if s, ok := t[k].(string); ok && !strings.Contains(s, "://") && !path.IsAbs(s) {
-				out = append(out, s)
+			s, ok := t[k].(string)
+			if !ok {
+				continue
+			}
+			p := s
+			if u, err := url.Parse(s); err == nil && u.Scheme == "file" {
+				p = u.Path
+			} else if strings.Contains(s, "://") {
+				continue // a URL: the server's to fetch
+			} else if !path.IsAbs(s) {
+				relative = append(relative, s)
 				return
 			}
+			if _, err := os.Stat(p); err == nil {
+				local = append(local, s)
+			}
+			return
 		}
 	})
-	slices.Sort(out)
-	return slices.Compact(out)
+	slices.Sort(relative)
+	slices.Sort(local)
+	return slices.Compact(relative), slices.Compact(local)
 }

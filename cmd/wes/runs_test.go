@@ -173,7 +173,8 @@ func TestFileLocations(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tt.want, fileLocations(json.RawMessage(tt.params)))
+			relative, _ := fileLocations(json.RawMessage(tt.params))
+			require.Equal(t, tt.want, relative)
 		})
 	}
 }

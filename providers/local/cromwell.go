@@ -295,10 +295,10 @@ func cromwellFile(r *runSpec, execRoot, value string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rel, err := filepath.Rel(dir, real)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+	if !within(dir, real) {
 		return nil, nil // not ours to store: a local path the run was given
 	}
+	rel, _ := filepath.Rel(dir, real)
 	info, err := os.Stat(real)
 	if err != nil || !info.Mode().IsRegular() {
 		return nil, nil

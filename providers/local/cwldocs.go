@@ -124,5 +124,5 @@ func localRefAllowed(ref, dir, inputs string) bool {
 		return false
 	}
 	p := filepath.Join(dir, filepath.FromSlash(u.Path))
-	return p == inputs || strings.HasPrefix(p, inputs+string(filepath.Separator))
+	return within(inputs, p)
 }

@@ -121,6 +121,12 @@ func linkOrCopy(src, dst string) error {
 	return out.Close()
 }
 
+// within reports whether p is dir or below it (both cleaned, absolute).
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
 // fileURL is the file:// URL of an absolute path, percent-encoded ("50%.txt"
 // is file:///…/50%25.txt): what the executor parses to find stored outputs.
 func fileURL(p string) string {

@@ -522,7 +522,7 @@ func resolveBareInputs(params []byte, inputs, work string, allowLocal bool) ([]b
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(work, p)
 		}
-		if allowLocal || p == runDir || strings.HasPrefix(p, runDir+string(filepath.Separator)) {
+		if allowLocal || within(runDir, p) {
 			return x
 		}
 		// A path that exists, or a pattern that matches one (engines glob).

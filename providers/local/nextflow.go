@@ -152,12 +152,6 @@ func resolveLinks(dir, root string) error {
 	})
 }
 
-// within reports whether p is dir or below it (both cleaned, absolute).
-func within(dir, p string) bool {
-	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
-}
-
 // nextflowTrace reads Nextflow's trace file (tab-separated, with a header)
 // into task logs.
 func nextflowTrace(path string) ([]models.TaskLog, error) {
