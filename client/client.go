@@ -15,8 +15,10 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Client is a WES API client.
@@ -47,7 +49,31 @@ type APIError struct {
 	Msg        string `json:"msg"`
 }
 
-func (e *APIError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Msg, e.StatusCode) }
+func (e *APIError) Error() string { return fmt.Sprintf("%s (HTTP %d)", Printable(e.Msg), e.StatusCode) }
+
+// Printable returns s with control characters (and the bidirectional
+// overrides that reorder what a terminal shows) written as Go escapes, so
+// that a string a server or another user chose cannot drive the terminal
+// it is printed on (ESC sequences, OSC 52 to the clipboard).
+func Printable(s string) string {
+	if !strings.ContainsFunc(s, unprintable) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unprintable(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
+}
 
 // RunStatus is a run id and its state.
 type RunStatus struct {
@@ -119,6 +145,10 @@ func Terminal(state string) bool {
 	return false
 }
 
+// maxResponse bounds an API answer the client reads whole (logs and output
+// files are streamed, not read whole).
+const maxResponse = 64 << 20
+
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
 	u := path
 	if !strings.HasPrefix(path, "http://") && !strings.HasPrefix(path, "https://") {
@@ -139,9 +169,12 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 		return err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
 		return err
+	}
+	if len(data) > maxResponse {
+		return fmt.Errorf("%s %s: the answer is larger than %d MiB, more than any WES answer needs", method, u, maxResponse>>20)
 	}
 	if resp.StatusCode >= 300 {
 		return apiError(resp.StatusCode, data)

@@ -52,3 +52,21 @@ func TestWaitRidesOutAndGivesUp(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second)
 	require.Less(t, calls.Load(), int32(100), "the server is hammered: %d requests in 200ms", calls.Load())
 }
+
+// Strings a server or another user chose are printed without the control
+// characters that would drive the terminal.
+func TestPrintable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"plain run-1 ü 名前", "plain run-1 ü 名前"},
+		{"\x1b[31mred", `\x1b[31mred`},
+		{"evil\x1b]52;c;aGk=\aname", `evil\x1b]52;c;aGk=\aname`},
+		{"tab\tnew\nline", `tab\tnew\nline`},
+		{"csi\u009b2J", `csi\u009b2J`},
+		{"txt.\u202eexe", `txt.\u202eexe`},
+	} {
+		require.Equal(t, tc.want, Printable(tc.in), "%q", tc.in)
+	}
+	e := &APIError{StatusCode: 400, Msg: "bad \x1b[2J"}
+	require.Equal(t, `bad \x1b[2J (HTTP 400)`, e.Error())
+}

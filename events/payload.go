@@ -41,8 +41,8 @@ type RunSubmitted struct {
 const CallbackTag = "wes.callback_url"
 
 // CallbackAllowed reports whether raw is under one of the allowed prefixes:
-// the same scheme, host and port, and a path that starts with the prefix's
-// path, compared as parsed URLs (so "https://hooks.example.com@10.0.0.1/"
+// the same scheme, host and port, and the prefix's path or a path below it
+// (whole segments), compared as parsed URLs (so "https://hooks.example.com@10.0.0.1/"
 // is not under "https://hooks.example.com"). A URL with user information,
 // a fragment or dot segments is never allowed.
 func CallbackAllowed(raw string, allow []string) bool {
@@ -56,7 +56,7 @@ func CallbackAllowed(raw string, allow []string) bool {
 		if p == "" || err != nil || pu.Host == "" {
 			continue
 		}
-		if strings.EqualFold(u.Scheme, pu.Scheme) && strings.EqualFold(u.Host, pu.Host) && strings.HasPrefix(u.EscapedPath(), pu.EscapedPath()) {
+		if strings.EqualFold(u.Scheme, pu.Scheme) && strings.EqualFold(u.Host, pu.Host) && underPath(u.EscapedPath(), pu.EscapedPath()) {
 			return true
 		}
 	}
@@ -64,6 +64,16 @@ func CallbackAllowed(raw string, allow []string) bool {
 }
 
 func isDotSegment(s string) bool { return s == "." || s == ".." }
+
+// underPath reports whether path p is prefix or below it, segment by
+// segment: "/team-a/x" is under "/team-a" and "/team-a/", "/team-admin" is
+// not.
+func underPath(p, prefix string) bool {
+	if !strings.HasPrefix(p, prefix) {
+		return false
+	}
+	return len(p) == len(prefix) || strings.HasSuffix(prefix, "/") || p[len(prefix)] == '/'
+}
 
 // RetryTag is the run tag ("true" or "false") that asks for workflow
 // failures (EXECUTOR_ERROR) to be retried, up to WES_MAX_ATTEMPTS attempts.

@@ -263,7 +263,7 @@ func TestEncodeSubmittedRoundTrip(t *testing.T) {
 
 func TestCallbackAllowed(t *testing.T) {
 	t.Parallel()
-	allow := []string{"https://hooks.example.com/wes/", "http://127.0.0.1:8080"}
+	allow := []string{"https://hooks.example.com/wes/", "http://127.0.0.1:8080", "https://hooks.example.com/team-a"}
 	for _, tc := range []struct {
 		url string
 		ok  bool
@@ -272,6 +272,10 @@ func TestCallbackAllowed(t *testing.T) {
 		{"https://HOOKS.example.com/wes/x", true},
 		{"http://127.0.0.1:8080/anything", true},
 		{"https://hooks.example.com/other", false},            // outside the path
+		{"https://hooks.example.com/team-a", true},            // the prefix itself
+		{"https://hooks.example.com/team-a/x", true},          // below it
+		{"https://hooks.example.com/team-admin", false},       // a path that starts like it
+		{"https://hooks.example.com/team-a-evil/x", false},    // a segment that starts like it
 		{"http://hooks.example.com/wes/x", false},             // another scheme
 		{"https://hooks.example.com:8443/wes/x", false},       // another port
 		{"http://127.0.0.1:8080@169.254.169.254/", false},     // user information naming the allowed host

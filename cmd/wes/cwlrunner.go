@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wes-dev/wes/client"
 	"github.com/wes-dev/wes/models"
 )
 
@@ -26,6 +27,7 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 	fs.SetOutput(env.stderr)
 	outdir := fs.String("outdir", ".", "where to put the output files")
 	quiet := fs.Bool("quiet", false, "print no progress")
+	overwrite := fs.Bool("overwrite", false, "replace files in --outdir that exist already")
 	engine := fs.String("engine", "", "workflow engine on the server (default: the server's choice for CWL)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -66,7 +68,7 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 			_ = c.Stream(ctx, rl.RunLog.Stderr, false, env.stderr)
 		}
 		for _, l := range rl.RunLog.SystemLogs {
-			fmt.Fprintf(env.stderr, "wes cwl-runner: %s\n", l)
+			fmt.Fprintf(env.stderr, "wes cwl-runner: %s\n", client.Printable(l))
 		}
 		return runExit(rl)
 	}
@@ -74,7 +76,7 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := download(ctx, c, files, *outdir); err != nil {
+	if err := download(ctx, c, files, *outdir, *overwrite); err != nil {
 		return err
 	}
 	abs, err := filepath.Abs(*outdir)
@@ -89,7 +91,11 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 	if err := json.Unmarshal(rl.Outputs, &outputs); err != nil {
 		return fmt.Errorf("outputs of run %s: %w", id, err)
 	}
+	// Only the paths this download wrote are local: a path the server
+	// names means nothing here, and is not trusted (placeDirectories
+	// creates the directories of the paths it finds).
 	models.VisitObjects(outputs, func(o map[string]any) {
+		delete(o, "path")
 		if loc, ok := o["location"].(string); ok {
 			if p, ok := local[loc]; ok {
 				o["location"], o["path"] = "file://"+p, p
@@ -138,6 +144,9 @@ func placeDirectories(v any, outdir string) error {
 				return ""
 			}
 			dir := listed
+			if dir != "" && !within(outdir, dir) {
+				return "" // not a path of this download's
+			}
 			if dir == "" {
 				base, _ := t["basename"].(string)
 				if base == "" || base != filepath.Base(base) || base == ".." || base == "." {

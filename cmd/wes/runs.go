@@ -85,7 +85,7 @@ var runsUsage = `Usage: wes runs <command> [flags] [arguments]   (talks to $WES_
                            [--tag k=v]… [--attach FILE]… [--wait] [--json]
   list [--state S] [--tag k:v]… [--all] [--page-size N] [--page-token T] [--json]
   get ID [--json]            status ID [--json]          cancel ID
-  logs ID [--stderr] [-f]    outputs ID [--dir DIR] [--json]
+  logs ID [--stderr] [-f]    outputs ID [--dir DIR [--overwrite]] [--json]
   watch ID / wait ID         follow a run; exit with its exit code
 `
 
@@ -135,7 +135,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 			if *asJSON {
 				return printJSON(env.stdout, st)
 			}
-			fmt.Fprintln(env.stdout, st.State)
+			fmt.Fprintln(env.stdout, client.Printable(st.State))
 			return nil
 		default:
 			if err := c.Cancel(ctx, id); err != nil {
@@ -168,6 +168,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 		return followLog(ctx, c, id, u, env.stdout)
 	case "outputs":
 		dir := fs.String("dir", "", "download the files into this directory")
+		overwrite := fs.Bool("overwrite", false, "with --dir: replace files that exist already")
 		id, err := runID()
 		if err != nil {
 			return err
@@ -177,7 +178,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 		if *dir != "" {
-			if err := download(ctx, c, files, *dir); err != nil {
+			if err := download(ctx, c, files, *dir, *overwrite); err != nil {
 				return err
 			}
 		}
@@ -189,7 +190,7 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 			if f.Size != nil {
 				size = fmt.Sprint(*f.Size)
 			}
-			fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", f.Path, size, f.URL)
+			fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", client.Printable(f.Path), size, client.Printable(f.URL))
 		}
 		return nil
 	case "watch", "wait":
@@ -203,8 +204,12 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 	return fmt.Errorf("unknown command wes runs %s", sub)
 }
 
-// download writes each output file below dir, refusing paths that leave it.
-func download(ctx context.Context, c *client.Client, files []client.OutputFile, dir string) error {
+// download writes each output file below dir, refusing paths that leave it
+// and, unless overwrite, files that exist already: output names come from
+// the workflow, and an existing file (a repository's .git/config, a
+// shell's .bashrc) is not the workflow's to replace. An overwritten file is
+// removed first, so that it does not keep the old file's mode.
+func download(ctx context.Context, c *client.Client, files []client.OutputFile, dir string, overwrite bool) error {
 	root, err := openRoot(dir)
 	if err != nil {
 		return err
@@ -217,7 +222,15 @@ func download(ctx context.Context, c *client.Client, files []client.OutputFile, 
 				return fmt.Errorf("output %q: %w (a path that leaves %s is refused)", f.Path, err, dir)
 			}
 		}
-		out, err := root.Create(rel)
+		if overwrite {
+			if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("output %q: %w", f.Path, err)
+			}
+		}
+		out, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("output %q: %s exists already, and outputs do not replace files unless asked to (download into an empty directory, or pass --overwrite)", f.Path, filepath.Join(dir, rel))
+		}
 		if err != nil {
 			return fmt.Errorf("output %q: %w (a path that leaves %s is refused)", f.Path, err, dir)
 		}
@@ -256,7 +269,7 @@ func watch(ctx context.Context, env *environment, c *client.Client, id string, a
 				}
 			}
 		}
-		fmt.Fprintf(env.stdout, "%s  %-14s %8s  tasks %d/%d\n", id, state, time.Since(start).Round(time.Second), done, total)
+		fmt.Fprintf(env.stdout, "%s  %-14s %8s  tasks %d/%d\n", id, client.Printable(state), time.Since(start).Round(time.Second), done, total)
 	})
 	if err != nil {
 		return err
@@ -338,7 +351,8 @@ func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.
 		}
 		_ = g.Wait()
 		for i, r := range page.Runs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.State, types[i], r.StartTime, duration(r.StartTime, r.EndTime), formatTags(r.Tags))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", client.Printable(r.RunID), client.Printable(r.State), client.Printable(types[i]),
+				client.Printable(r.StartTime), duration(r.StartTime, r.EndTime), client.Printable(formatTags(r.Tags)))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -490,9 +504,13 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 	}
 	sub.WorkflowURL = filepath.ToSlash(wfName)
 	sub.Attachments = map[string][]byte{}
+	scope, err := referenceScope(absWorkflow, extra)
+	if err != nil {
+		return sub, err
+	}
 	// attach adds file p under its path relative to root, and returns
-	// that name.
-	attach := func(p string) (string, error) {
+	// that name; check, if not nil, vets each file (and what it links to).
+	attach := func(p string, check func(string) error) (string, error) {
 		abs, err := filepath.Abs(p)
 		if err != nil {
 			return "", err
@@ -505,10 +523,14 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 			return "", err
 		}
 		name := filepath.ToSlash(rel)
-		return name, attachAs(sub.Attachments, abs, name)
+		return name, attachAs(sub.Attachments, abs, name, check)
 	}
-	add := func(p string) error { _, err := attach(p); return err }
-	if err := addWithReferences(workflow, add, map[string]bool{}); err != nil {
+	add := func(p string) error { _, err := attach(p, nil); return err }
+	// What the workflow's documents name is confined to scope: they may
+	// be someone else's, and a reference must not send this machine's
+	// files (../../.ssh/id_rsa, or a link to it) to the server.
+	addReference := func(p string) error { _, err := attach(p, scope); return err }
+	if err := addWithReferences(workflow, addReference, map[string]bool{}); err != nil {
 		return sub, err
 	}
 	if len(params) == 1 {
@@ -533,7 +555,7 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 				if s == "" || strings.Contains(s, "://") || filepath.IsAbs(s) || !fileExists(filepath.Join(dir, filepath.FromSlash(s))) {
 					return "", false, nil
 				}
-				name, err := attach(filepath.Join(dir, filepath.FromSlash(s)))
+				name, err := attach(filepath.Join(dir, filepath.FromSlash(s)), nil)
 				return name, err == nil, err
 			}); err != nil {
 				return sub, fmt.Errorf("%s: %w", params[0], err)
@@ -542,7 +564,7 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 		}
 		relative, local := fileLocations(obj)
 		for _, loc := range relative {
-			name, err := attach(filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc)))
+			name, err := attach(filepath.Join(filepath.Dir(params[0]), filepath.FromSlash(loc)), nil)
 			if err != nil {
 				return sub, err
 			}
@@ -556,7 +578,7 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 				p = u.Path
 			}
 			name := fmt.Sprintf("%s%d/%s", localPrefix, i+1, filepath.Base(p))
-			if err := attachAs(sub.Attachments, p, name); err != nil {
+			if err := attachAs(sub.Attachments, p, name, nil); err != nil {
 				return sub, err
 			}
 			names[loc] = name
@@ -829,13 +851,18 @@ const localPrefix = "wes-local/"
 // attachAs adds the file or directory p to attachments under name (a
 // directory's files under name/…, a link to a file as the file it names:
 // data often is a link to a shared copy).
-func attachAs(attachments map[string][]byte, p, name string) error {
+func attachAs(attachments map[string][]byte, p, name string, check func(string) error) error {
 	return filepath.WalkDir(p, func(f string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		if fi, err := os.Stat(f); err != nil || !fi.Mode().IsRegular() {
 			return nil
+		}
+		if check != nil {
+			if err := check(f); err != nil {
+				return err
+			}
 		}
 		rel, err := filepath.Rel(p, f)
 		if err != nil {
@@ -845,6 +872,51 @@ func attachAs(attachments map[string][]byte, p, name string) error {
 		attachments[path.Join(name, filepath.ToSlash(rel))] = data
 		return err
 	})
+}
+
+// referenceScope returns the check of a file a workflow's documents name:
+// it, and what it links to, must lie in the workflow's directory, the
+// current one, or what --attach names (extra).
+func referenceScope(absWorkflow string, extra []string) (func(string) error, error) {
+	dirs := []string{filepath.Dir(absWorkflow)}
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	dirs = append(dirs, wd)
+	for _, e := range extra {
+		abs, err := filepath.Abs(e)
+		if err != nil {
+			return nil, err
+		}
+		dirs = append(dirs, abs)
+	}
+	for _, d := range dirs[:len(dirs):len(dirs)] {
+		if r, err := filepath.EvalSymlinks(d); err == nil && r != d {
+			dirs = append(dirs, r) // the same places reached through links
+		}
+	}
+	inScope := func(p string) bool {
+		return slices.ContainsFunc(dirs, func(d string) bool { return within(d, p) })
+	}
+	return func(p string) error {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		target := abs
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			target = r
+		}
+		if inScope(abs) && inScope(target) {
+			return nil
+		}
+		what := abs
+		if target != abs {
+			what = fmt.Sprintf("%s (a link to %s)", abs, target)
+		}
+		return fmt.Errorf("the workflow refers to %s, outside its directory and the current one: what a workflow names is attached only from there (pass --attach %s to send it anyway)", what, p)
+	}, nil
 }
 
 // fileLocations lists the location/path values of File and Directory

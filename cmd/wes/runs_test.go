@@ -570,6 +570,8 @@ func TestPlaceDirectories(t *testing.T) {
 				{"class": "File", "basename": "b.txt", "path": "`+outdir+`/outd/sub/b.txt"}]}]},
 		"empty": {"class": "Directory", "basename": "nothing", "listing": []},
 		"hostile": {"class": "Directory", "basename": "../up", "listing": []},
+		"elsewhere": {"class": "Directory", "basename": "e", "listing": [
+			{"class": "File", "basename": "x", "path": "`+outdir+`-not/made/x"}]},
 		"f": {"class": "File", "path": "`+outdir+`/f.txt"}}`), &outputs))
 	require.NoError(t, placeDirectories(outputs, outdir))
 	o := outputs.(map[string]any)
@@ -581,6 +583,44 @@ func TestPlaceDirectories(t *testing.T) {
 	require.Equal(t, filepath.Join(outdir, "nothing"), o["empty"].(map[string]any)["path"])
 	require.DirExists(t, filepath.Join(outdir, "nothing"), "an empty output directory is created")
 	require.NotContains(t, o["hostile"], "path", "a basename that leaves --outdir is not placed")
+	require.NotContains(t, o["elsewhere"], "path", "a listing outside --outdir is not placed")
+	require.NoDirExists(t, outdir+"-not", "nothing is created outside --outdir")
+}
+
+// Downloaded outputs do not replace existing files (a workflow names its
+// outputs: .git/hooks/pre-commit, .bashrc) unless asked to, and a replaced
+// file does not keep the old one's mode.
+func TestDownloadDoesNotOverwrite(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "from the workflow\n")
+	}))
+	t.Cleanup(srv.Close)
+	c := client.New(srv.URL, "")
+	dir := t.TempDir()
+	hook := filepath.Join(dir, ".git", "hooks", "pre-commit")
+	require.NoError(t, os.MkdirAll(filepath.Dir(hook), 0o755))
+	require.NoError(t, os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755))
+	files := []client.OutputFile{
+		{Path: "new.txt", URL: srv.URL + "/o/new.txt"},
+		{Path: ".git/hooks/pre-commit", URL: srv.URL + "/o/hook"},
+	}
+
+	err := download(context.Background(), c, files, dir, false)
+	require.ErrorContains(t, err, "exists already")
+	require.ErrorContains(t, err, "--overwrite")
+	data, err := os.ReadFile(hook)
+	require.NoError(t, err)
+	require.Equal(t, "#!/bin/sh\n", string(data), "the existing file is untouched")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "new.txt")))
+	require.NoError(t, download(context.Background(), c, files, dir, true))
+	data, err = os.ReadFile(hook)
+	require.NoError(t, err)
+	require.Equal(t, "from the workflow\n", string(data))
+	fi, err := os.Stat(hook)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), fi.Mode().Perm(), "a replaced file is a new file, not executable")
 }
 
 // Files beside or above the workflow's directory (a job file and its data
@@ -600,7 +640,12 @@ func TestBuildSubmissionBeyondTheWorkflowsDirectory(t *testing.T) {
 	require.ElementsMatch(t, []string{"wf/main.cwl", "wf/tools/echo.cwl", "wf/sub/inner.cwl", "wf/tools/wc.cwl", "outside.txt"}, names(sub))
 	require.JSONEq(t, `{"reads":{"class":"File","location":"outside.txt"}}`, string(sub.Params))
 
-	sub, err = buildSubmission(in("wf/escape.cwl"), nil, "", "", nil)
+	// What a workflow names outside its directory (and the current one)
+	// goes only when --attach names it.
+	_, err = buildSubmission(in("wf/escape.cwl"), nil, "", "", nil)
+	require.ErrorContains(t, err, "outside its directory and the current one")
+	require.ErrorContains(t, err, "--attach "+in("outside.cwl"))
+	sub, err = buildSubmission(in("wf/escape.cwl"), nil, "", "", []string{in("outside.cwl")})
 	require.NoError(t, err)
 	require.Equal(t, "wf/escape.cwl", sub.WorkflowURL)
 	require.ElementsMatch(t, []string{"wf/escape.cwl", "outside.cwl"}, names(sub))
@@ -609,6 +654,35 @@ func TestBuildSubmissionBeyondTheWorkflowsDirectory(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "wf/main.cwl", sub.WorkflowURL)
 	require.Contains(t, sub.Attachments, "outside.txt")
+}
+
+// A workflow's reference that leads out of its directory, by ../ or by a
+// link (a cloned repository can hold one to ~/.ssh/id_rsa), is refused;
+// the job's own inputs are the user's and go wherever they are.
+func TestWorkflowReferencesStayInItsDirectory(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "id_rsa")
+	require.NoError(t, os.WriteFile(secret, []byte("PRIVATE KEY\n"), 0o600))
+	writeFiles(t, root, map[string]string{
+		"wf/up.cwl":   "cwlVersion: v1.2\nclass: CommandLineTool\ninputs:\n  k:\n    type: File\n    default: {class: File, location: ../../../../../../../../" + strings.TrimPrefix(secret, "/") + "}\n",
+		"wf/link.cwl": "cwlVersion: v1.2\nclass: CommandLineTool\ninputs:\n  k:\n    type: File\n    default: {class: File, location: data/key}\n",
+		"wf/ok.cwl":   "cwlVersion: v1.2\nclass: CommandLineTool\ninputs:\n  k: File\n",
+		"wf/job.yml":  "k: {class: File, location: " + secret + "}\n",
+	})
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "wf", "data"), 0o755))
+	require.NoError(t, os.Symlink(secret, filepath.Join(root, "wf", "data", "key")))
+
+	for _, wf := range []string{"wf/up.cwl", "wf/link.cwl"} {
+		sub, err := buildSubmission(filepath.Join(root, wf), nil, "", "", nil)
+		require.ErrorContains(t, err, "outside its directory and the current one", wf)
+		for _, data := range sub.Attachments {
+			require.NotContains(t, string(data), "PRIVATE KEY", wf)
+		}
+	}
+	sub, err := buildSubmission(filepath.Join(root, "wf/ok.cwl"), []string{filepath.Join(root, "wf/job.yml")}, "", "", nil)
+	require.NoError(t, err, "a job's inputs are the user's to send")
+	require.Contains(t, sub.Attachments, localPrefix+"1/id_rsa")
 }
 
 // The standard Snakemake layout: workflow/Snakefile includes rules whose
