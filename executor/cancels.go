@@ -22,10 +22,26 @@ type cancelWatch struct {
 	// subs holds, by run id, the callbacks of the attempts that hold the
 	// run here (two, for a moment, when it was delivered again).
 	subs map[string]map[*func()]bool
+	// unread holds the subscribed runs whose flag could not be read (it
+	// may have been set before the watch could see it): it is read again
+	// every unreadInterval until a read succeeds.
+	unread map[string]bool
 }
 
+// unreadInterval is how often a flag that could not be read is read again.
+const unreadInterval = time.Second
+
 func newCancelWatch(kv jetstream.KeyValue, log *slog.Logger) *cancelWatch {
-	return &cancelWatch{kv: kv, log: log, subs: map[string]map[*func()]bool{}}
+	return &cancelWatch{kv: kv, log: log, subs: map[string]map[*func()]bool{}, unread: map[string]bool{}}
+}
+
+// unsure tells the watch that the flag of runID, subscribed, could not be
+// read: a flag set before the subscription is in no update, so the watch
+// reads it until it can.
+func (w *cancelWatch) unsure(runID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.unread[runID] = true
 }
 
 // subscribe calls fn when the cancel flag of runID is set, until
@@ -45,6 +61,7 @@ func (w *cancelWatch) subscribe(runID string, fn func()) (unsubscribe func()) {
 		delete(w.subs[runID], key)
 		if len(w.subs[runID]) == 0 {
 			delete(w.subs, runID)
+			delete(w.unread, runID)
 		}
 	}
 }
@@ -90,10 +107,14 @@ func (w *cancelWatch) Run(ctx context.Context) {
 }
 
 func (w *cancelWatch) consume(ctx context.Context, kw jetstream.KeyWatcher) error {
+	tick := time.NewTicker(unreadInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			w.read(ctx, w.unreadIDs())
 		case entry, ok := <-kw.Updates():
 			switch {
 			case !ok:
@@ -113,15 +134,41 @@ func (w *cancelWatch) recheck(ctx context.Context) {
 		ids = append(ids, id)
 	}
 	w.mu.Unlock()
+	w.read(ctx, ids)
+}
+
+// unreadIDs returns the runs whose flag could not be read.
+func (w *cancelWatch) unreadIDs() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ids := make([]string, 0, len(w.unread))
+	for id := range w.unread {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// read reads the flags of ids and reports those set; a flag that cannot
+// be read is read again later (unread).
+func (w *cancelWatch) read(ctx context.Context, ids []string) {
 	for _, id := range ids {
 		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := w.kv.Get(gctx, id)
 		cancel()
-		switch {
-		case err == nil:
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			w.log.Warn("cannot read a cancel flag; reading it again", "run_id", id, "err", err, "retry_in", unreadInterval)
+			w.mu.Lock()
+			if w.subs[id] != nil {
+				w.unread[id] = true
+			}
+			w.mu.Unlock()
+			continue
+		}
+		w.mu.Lock()
+		delete(w.unread, id)
+		w.mu.Unlock()
+		if err == nil {
 			w.notify(id)
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			w.log.Warn("cannot read a cancel flag after the watch came back", "run_id", id, "err", err)
 		}
 	}
 }

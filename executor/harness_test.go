@@ -124,7 +124,12 @@ func (f *fixture) start(t *testing.T, cfg Config, p providers.Provider) *Executo
 // submit queues a run for the test engine and returns its id.
 func (f *fixture) submit(t *testing.T) string {
 	t.Helper()
-	runID := randomHex(t, 8)
+	return f.submitID(t, randomHex(t, 8))
+}
+
+// submitID queues run runID for the test engine.
+func (f *fixture) submitID(t *testing.T, runID string) string {
+	t.Helper()
 	subject, msgID, data, err := f.pub.EncodeSubmitted(events.RunSubmitted{
 		RunID: runID, Engine: testEngine, SubmittedAt: time.Now().UTC(),
 		Request: models.RunRequest{WorkflowURL: "https://example.org/workflow.cwl", WorkflowType: "CWL", WorkflowTypeVersion: "v1.2"},

@@ -156,7 +156,8 @@ func (a *attempt) run() {
 
 // cancelRequested reports whether the run's cancel flag is set. It tries a
 // few times; if the flag cannot be read the run goes on, and the cancel
-// watch, which retries for as long as the attempt lasts, catches the flag.
+// watch (which the attempt subscribed to before) reads the flag again
+// until it can, and stops the run if it was set.
 func (a *attempt) cancelRequested(ctx context.Context) bool {
 	delay := 200 * time.Millisecond
 	for try := 1; ; try++ {
@@ -169,7 +170,8 @@ func (a *attempt) cancelRequested(ctx context.Context) bool {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			return false
 		case try == 3 || ctx.Err() != nil:
-			a.log.Warn("cannot read the cancel flag; starting the run, the cancel watch will stop it if need be", "err", err)
+			a.log.Warn("cannot read the cancel flag; starting the run, the cancel watch reads it again and stops the run if need be", "err", err)
+			a.e.cancels.unsure(a.sub.RunID)
 			return false
 		}
 		a.log.Warn("cannot read the cancel flag, retrying", "err", err, "retry_in", delay)
