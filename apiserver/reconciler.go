@@ -26,6 +26,7 @@ type registry interface {
 type HeldRunsStore interface {
 	HeldRuns(ctx context.Context, after int64, limit int) ([]models.Run, error)
 	StaleRuns(ctx context.Context, before time.Time, after int64, limit int) ([]models.Run, error)
+	GetRun(ctx context.Context, id string) (*models.Run, error)
 	Checkpoint(ctx context.Context, name string) (uint64, error)
 }
 
@@ -373,12 +374,22 @@ func (q *requeuePass) check(ctx context.Context, r models.Run) error {
 	if behind, err := q.projectionBehind(ctx, r); err != nil || behind {
 		return err // if behind, the run may have moved on (even ended): not now
 	}
+	// The page was read before the lookups: the run may have been
+	// delivered, run, settled and projected since (its message gone for
+	// that reason). The row as it is now decides.
+	now, err := rc.store.GetRun(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	if now.State != r.State || now.LastEventSeq != r.LastEventSeq {
+		return nil
+	}
 	// Only the lease holder queues runs again: a pass can outlast the
 	// lease, which another replica may then have taken.
 	if !rc.lease.Hold(ctx) {
 		return errLeaseLost
 	}
-	return rc.requeue(ctx, q.runs, r, stale)
+	return rc.requeue(ctx, q.runs, *now, stale)
 }
 
 // errLeaseLost ends a pass of a reconciler that lost its lease.

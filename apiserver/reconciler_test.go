@@ -335,3 +335,62 @@ func streamEvents(t *testing.T, bus *events.Bus) []events.RunEvent {
 	}
 	return evs
 }
+
+// afterStaleRuns runs hook once StaleRuns has answered: what happens to a run
+// between the page read and its check (a backlog run picked up, run to the end,
+// its events projected; the projector lags by milliseconds).
+type afterStaleRuns struct {
+	*models.Store
+	hook func()
+}
+
+func (s afterStaleRuns) StaleRuns(ctx context.Context, before time.Time, after int64, limit int) ([]models.Run, error) {
+	runs, err := s.Store.StaleRuns(ctx, before, after, limit)
+	if s.hook != nil {
+		s.hook()
+	}
+	return runs, err
+}
+
+// A run that a backlog's page names, but that was delivered, completed and
+// projected before its check looked for its message, is not queued again:
+// the row as it is now decides.
+func TestRequeueSkipsARunThatEndedAfterThePageWasRead(t *testing.T) {
+	ctx := context.Background()
+	bus, _ := reconcilerBus(t)
+	store := modelstest.NewStore(t, filepath.Join(t.TempDir(), "wes.db"))
+	pub := events.NewPublisher(bus.JS, bus.Names)
+	require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: "run-done", State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC(),
+		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "https://example.com/wf.cwl"}}}, nil))
+	time.Sleep(20 * time.Millisecond)
+
+	hook := func() {
+		// An executor takes the run, completes it and acks its message (so
+		// WES_RUNS no longer holds it); the projector applies the events.
+		for _, st := range []models.State{models.Initializing, models.Running, models.Complete} {
+			require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "run-done", Attempt: 1, State: st, Source: "exec"}))
+		}
+		s, err := bus.JS.Stream(ctx, bus.Names.EventsStream())
+		require.NoError(t, err)
+		last := s.CachedInfo().State.LastSeq
+		_, err = store.ProjectRuns(ctx, models.Checkpoint{Name: bus.Names.EventsStream(), From: 0, To: last},
+			[]models.RunUpdate{{ID: "run-done", Fn: func(r *models.Run) ([]models.TaskLog, error) {
+				r.State, r.Attempt, r.Executor, r.LastEventSeq = models.Complete, 1, "exec", last
+				return nil, nil
+			}}}, nil)
+		require.NoError(t, err)
+	}
+	reg := prometheus.NewRegistry()
+	rc := NewReconciler(afterStaleRuns{store, hook}, NewCatalog(time.Minute), bus,
+		ReconcilerConfig{Holder: "test", Interval: time.Second, RequeueAfter: 10 * time.Millisecond}, reg, slog.New(slog.DiscardHandler))
+	require.NoError(t, rc.requeueLost(ctx))
+
+	run, err := store.GetRun(ctx, "run-done")
+	require.NoError(t, err)
+	require.Equal(t, models.Complete, run.State)
+	stream, err := bus.JS.Stream(ctx, bus.Names.RunsStream())
+	require.NoError(t, err)
+	_, err = stream.GetLastMsgForSubject(ctx, bus.Names.SubmitSubject("mock", "run-done"))
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "a COMPLETE run was queued again")
+	require.Zero(t, repairsCounted(t, reg))
+}
