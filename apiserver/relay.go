@@ -15,6 +15,7 @@ import (
 type OutboxStore interface {
 	PendingOutbox(ctx context.Context, limit int, before time.Time) ([]models.OutboxMessage, error)
 	DeleteOutbox(ctx context.Context, seqs ...int64) error
+	DropDelivered(ctx context.Context) (int64, error)
 }
 
 // Publisher publishes outbox messages, each with its message id, and
@@ -142,6 +143,14 @@ func (r *Relay) Run(ctx context.Context) error {
 // none is left or a batch had failures (NATS is likely down; the next
 // sweep tries again).
 func (r *Relay) sweep(ctx context.Context, cutoff time.Time) {
+	// Rows whose runs have moved on were published, and must not be again:
+	// past the stream's duplicate window that would run them again.
+	if n, err := r.store.DropDelivered(ctx); err != nil {
+		r.log.Warn("cannot drop the outbox rows of delivered runs", "err", err)
+		return
+	} else if n > 0 {
+		r.log.Info("dropped the outbox rows of runs delivered already", "rows", n)
+	}
 	for ctx.Err() == nil {
 		msgs, err := r.store.PendingOutbox(ctx, relayBatch, cutoff)
 		if err != nil {

@@ -243,3 +243,44 @@ func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n)
 }
+
+// A submission's row left behind after its run was delivered (the API died
+// inside the delete's linger, or the delete failed) is dropped, not
+// published again: past the stream's duplicate window that would be a
+// first delivery of a run that has run already. A row whose run still
+// waits is published.
+func TestRelayDropsTheRowsOfDeliveredRuns(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newRelayEnv(t, "RELAYDROP")
+	e.insert("waiting", []byte(`{}`))
+	for _, id := range []string{"ended", "retrying"} {
+		e.insert(id, []byte(`{}`))
+	}
+	_, err := e.store.ProjectRuns(ctx, models.Checkpoint{Name: "test", From: 0, To: 1}, []models.RunUpdate{
+		{ID: "ended", Fn: func(r *models.Run) ([]models.TaskLog, error) {
+			r.State, r.Attempt = models.Complete, 1
+			return nil, nil
+		}},
+		{ID: "retrying", Fn: func(r *models.Run) ([]models.TaskLog, error) {
+			r.Attempt = 1 // handed back: QUEUED again, its message redelivered
+			return nil, nil
+		}},
+	}, nil)
+	require.NoError(t, err)
+
+	relay := NewRelay(e.store, e.pub, time.Hour, nil)
+	go func() { _ = relay.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		n, err := e.store.OutboxBacklog(ctx)
+		return err == nil && n == 0
+	}, 10*time.Second, 20*time.Millisecond)
+	stream, err := e.js.Stream(ctx, e.names.RunsStream())
+	require.NoError(t, err)
+	_, err = stream.GetLastMsgForSubject(ctx, e.names.SubmitSubject("mock", "waiting"))
+	require.NoError(t, err, "the waiting run is queued")
+	for _, id := range []string{"ended", "retrying"} {
+		_, err = stream.GetLastMsgForSubject(ctx, e.names.SubmitSubject("mock", id))
+		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "run %s was delivered already", id)
+	}
+}

@@ -747,6 +747,23 @@ func (s *Store) PendingOutbox(ctx context.Context, limit int, before time.Time) 
 	return msgs, nil
 }
 
+// DropDelivered deletes the outbox rows of submissions whose run has moved
+// on (a state other than QUEUED, or an attempt): their message was
+// published and delivered, and its row was left behind (the process died,
+// or its delete failed, after JetStream acknowledged it). Publishing such a
+// row again after the stream's duplicate window would be a new message, a
+// first delivery of a run that has run already. It returns how many rows
+// it deleted.
+func (s *Store) DropDelivered(ctx context.Context) (int64, error) {
+	res := s.db.WithContext(ctx).
+		Where("EXISTS (SELECT 1 FROM runs WHERE runs.id = outbox.msg_id AND (runs.state <> ? OR runs.attempt > 0))", Queued).
+		Delete(&OutboxMessage{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("drop delivered outbox messages: %w", classify(res.Error))
+	}
+	return res.RowsAffected, nil
+}
+
 // DeleteOutbox removes published outbox messages.
 func (s *Store) DeleteOutbox(ctx context.Context, seqs ...int64) error {
 	if len(seqs) == 0 {
