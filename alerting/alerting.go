@@ -190,6 +190,10 @@ func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	key := meta.Sequence.Stream
+	if a.dropped(ctx, ev, key, log) {
+		_ = msg.Ack()
+		return
+	}
 	failed := a.deliverAll(ctx, key, sinks, msg.InProgress)
 	if failed != nil {
 		if meta.NumDelivered >= maxDeliver {
@@ -206,6 +210,27 @@ func (a *Alerter) handle(ctx context.Context, msg jetstream.Msg) {
 	a.forget(key)
 	log.Info("alert sent", "sinks", len(sinks))
 	_ = msg.Ack()
+}
+
+// dropped reports whether the projector drops ev, stored at stream
+// sequence seq: an outcome of an attempt that another took over (an
+// executor that lost its lease reports after its successor began), or a
+// state after the run ended. Such an event raises no alert and reaches no
+// callback: the run goes on, or ended otherwise. If the run's events
+// cannot be read, ev is taken as it comes: a needless alert rather than a
+// missing one.
+func (a *Alerter) dropped(ctx context.Context, ev events.RunEvent, seq uint64, log *slog.Logger) bool {
+	prior, err := events.History(ctx, a.bus, ev.RunID, seq)
+	if err != nil {
+		log.Warn("cannot read the run's events to tell whether this one counts; alerting on it", "err", err)
+		return false
+	}
+	state, attempt := events.Replay(prior)
+	if _, ok := events.Applies(state, attempt, ev); !ok {
+		log.Info("no alert: the projector drops this event", "attempt", ev.Attempt, "run_state", state, "run_attempt", attempt)
+		return true
+	}
+	return false
 }
 
 // deliverAll posts to each sink the event at stream sequence key has not

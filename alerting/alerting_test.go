@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/events/eventstest"
 	"github.com/wes-dev/wes/models"
 )
 
@@ -343,4 +344,57 @@ func TestDeliverAllRetriesOnlyTheSinksThatFailed(t *testing.T) {
 	a.forget(7)
 	a.forget(8)
 	require.Empty(t, a.reached)
+}
+
+// An outcome the projector drops raises no alert: an attempt's failure
+// reported after another attempt took the run over (its executor lost its
+// lease), or a state after the run ended. The attempt that took over
+// alerts when it fails.
+func TestNoAlertForAnEventTheProjectorDrops(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []Alert
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a Alert
+		require.NoError(t, json.NewDecoder(r.Body).Decode(&a))
+		mu.Lock()
+		got = append(got, a)
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	bus, _ := eventstest.Bus(t, "ALERTS", events.Config{})
+	a := New(Config{WebhookURL: srv.URL}, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	time.Sleep(200 * time.Millisecond) // the consumer delivers only new events
+
+	pub := events.NewPublisher(bus.JS, bus.Names)
+	publish := func(run string, attempt int, st models.State) {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: run, Attempt: attempt, State: st, Source: "executor"}))
+	}
+	publish("taken-over", 1, models.Initializing)
+	publish("taken-over", 2, models.Initializing)
+	publish("taken-over", 1, models.ExecutorError) // the first attempt, late: dropped
+	publish("ended", 1, models.Initializing)
+	publish("ended", 1, models.Running)
+	publish("ended", 1, models.Complete)
+	publish("ended", 1, models.SystemError) // after the end: dropped
+	publish("failed", 1, models.Initializing)
+	publish("failed", 1, models.ExecutorError)
+	publish("taken-over", 2, models.SystemError)
+
+	alerted := func() map[string]string {
+		mu.Lock()
+		defer mu.Unlock()
+		m := map[string]string{}
+		for _, a := range got {
+			m[a.RunID] += a.State
+		}
+		return m
+	}
+	require.Eventually(t, func() bool { return len(alerted()) == 2 }, 20*time.Second, 50*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // and nothing more comes
+	require.Equal(t, map[string]string{"failed": "EXECUTOR_ERROR", "taken-over": "SYSTEM_ERROR"}, alerted())
 }

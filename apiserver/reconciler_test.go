@@ -15,6 +15,7 @@ import (
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/events/eventstest"
 	"github.com/wes-dev/wes/models/modelstest"
 )
 
@@ -22,19 +23,7 @@ import (
 // of a namespace of its own.
 func reconcilerBus(t *testing.T) (*events.Bus, *nats.Conn) {
 	t.Helper()
-	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames("RECON")
-	require.NoError(t, err)
-	bus, err := events.Provision(context.Background(), js, names, events.Config{ExecutorTTL: time.Minute})
-	require.NoError(t, err)
-	return bus, nc
+	return eventstest.Bus(t, "RECON", events.Config{ExecutorTTL: time.Minute})
 }
 
 // A catalog that has not heard from an executor for a TTL (this process

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/events/eventstest"
 	"github.com/wes-dev/wes/models/modelstest"
 )
 
@@ -30,18 +31,8 @@ type relayEnv struct {
 func newRelayEnv(t *testing.T, ns string) *relayEnv {
 	t.Helper()
 	ctx := t.Context()
-	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames(ns)
-	require.NoError(t, err)
-	_, err = events.Provision(ctx, js, names, events.Config{})
-	require.NoError(t, err)
+	bus, nc := eventstest.Bus(t, ns, events.Config{})
+	js, names := bus.JS, bus.Names
 	e := &relayEnv{nc: nc, js: js, names: names, store: modelstest.NewStore(t, modelstest.PostgresURL(t)), pub: events.NewPublisher(js, names)}
 	e.insert = func(id string, payload []byte) models.OutboxMessage {
 		run, _ := testRun(id, "https://example.com/wf.cwl")

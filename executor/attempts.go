@@ -2,12 +2,7 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
@@ -60,29 +55,6 @@ func overLimit(n, tries, handBacks int, known bool, maxAttempts, maxHandBacks in
 	return ""
 }
 
-// replay returns the state and attempt the projector makes of a run's
-// events, taken in stream order from a run QUEUED at attempt 0: the same
-// transition table decides (see projector.Apply), so an event of an attempt
-// that a later one superseded, or a state after a final one, changes
-// nothing.
-func replay(history []events.RunEvent) (state models.State, attempt int) {
-	state = models.Queued
-	for _, ev := range history {
-		if ev.State == "" {
-			continue
-		}
-		n := ev.Attempt
-		if n == 0 { // API events concern whatever attempt is current
-			n = attempt
-		}
-		if models.ValidateAttemptTransition(state, attempt, ev.State, n) != nil {
-			continue
-		}
-		state, attempt = ev.State, max(attempt, n)
-	}
-	return state, attempt
-}
-
 // handBacks counts the deliveries before delivery n that an executor
 // handed back: those it reported PREEMPTED.
 func handBacks(history []events.RunEvent, n int) int {
@@ -130,46 +102,5 @@ func lastAttempt(history []events.RunEvent, n int, mine events.RunEvent) (last i
 // (NATS electing a leader, say): the run waits meanwhile, and its callers
 // can do without.
 func (e *Executor) history(ctx context.Context, runID string) ([]events.RunEvent, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	stream := e.bus.Names.EventsStream()
-	cons, err := e.bus.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		FilterSubject:     e.bus.Names.EventSubject(runID),
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		AckPolicy:         jetstream.AckNonePolicy,
-		InactiveThreshold: time.Minute,
-		MemoryStorage:     true,
-		Replicas:          1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read the run's events: %w", err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = e.bus.JS.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
-	}()
-	pending := cons.CachedInfo().NumPending
-	var evs []events.RunEvent
-	for read := uint64(0); read < pending; {
-		batch, err := cons.Fetch(int(min(pending-read, 256)), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read the run's events: %w", err)
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			if ev, err := events.DecodeRunEvent(msg.Data()); err == nil {
-				evs = append(evs, ev)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("read the run's events: %w", err)
-		}
-		if got == 0 { // the rest expired meanwhile
-			break
-		}
-		read += uint64(got)
-	}
-	return evs, nil
+	return events.History(ctx, e.bus, runID, 0)
 }

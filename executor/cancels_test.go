@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
 	"github.com/wes-dev/wes/providers"
 )
@@ -57,7 +58,7 @@ func TestACancelFlagUnreadAtTheStartStillStopsTheRun(t *testing.T) {
 	f.submitID(t, runID)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st, _ := replay(f.runEvents(t, runID))
+		st, _ := events.Replay(f.runEvents(t, runID))
 		if st.Terminal() {
 			t.Logf("events:%s", describe(f.runEvents(t, runID)))
 			require.Equal(t, models.Canceled, st, "a run whose cancel flag was set before it started ran to the end")

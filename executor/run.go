@@ -198,7 +198,7 @@ func (a *attempt) review(ctx context.Context) (ended models.State, reason string
 		a.log.Warn("cannot count the run's attempts; counting earlier deliveries as attempts", "err", err)
 		return "", overLimit(a.n, a.n, 0, false, a.e.cfg.MaxAttempts, a.e.cfg.MaxHandBacks)
 	}
-	if st, _ := replay(history); st.Terminal() {
+	if st, _ := events.Replay(history); st.Terminal() {
 		return st, ""
 	}
 	a.tries = triesAt(history, a.n)

@@ -109,7 +109,7 @@ func (a *attempt) supersededBy(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, now := replay(history); now > a.n {
+	if _, now := events.Replay(history); now > a.n {
 		return now, nil
 	}
 	return 0, nil
@@ -128,7 +128,7 @@ func (a *attempt) endedBefore(ctx context.Context) models.State {
 		a.log.Warn("cannot read the run's events to tell whether it already ended; running it", "err", err)
 		return ""
 	}
-	if st, _ := replay(history); st.Terminal() {
+	if st, _ := events.Replay(history); st.Terminal() {
 		return st
 	}
 	return ""

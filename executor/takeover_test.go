@@ -15,43 +15,6 @@ import (
 	"github.com/wes-dev/wes/providers"
 )
 
-func TestReplayFollowsTheProjector(t *testing.T) {
-	ev := func(attempt int, st models.State) events.RunEvent {
-		return events.RunEvent{Attempt: attempt, State: st, Source: "x"}
-	}
-	for _, tc := range []struct {
-		name        string
-		history     []events.RunEvent
-		wantState   models.State
-		wantAttempt int
-	}{
-		{name: "no events", wantState: models.Queued},
-		{name: "running", history: []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running)},
-			wantState: models.Running, wantAttempt: 1},
-		{name: "a later attempt took over; the earlier one's outcome is stale",
-			history:   []events.RunEvent{ev(1, models.Initializing), ev(2, models.Initializing), ev(1, models.Complete)},
-			wantState: models.Initializing, wantAttempt: 2},
-		{name: "an outcome before the takeover ends the run",
-			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), ev(1, models.ExecutorError), ev(2, models.Initializing)},
-			wantState: models.ExecutorError, wantAttempt: 1},
-		{name: "the API's events concern the current attempt",
-			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {State: models.Canceling, Source: events.SourceAPI}, ev(1, models.Canceled)},
-			wantState: models.Canceled, wantAttempt: 1},
-		{name: "events without a state change nothing",
-			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {Attempt: 3, Source: "y"}},
-			wantState: models.Running, wantAttempt: 1},
-		{name: "reconciler preempted, the executor reported after all",
-			history:   []events.RunEvent{ev(1, models.Initializing), ev(1, models.Running), {Attempt: 1, State: models.Preempted, Source: events.SourceAPI}, ev(1, models.Complete)},
-			wantState: models.Complete, wantAttempt: 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			st, n := replay(tc.history)
-			require.Equal(t, tc.wantState, st)
-			require.Equal(t, tc.wantAttempt, n)
-		})
-	}
-}
-
 // TestATakenOverAttemptLeavesTheMessageToItsSuccessor: when no heartbeat
 // reaches JetStream within AckWait, the run goes to another executor while
 // the first attempt runs on. JetStream takes an Ack of the first delivery
@@ -152,7 +115,7 @@ func TestATakenOverAttemptLeavesTheMessageToItsSuccessor(t *testing.T) {
 			// passed, and a third attempt carries it out.
 			deadline := time.Now().Add(tc.ackWait + 30*time.Second)
 			for {
-				st, n := replay(f.runEvents(t, runID))
+				st, n := events.Replay(f.runEvents(t, runID))
 				if st == models.Complete && n == 3 {
 					break
 				}

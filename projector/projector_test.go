@@ -5,13 +5,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wes-dev/wes/events"
 	"github.com/wes-dev/wes/models"
+	"github.com/wes-dev/wes/events/eventstest"
 	"github.com/wes-dev/wes/models/modelstest"
 	"github.com/wes-dev/wes/projector"
 )
@@ -20,19 +20,8 @@ import (
 // ns on it.
 func embeddedBus(t *testing.T, ns string) (jetstream.JetStream, events.Names, *events.Bus) {
 	t.Helper()
-	srv, err := events.StartEmbedded("127.0.0.1", 0, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	names, err := events.NewNames(ns)
-	require.NoError(t, err)
-	bus, err := events.Provision(context.Background(), js, names, events.Config{})
-	require.NoError(t, err)
-	return js, names, bus
+	bus, _ := eventstest.Bus(t, ns, events.Config{})
+	return bus.JS, bus.Names, bus
 }
 
 // queuedRun stores a QUEUED run with that id.
