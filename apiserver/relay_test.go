@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wes-dev/wes/events"
-	"github.com/wes-dev/wes/models"
 	"github.com/wes-dev/wes/events/eventstest"
+	"github.com/wes-dev/wes/models"
 	"github.com/wes-dev/wes/models/modelstest"
 )
 
