@@ -184,7 +184,7 @@ func (o *objectSeeker) Read(p []byte) (int, error) {
 		o.Close()
 	}
 	if o.body == nil {
-		ctx, cancel := context.WithTimeout(o.ctx, events.ReadTimeout(uint64(o.size)))
+		ctx, cancel := context.WithTimeout(o.ctx, events.TransferTimeout(uint64(o.size)))
 		body, err := o.objects.Get(ctx, o.key)
 		if err != nil {
 			cancel()

@@ -18,12 +18,12 @@ import (
 // DefaultChunkSize is the object store's default chunk size (nats.go's).
 const DefaultChunkSize = 128 << 10
 
-// ReadTimeout bounds the read of an object of size bytes: a minute, and a
-// second more for every 256 KiB. nats.go bounds an object read whose
-// context has no deadline by its default timeout, 5 s, from the start of
-// the read: a large object, or a reader slower than the store, would be
-// cut there.
-func ReadTimeout(size uint64) time.Duration {
+// TransferTimeout bounds the read or the write of an object of size bytes:
+// a minute, and a second more for every 256 KiB. nats.go bounds an object
+// read whose context has no deadline by its default timeout, 5 s, from the
+// start of the read: a large object, or a reader slower than the store,
+// would be cut there.
+func TransferTimeout(size uint64) time.Duration {
 	return time.Minute + time.Duration(size/(256<<10))*time.Second
 }
 

@@ -51,8 +51,11 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 		}
 		defer f.Close()
 		// nats.go's Put, not events.PutObject: outputs may be large, and
-		// Put publishes their chunks without waiting for each ack.
-		if _, err := a.e.bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: events.OutputKey(a.sub.RunID, rel)}, f); err != nil {
+		// Put publishes their chunks without waiting for each ack. Each
+		// file has the time its size needs.
+		pctx, cancel := context.WithTimeout(ctx, events.TransferTimeout(uint64(info.Size())))
+		defer cancel()
+		if _, err := a.e.bus.Objects.Put(pctx, jetstream.ObjectMeta{Name: events.OutputKey(a.sub.RunID, rel)}, f); err != nil {
 			return fmt.Errorf("store output %s: %w", rel, err)
 		}
 		total += info.Size()

@@ -394,7 +394,7 @@ func (a *attempt) stageOne(ctx context.Context, root *os.Root, att models.Attach
 			return err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, events.ReadTimeout(uint64(max(att.Size, 0))))
+	ctx, cancel := context.WithTimeout(ctx, events.TransferTimeout(uint64(max(att.Size, 0))))
 	defer cancel()
 	obj, err := a.e.bus.Objects.Get(ctx, att.Key)
 	if err != nil {
@@ -436,14 +436,17 @@ type verdict struct {
 // settle reports the attempt's outcome and tells JetStream what to do with
 // the message: the one place where outcomes become ack verbs.
 func (a *attempt) settle(res providers.Result, err, cause error) {
-	// Reporting must outlive the attempt's context.
+	// Judging stores the outputs, which takes as long as they are large;
+	// reporting then has its own time, and both outlive the attempt's
+	// context (the heartbeats go on meanwhile).
+	v := a.judge(res, err, cause)
 	ctx, cancel := context.WithTimeout(context.Background(), a.e.cfg.ReportTimeout)
 	defer cancel()
-	a.finish(ctx, a.judge(ctx, res, err, cause))
+	a.finish(ctx, v)
 }
 
 // judge maps an attempt's result to its verdict.
-func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause error) verdict {
+func (a *attempt) judge(res providers.Result, err, cause error) verdict {
 	notes := res.SystemLogs
 	if errors.Is(err, providers.ErrSurvivors) {
 		a.log.Error("processes of the run could not be stopped", "err", err)
@@ -484,7 +487,7 @@ func (a *attempt) judge(ctx context.Context, res providers.Result, err, cause er
 	if code != 0 {
 		v.ev.State, v.outcome = models.ExecutorError, "executor_error"
 	} else {
-		outputs, note, err := a.storeOutputs(ctx, res.Outputs, res.OutputDir)
+		outputs, note, err := a.storeOutputs(context.Background(), res.Outputs, res.OutputDir)
 		if err != nil {
 			// The workflow succeeded but we lost its outputs: ours.
 			return a.failed(fmt.Errorf("%w: %w", providers.ErrRetryable, err))

@@ -744,3 +744,36 @@ func TestADrainingExecutorStaysListed(t *testing.T) {
 	_, err = entry()
 	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the entry stays once the executor stopped")
 }
+
+// Outputs take the time their size needs to be stored, not the report's:
+// a workflow whose outputs upload for longer than WES_EXECUTOR_REPORT_TIMEOUT
+// still completes (it used to be retried, and to end SYSTEM_ERROR).
+func TestLargeOutputsOutlastTheReportTimeout(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	const size = 64 << 20
+	p := &testProvider{run: func(_ context.Context, job providers.Job, _ providers.Reporter) (providers.Result, error) {
+		out := filepath.Join(job.Dir, "outputs")
+		if err := os.MkdirAll(out, 0o750); err != nil {
+			return providers.Result{}, err
+		}
+		if err := os.WriteFile(filepath.Join(out, "large.bin"), bytes.Repeat([]byte("z"), size), 0o640); err != nil {
+			return providers.Result{}, err
+		}
+		return providers.Result{Outputs: []byte(`{"large":{"class":"File","location":"file://` + filepath.Join(out, "large.bin") + `"}}`), OutputDir: out}, nil
+	}}
+	f.start(t, Config{AckWait: 5 * time.Second, ReportTimeout: 150 * time.Millisecond, MaxOutputBytes: 2 * size}, p)
+	runID := f.submit(t)
+	start := time.Now()
+	done := f.waitState(t, runID, models.Complete, 60*time.Second)
+	t.Logf("completed in %s", time.Since(start))
+	require.Contains(t, string(done.Outputs), events.OutputLocationScheme+"large.bin")
+	info, err := f.bus.Objects.GetInfo(f.ctx, events.OutputKey(runID, "large.bin"))
+	require.NoError(t, err)
+	require.EqualValues(t, size, info.Size)
+	var states []models.State
+	for _, ev := range f.runEvents(t, runID) {
+		states = append(states, ev.State)
+	}
+	require.Equal(t, []models.State{models.Initializing, models.Complete}, states, "one attempt, not retried")
+}
