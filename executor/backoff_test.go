@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/wes-dev/wes/events"
 )
 
 func TestBackoff(t *testing.T) {
@@ -65,6 +67,35 @@ func TestWatchBackoff(t *testing.T) {
 		t.Run(strconv.Itoa(tt.n), func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, tt.want, watchBackoff(tt.n))
+		})
+	}
+}
+
+// A run's wes.retry_failures tag, when it has one, decides whether its
+// workflow failures are retried (only "true" asks for it); without the tag
+// the operator's WES_RETRY_FAILURES does.
+func TestRetryFailures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		operator bool
+		tag      string // "" for no tag
+		want     bool
+	}{
+		{operator: false, want: false},
+		{operator: true, want: true},
+		{operator: false, tag: "true", want: true},
+		{operator: true, tag: "false", want: false},
+		{operator: true, tag: "true", want: true},
+		{operator: false, tag: "false", want: false},
+		{operator: true, tag: "yes", want: false}, // only "true" asks for retries
+	}
+	for _, tt := range tests {
+		t.Run(strconv.FormatBool(tt.operator)+"/"+tt.tag, func(t *testing.T) {
+			a := &attempt{e: &Executor{cfg: Config{RetryFailures: tt.operator}}}
+			if tt.tag != "" {
+				a.sub.Request.Tags = map[string]string{events.RetryTag: tt.tag}
+			}
+			require.Equal(t, tt.want, a.retryFailures())
 		})
 	}
 }

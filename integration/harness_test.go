@@ -480,6 +480,17 @@ func (e *env) state(id string) string {
 
 // waitState polls the status until it is one of want and returns it; it
 // records every state seen on the way.
+// finalStates are the states a run ends in.
+var finalStates = []string{"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+// waitComplete waits for run id to end, and requires it COMPLETE: a run
+// that fails fails the test at once, saying how it went.
+func (e *env) waitComplete(id string, timeout time.Duration, why string) {
+	e.t.Helper()
+	st, seen := e.waitState(id, timeout, finalStates...)
+	require.Equal(e.t, "COMPLETE", st, "%s; states seen: %v", why, seen)
+}
+
 func (e *env) waitState(id string, timeout time.Duration, want ...string) (string, []string) {
 	e.t.Helper()
 	var seen []string

@@ -65,7 +65,7 @@ func TestNATSPermissions(t *testing.T) {
 	done := e.submit(map[string]string{"duration": "0s"}, nil)
 	canceled := e.submit(map[string]string{"duration": "60s"}, nil)
 	handedBack := e.submit(map[string]string{"duration": "6s"}, nil)
-	e.waitState(done, 30*time.Second, "COMPLETE")
+	e.waitComplete(done, 30*time.Second, "a run under the permissions")
 	e.waitState(canceled, 30*time.Second, "RUNNING")
 	require.Equal(t, http.StatusOK, e.post("/runs/"+canceled+"/cancel", "", nil, nil))
 	st, _ := e.waitState(canceled, 30*time.Second, "CANCELED", "COMPLETE")

@@ -208,8 +208,7 @@ func TestCancelQueuedAndRunning(t *testing.T) {
 
 	// The freed slot takes new work; the canceled queued run never ran.
 	next := e.submit(map[string]string{"duration": "100ms"}, nil)
-	st, _ = e.waitState(next, 20*time.Second, "COMPLETE")
-	require.Equal(t, "COMPLETE", st)
+	e.waitComplete(next, 20*time.Second, "the freed slot takes new work")
 	require.Equal(t, "CANCELED", e.state(queued))
 	var noLog errorResponse
 	require.Equal(t, http.StatusNotFound, e.getJSON("/runs/"+queued+"/logs/stdout", &noLog))
@@ -293,8 +292,7 @@ func TestDevKeepsRunsAcrossRestart(t *testing.T) {
 	e.waitReady(dev)
 	e.waitEngine("mock")
 	id := e.submit(map[string]string{"duration": "100ms"}, map[string]string{"keep": "me"})
-	st, _ := e.waitState(id, 20*time.Second, "COMPLETE")
-	require.Equal(t, "COMPLETE", st)
+	e.waitComplete(id, 20*time.Second, "wes dev runs a run")
 	require.NoError(t, dev.stop(t))
 
 	dev = e.start("dev-again", nil, "dev")
@@ -540,8 +538,7 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 	require.NoError(t, err)
 
 	id := e.submit(map[string]string{"duration": "10ms"}, nil)
-	st, _ := e.waitState(id, 20*time.Second, "COMPLETE")
-	require.Equal(t, "COMPLETE", st, "the runs behind poison events are not blocked")
+	e.waitComplete(id, 20*time.Second, "the runs behind poison events are not blocked")
 
 	var reasons []string
 	require.Eventually(t, func() bool {

@@ -118,10 +118,12 @@ func TestNewLogger(t *testing.T) {
 		format, level string
 		wantErr       bool
 		wantJSON      bool
+		wantLines     []string // of debug, info, warn: those the level keeps
 	}{
-		{format: "text", level: "info"},
-		{format: "JSON", level: "debug", wantJSON: true},
-		{format: "json", level: "warn", wantJSON: true},
+		{format: "text", level: "info", wantLines: []string{"info", "warn"}},
+		{format: "JSON", level: "debug", wantJSON: true, wantLines: []string{"debug", "info", "warn"}},
+		{format: "json", level: "warn", wantJSON: true, wantLines: []string{"warn"}},
+		{format: "text", level: "ERROR"},
 		{format: "xml", level: "info", wantErr: true},
 		{format: "text", level: "loud", wantErr: true},
 	}
@@ -135,9 +137,23 @@ func TestNewLogger(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			log.Warn("hello", "run_id", "r1")
-			require.Contains(t, buf.String(), "r1")
-			require.Equal(t, tt.wantJSON, strings.HasPrefix(buf.String(), "{"))
+			log.Debug("debug", "run_id", "r1")
+			log.Info("info", "run_id", "r1")
+			log.Warn("warn", "run_id", "r1")
+			var got []string
+			for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				if line == "" {
+					continue
+				}
+				require.Contains(t, line, "r1")
+				require.Equal(t, tt.wantJSON, strings.HasPrefix(line, "{"), line)
+				for _, msg := range []string{"debug", "info", "warn"} {
+					if strings.Contains(line, "msg="+msg) || strings.Contains(line, `"msg":"`+msg+`"`) {
+						got = append(got, msg)
+					}
+				}
+			}
+			require.Equal(t, tt.wantLines, got)
 		})
 	}
 }
