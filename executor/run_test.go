@@ -777,3 +777,39 @@ func TestLargeOutputsOutlastTheReportTimeout(t *testing.T) {
 	}
 	require.Equal(t, []models.State{models.Initializing, models.Complete}, states, "one attempt, not retried")
 }
+
+// An undecodable submission goes to the dead-letter stream with its reason,
+// is not delivered again, and does not hold up the runs behind it.
+func TestAPoisonSubmissionIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	p := &testProvider{run: func(context.Context, providers.Job, providers.Reporter) (providers.Result, error) {
+		return providers.Result{Outputs: []byte(`{}`)}, nil
+	}}
+	f.start(t, Config{AckWait: 5 * time.Second}, dirlessProvider{p})
+	poison := f.names.SubmitSubject(testEngine, "poison")
+	_, err := f.js.Publish(f.ctx, poison, []byte("not json"))
+	require.NoError(t, err)
+	f.waitState(t, f.submit(t), models.Complete, 30*time.Second)
+
+	dead := deadLetters(t, f.js, f.names)
+	require.Len(t, dead, 1)
+	require.Contains(t, dead[0].Headers().Get("Wes-Dead-Reason"), "undecodable")
+	require.Equal(t, poison, dead[0].Headers().Get("Wes-Dead-Subject"))
+	require.Equal(t, "not json", string(dead[0].Data()))
+	require.Eventually(t, func() bool { return f.runsLeft(t) == 0 }, 10*time.Second, 100*time.Millisecond, "the poison message is settled for good")
+}
+
+// deadLetters returns the messages of the dead-letter stream.
+func deadLetters(t *testing.T, js jetstream.JetStream, names events.Names) []jetstream.Msg {
+	t.Helper()
+	cons, err := js.OrderedConsumer(context.Background(), names.DeadLetterStream(), jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
+	require.NoError(t, err)
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out
+}
