@@ -227,8 +227,12 @@ func (e *Executor) Run(ctx context.Context) error {
 	announced := make(chan struct{})
 	go func() { defer close(announced); e.announce(actx, gctx.Done(), engines) }()
 	defer func() { stopAnnouncing(); <-announced }()
+	wait := pollAlone
+	if len(engines) > 1 {
+		wait = pollShared
+	}
 	for i, eng := range engines {
-		g.Go(func() error { return e.pull(gctx, eng.Name, consumers[i]) })
+		g.Go(func() error { return e.pull(gctx, eng.Name, consumers[i], wait) })
 	}
 	err = g.Wait()
 
@@ -271,12 +275,23 @@ func (e *Executor) removeRunDir(runID string) {
 	}
 }
 
-// pull fetches runs for the free slots, so that no message waits in this
-// process while another executor could run it: it holds one slot while it
-// waits for a run (every engine's pull does, so an idle engine never holds
-// the slots another one could fill), and once one arrives it takes the
-// other free slots and asks, without waiting, for that many more.
-func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consumer) error {
+// How long one fetch waits for a run. A waiting fetch holds a slot (a run
+// it brings must have one: none may wait in this process while another
+// executor could run it), and a fetch is not withdrawn before it expires
+// (the server would deliver to nobody, and the run would wait out
+// AckWait). With one engine that costs nothing; with several, an idle
+// engine's wait holds a slot that another engine's runs may need, so a
+// wait lasts pollShared: a run then waits for a slot held by another
+// engine's idle wait at most that long (it used to wait 5 s and more).
+const (
+	pollAlone  = 5 * time.Second
+	pollShared = 500 * time.Millisecond
+)
+
+// pull fetches runs for the free slots: it holds one slot while it waits,
+// up to wait, for a run, and once one arrives it takes the other free
+// slots and asks, without waiting, for that many more.
+func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consumer, wait time.Duration) error {
 	log := e.log.With("engine", engine)
 	for {
 		select {
@@ -285,7 +300,7 @@ func (e *Executor) pull(ctx context.Context, engine string, cons jetstream.Consu
 		case e.slots <- struct{}{}:
 		}
 		// The deadline is the long-poll wait; canceling ctx ends it at once.
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fctx, cancel := context.WithTimeout(ctx, wait)
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()

@@ -813,3 +813,47 @@ func deadLetters(t *testing.T, js jetstream.JetStream, names events.Names) []jet
 	}
 	return out
 }
+
+// enginesProvider offers the test provider's runs under several engines.
+type enginesProvider struct {
+	*testProvider
+	names []string
+}
+
+func (p enginesProvider) Engines(context.Context) ([]providers.Engine, error) {
+	var out []providers.Engine
+	for _, n := range p.names {
+		out = append(out, providers.Engine{Name: n, Version: "1.0", WorkflowTypes: map[string][]string{"CWL": {"v1.2"}}})
+	}
+	return out, nil
+}
+
+func (p enginesProvider) Dirless() bool { return true }
+
+// With several engines, the slots an idle engine's wait holds do not keep
+// another engine's runs queued: a run submitted while a slot is free
+// starts within a second (it waited 5 s and more, a slot at a time).
+func TestAFreeSlotIsNotHeldByAnIdleEngine(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	p := &testProvider{run: func(ctx context.Context, _ providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		select {
+		case <-ctx.Done():
+			return providers.Result{}, ctx.Err()
+		case <-time.After(6 * time.Second):
+			return providers.Result{Outputs: []byte(`{}`)}, nil
+		}
+	}}
+	f.start(t, Config{AckWait: 5 * time.Second, Slots: 3}, enginesProvider{p, []string{testEngine, "idle-a", "idle-b"}})
+	time.Sleep(time.Second) // every engine's fetch waits
+
+	first := f.submit(t)
+	f.waitState(t, first, models.Running, 10*time.Second)
+	second := f.submit(t)
+	submitted := time.Now()
+	f.waitState(t, second, models.Running, 10*time.Second)
+	waited := time.Since(submitted)
+	t.Logf("the second run started %s after its submission", waited)
+	require.Less(t, waited, 2*time.Second, "a run waited for a slot an idle engine held")
+}
