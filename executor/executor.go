@@ -239,6 +239,9 @@ func (e *Executor) Run(ctx context.Context) error {
 	// Soft stop: nothing new is pulled; give running runs the grace period.
 	done := make(chan struct{})
 	go func() { e.inflight.Wait(); close(done) }()
+	if n := e.busyRuns(); n > 0 {
+		e.log.Info("stopping: the runs in flight may finish within the grace period, then they are handed back", "runs", n, "grace", e.cfg.ShutdownGrace)
+	}
 	select {
 	case <-done:
 	case <-time.After(e.cfg.ShutdownGrace):
@@ -246,10 +249,23 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.cancelHard(errShutdown)
 		<-done
 	}
+	// The hand-backs (Nak) are sent without waiting for an answer: make
+	// sure the server has them before the connection closes, or the runs
+	// would wait out AckWait instead of going to another executor at once.
+	if err := e.bus.JS.Conn().FlushTimeout(5 * time.Second); err != nil {
+		e.log.Warn("cannot flush the last acknowledgements to NATS; runs handed back may wait out AckWait", "err", err)
+	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// busyRuns is how many runs this executor holds now.
+func (e *Executor) busyRuns() int {
+	e.runningMu.Lock()
+	defer e.runningMu.Unlock()
+	return len(e.running)
 }
 
 // sweep removes the directories of finished runs until leftovers is

@@ -345,11 +345,20 @@ func (a *attempt) begin(ctx context.Context) error {
 	}
 }
 
+// plural returns one if n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
 // note is the system log line that opens an attempt.
 func (a *attempt) note() string {
 	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
 	if a.tries != a.n {
-		note += fmt.Sprintf(" (%d of the run's deliveries were hand-backs or never started; this is attempt %d of at most %d)", a.n-a.tries, a.tries, a.e.cfg.MaxAttempts)
+		note += fmt.Sprintf(" (%d earlier %s handed back or never started, so this one counts as try %d of at most %d, WES_MAX_ATTEMPTS)",
+			a.n-a.tries, plural(a.n-a.tries, "delivery was", "deliveries were"), a.tries, a.e.cfg.MaxAttempts)
 	}
 	return note
 }
@@ -542,8 +551,32 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 	if v.ev.State != "" { // a verdict without an event reports nothing
 		v = a.report(ctx, v)
 	}
+	if v.verb == nak && !a.takenOver.Load() {
+		// A message handed back with Nak is delivered again at once while
+		// the server runs; but a server that stops before then (wes dev,
+		// a restart) keeps it pending, and delivers it AckWait after it
+		// is back. A new message, which carries the attempts so far, is
+		// delivered at once either way; the old one is settled.
+		if err := a.queueAgain(ctx); err != nil {
+			a.log.Warn("cannot queue the run again; handing its message back instead", "err", err)
+		} else {
+			v.verb = ack
+		}
+	}
 	a.e.m.outcomes.WithLabelValues(a.sub.Engine, v.outcome).Inc()
 	a.settleMsg(v)
+}
+
+// queueAgain queues the run anew, as a run that had a.n attempts (the
+// next delivery is attempt a.n+1), under a message id of its own.
+func (a *attempt) queueAgain(ctx context.Context) error {
+	sub := a.sub
+	sub.PriorAttempts = a.n
+	subject, msgID, data, err := a.e.pub.EncodeSubmitted(sub)
+	if err != nil {
+		return err
+	}
+	return a.e.pub.Publish(ctx, subject, fmt.Sprintf("%s.handed-back.%d", msgID, a.n), data)
 }
 
 // report publishes v's event and returns v with the verb to settle with.

@@ -230,7 +230,7 @@ func TestDeliveryLimits(t *testing.T) {
 						init = ev
 					}
 				}
-				require.Contains(t, init.SystemLog, "hand-backs")
+				require.Contains(t, init.SystemLog, "handed back or never started")
 				require.EqualValues(t, 1, p.calls.Load())
 			} else {
 				failed := f.waitState(t, runID, models.SystemError, 30*time.Second)

@@ -280,7 +280,9 @@ func TestAPIRefusesOutdatedSchema(t *testing.T) {
 	require.Contains(t, string(out), "wes migrate up")
 }
 
-// `wes dev` keeps every run across a restart.
+// `wes dev` keeps every run across a restart, and a run it handed back
+// when it stopped starts again as soon as it is back (not after AckWait:
+// the hand-back reached the embedded NATS before it stopped).
 func TestDevKeepsRunsAcrossRestart(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
@@ -293,13 +295,20 @@ func TestDevKeepsRunsAcrossRestart(t *testing.T) {
 	e.waitEngine("mock")
 	id := e.submit(map[string]string{"duration": "100ms"}, map[string]string{"keep": "me"})
 	e.waitComplete(id, 20*time.Second, "wes dev runs a run")
+	long := e.submit(map[string]string{"duration": "10m"}, nil)
+	e.waitState(long, 20*time.Second, "RUNNING")
 	require.NoError(t, dev.stop(t))
 
 	dev = e.start("dev-again", nil, "dev")
 	e.waitReady(dev)
+	back := time.Now()
 	rl := e.run(id)
 	require.Equal(t, "COMPLETE", rl.State)
 	require.Equal(t, "me", rl.Request.Tags["keep"])
+	require.Eventually(t, func() bool {
+		return strings.Contains(strings.Join(e.run(long).RunLog.SystemLogs, "\n"), "attempt 2 on executor")
+	}, 15*time.Second, 100*time.Millisecond, "the run handed back at the stop did not start again at once (AckWait is 30 s)")
+	t.Logf("the handed-back run started again %s after wes dev was back", time.Since(back).Round(time.Millisecond))
 }
 
 // Malformed submissions are refused with 400 and a message naming the fault.
