@@ -100,9 +100,10 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay outbo
 	if cfg.Auth == nil {
 		cfg.Auth = Anyone{}
 	}
-	if cfg.MaxPageSize < cfg.DefaultPageSize {
+	if cfg.MaxPageSize <= 0 {
 		cfg.MaxPageSize = max(1000, cfg.DefaultPageSize)
 	}
+	cfg.DefaultPageSize = min(cfg.DefaultPageSize, cfg.MaxPageSize)
 	return &Server{
 		cfg: cfg, store: store, bus: bus, enc: events.NewPublisher(bus.JS, bus.Names),
 		catalog: catalog, relay: relay,

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -35,7 +37,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return cfg, fmt.Errorf("%s=%q: %w", key, raw, err)
 		}
 	}
-	return cfg, nil
+	return cfg, cfg.check()
 }
 
 func setField(fv reflect.Value, raw string) error {
@@ -69,4 +71,24 @@ func setField(fv reflect.Value, raw string) error {
 		return fmt.Errorf("unsupported field kind %s", fv.Kind())
 	}
 	return nil
+}
+
+// check refuses settings that would be taken silently for something else.
+func (c Config) check() error {
+	var errs []error
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("WES_PUBLIC_URL=%q: want scheme://host[:port], such as https://wes.example.org", c.PublicURL))
+		}
+	}
+	if c.ExecutorSlots < 1 {
+		errs = append(errs, fmt.Errorf("WES_EXECUTOR_SLOTS=%d: want at least 1", c.ExecutorSlots))
+	}
+	if c.MaxPageSize < 1 || c.DefaultPageSize < 1 {
+		errs = append(errs, fmt.Errorf("WES_DEFAULT_PAGE_SIZE=%d, WES_MAX_PAGE_SIZE=%d: want at least 1 each", c.DefaultPageSize, c.MaxPageSize))
+	} else if c.DefaultPageSize > c.MaxPageSize {
+		errs = append(errs, fmt.Errorf("WES_DEFAULT_PAGE_SIZE=%d is over WES_MAX_PAGE_SIZE=%d", c.DefaultPageSize, c.MaxPageSize))
+	}
+	return errors.Join(errs...)
 }

@@ -38,4 +38,22 @@ func TestLoadConfig(t *testing.T) {
 		_, err := loadConfig(env(map[string]string{k: v}))
 		require.ErrorContains(t, err, k)
 	}
+
+	// Values that would be taken silently for something else are refused.
+	for _, tc := range []map[string]string{
+		{"WES_PUBLIC_URL": "localhost:5000"}, // no scheme: every log and output URL would be unusable
+		{"WES_PUBLIC_URL": "ftp://wes.example.org"},
+		{"WES_PUBLIC_URL": "https://"},
+		{"WES_EXECUTOR_SLOTS": "0"},
+		{"WES_MAX_PAGE_SIZE": "0"},
+		{"WES_MAX_PAGE_SIZE": "10"}, // below the default page size, 50
+	} {
+		_, err := loadConfig(env(tc))
+		for k := range tc {
+			require.ErrorContains(t, err, k, "%v", tc)
+		}
+	}
+	cfg, err = loadConfig(env(map[string]string{"WES_PUBLIC_URL": "https://wes.example.org:8443", "WES_MAX_PAGE_SIZE": "10", "WES_DEFAULT_PAGE_SIZE": "5"}))
+	require.NoError(t, err)
+	require.Equal(t, 10, cfg.MaxPageSize)
 }
