@@ -244,6 +244,10 @@ func (c *Catalog) remove(id string) {
 	delete(c.execs, id)
 }
 
+// Lists reports whether executor id is listed: it announced itself within
+// the TTL.
+func (c *Catalog) Lists(id string) bool { return c.live(id) }
+
 // live reports whether executor id announced itself within the TTL (a
 // draining executor is live: it still holds its runs).
 func (c *Catalog) live(id string) bool {

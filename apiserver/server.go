@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -25,10 +26,13 @@ type Config struct {
 	// PublicURL, when set, is the scheme://host[:port] clients reach the API
 	// at; absolute URLs in responses start with it. Otherwise they use the
 	// request's Host.
-	PublicURL           string
-	Limits              Limits
-	DefaultPageSize     int
-	MaxPageSize         int
+	PublicURL       string
+	Limits          Limits
+	DefaultPageSize int
+	MaxPageSize     int
+	// Ready, if set, is one more condition of readiness (/readyz): wes dev
+	// is ready once its built-in executor is listed.
+	Ready               func() error
 	AllowLocalWorkflows bool
 	// PageTokenKey signs page tokens; every replica must share it.
 	PageTokenKey []byte
@@ -129,6 +133,12 @@ func (s *Server) Handler() http.Handler {
 		r.Handle("/metrics", s.cfg.Metrics).Methods(http.MethodGet)
 	}
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		for _, base := range BasePaths {
+			if strings.HasPrefix(req.URL.Path, base+"/") {
+				writeError(w, req, s.log, withStatus(http.StatusNotFound, nil, "no such endpoint %s: the WES endpoints are %s/service-info and %s/runs…; /healthz, /readyz and /metrics are at the root", req.URL.Path, base, base))
+				return
+			}
+		}
 		writeError(w, req, s.log, withStatus(http.StatusNotFound, nil, "no such endpoint %s; the API is under %s", req.URL.Path, BasePaths[0]))
 	})
 	notAllowed := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -185,6 +195,12 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.CheckSchema(ctx); err != nil {
 		writeError(w, r, s.log, withStatus(http.StatusServiceUnavailable, err, "database schema is not current"))
 		return
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeError(w, r, s.log, withStatus(http.StatusServiceUnavailable, err, "not ready: %v", err))
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -148,8 +148,7 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 		cfg.ReportTimeout = cfg.ShutdownGrace + time.Minute
 	}
 	if cfg.ID == "" {
-		host, _ := os.Hostname()
-		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		cfg.ID = DefaultID()
 	}
 	hard, cancel := context.WithCancelCause(context.Background())
 	log = log.With("executor", cfg.ID)
@@ -161,6 +160,12 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 		running:   map[string]*attempt{},
 		leftovers: make(chan string, 4096),
 	}
+}
+
+// DefaultID names an executor whose Config names none: hostname-pid.
+func DefaultID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 // Run pulls and executes runs until ctx ends, then shuts down softly: it

@@ -247,3 +247,44 @@ func TestMissingEngineIsSystemError(t *testing.T) {
 	require.Equal(t, "SYSTEM_ERROR", st, "states %v", seen)
 	require.Contains(t, strings.Join(e.run(id).RunLog.SystemLogs, "\n"), "engine cwltool is no longer installed")
 }
+
+// `wes dev` is ready (/readyz) only once its built-in executor has
+// announced the engines it found: a script that waits for /readyz and then
+// submits is not told that no engine is available (engine detection takes
+// seconds; the API answers at once).
+func TestDevIsReadyWithItsEngines(t *testing.T) {
+	t.Parallel()
+	requireEngines(t, "cwltool")
+	port := freePort(t)
+	root := "http://127.0.0.1:" + itoa(port)
+	e := &env{t: t, vars: map[string]string{
+		"WES_DATA_DIR": t.TempDir(), "DEFAULT_WES_PROVIDER": "local",
+		"WES_LISTEN_ADDR": "127.0.0.1:" + itoa(port), "WES_EXECUTOR_SHUTDOWN_GRACE": "1s",
+	}, apiBase: root + "/ga4gh/wes/v1"}
+	dev := e.start("dev", nil, "dev")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(root + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "wes dev was never ready\n%s", dev.output())
+		time.Sleep(20 * time.Millisecond)
+	}
+	var info struct {
+		Versions map[string]any `json:"workflow_type_versions"`
+	}
+	e.getJSON("/service-info", &info)
+	require.Contains(t, info.Versions, "CWL", "ready, but no engine offered yet")
+
+	// Health is at the root; asked below the base path, the 404 says so.
+	resp, err := http.Get(e.apiBase + "/readyz")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Contains(t, string(body), "/readyz and /metrics are at the root")
+}

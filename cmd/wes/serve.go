@@ -82,7 +82,12 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 	}
 	defer nc.Close()
 	reg := newRegistry()
-	api, err := apiComponents(ctx, env, cfg, store, bus, reg)
+	if cfg.ExecutorID == "" {
+		cfg.ExecutorID = executor.DefaultID()
+	}
+	// Ready once the built-in executor is listed: before, every
+	// submission would be refused for want of an engine.
+	api, err := apiComponents(ctx, env, cfg, store, bus, reg, cfg.ExecutorID)
 	if err != nil {
 		return err
 	}
@@ -123,7 +128,7 @@ func runAPI(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	comps, err := apiComponents(ctx, env, env.cfg, store, bus, newRegistry())
+	comps, err := apiComponents(ctx, env, env.cfg, store, bus, newRegistry(), "")
 	if err != nil {
 		return err
 	}
@@ -312,7 +317,9 @@ func connect(ctx context.Context, env *environment, cfg Config, name string, own
 	return bus, nc, nil
 }
 
-func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus, reg *prometheus.Registry) ([]component, error) {
+// apiComponents are the API's parts. With waitFor, the API is not ready
+// (/readyz) until the catalog lists that executor.
+func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus, reg *prometheus.Registry, waitFor string) ([]component, error) {
 	key, err := store.Secret(ctx, "page_token")
 	if err != nil {
 		return nil, err
@@ -323,8 +330,18 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	}
 	catalog := apiserver.NewCatalog(cfg.ExecutorTTL.D())
 	relay := apiserver.NewRelay(store, events.NewPublisher(bus.JS, bus.Names), cfg.PollInterval.D(), env.log)
+	var ready func() error
+	if waitFor != "" {
+		ready = func() error {
+			if !catalog.Lists(waitFor) {
+				return fmt.Errorf("executor %s has not announced its engines yet", waitFor)
+			}
+			return nil
+		}
+	}
 	srv := apiserver.New(apiserver.Config{
 		PublicURL: cfg.PublicURL,
+		Ready:     ready,
 		Limits: apiserver.Limits{
 			MaxRequestBytes: cfg.MaxRequestBytes, MaxFieldBytes: cfg.MaxFieldBytes,
 			MaxAttachments: cfg.MaxAttachments, MaxTags: cfg.MaxTags, MaxJSONDepth: cfg.MaxJSONDepth,
