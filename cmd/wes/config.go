@@ -41,6 +41,7 @@ type Config struct {
 	MaxHandBacks        int     `envconfig:"WES_MAX_HANDBACKS" default:"10" desc:"executor: deliveries beyond WES_MAX_ATTEMPTS a run may have (hand-backs by executors shutting down, deliveries that never started); after them, SYSTEM_ERROR"`
 	ReportTimeout       Seconds `envconfig:"WES_EXECUTOR_REPORT_TIMEOUT" default:"70s" desc:"executor: how long an attempt's outcome may take to reach NATS before the run is handed back (keep it above WES_EXECUTOR_SHUTDOWN_GRACE)"`
 	MaxEventBytes       int     `envconfig:"WES_MAX_EVENT_BYTES" default:"0" desc:"executor: largest run event (0: the NATS max_payload); larger outputs objects are replaced by a note"`
+	EngineUser          string  `envconfig:"WES_ENGINE_USER" desc:"executor: run engines as this user (name, or uid:gid; the executor runs as root), so that a workflow cannot read the executor's credentials (default: the executor's own user)"`
 	EngineWaitDelay     Seconds `envconfig:"WES_ENGINE_WAIT_DELAY" default:"5s" desc:"executor: how long an engine's output is still read after it exits (a leftover process holding it open)"`
 	RequeueAfter        Seconds `envconfig:"WES_REQUEUE_AFTER" default:"2m" desc:"API: how long a QUEUED or PREEMPTED run may go unchanged before the reconciler checks that the queue still holds it (and queues it again if not)"`
 	PollInterval        Seconds `envconfig:"WORKFLOW_POLL_INTERVAL" default:"10" desc:"outbox sweep interval (seconds, or a duration such as 500ms)"`

@@ -387,7 +387,21 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 }
 
 func executorComponent(env *environment, cfg Config, bus *events.Bus, reg prometheus.Registerer) (component, error) {
-	prov, err := newProvider(cfg, env)
+	workDir := cfg.WorkDir
+	if workDir == "" {
+		workDir = filepath.Join(cfg.DataDir, "runs")
+	}
+	workDir, err := filepath.Abs(workDir)
+	if err != nil {
+		return nil, err
+	}
+	// An engine runs a workflow someone submitted: it must not read this
+	// process's memory or environment (/proc/<pid>/environ holds its
+	// settings, NATS credentials among them).
+	if err := undumpable(); err != nil {
+		env.log.Warn("cannot keep engines from reading this process's environment (prctl PR_SET_DUMPABLE)", "err", err)
+	}
+	prov, err := newProvider(cfg, env, workDir)
 	if err != nil {
 		return nil, err
 	}
@@ -398,13 +412,6 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 		localOutputs = true
 	default:
 		return nil, fmt.Errorf("WES_OUTPUT_LOCATIONS %q: want object or local", cfg.OutputLocations)
-	}
-	workDir := cfg.WorkDir
-	if workDir == "" {
-		workDir = filepath.Join(cfg.DataDir, "runs")
-	}
-	if workDir, err = filepath.Abs(workDir); err != nil {
-		return nil, err
 	}
 	ex := executor.New(executor.Config{
 		ID: cfg.ExecutorID, Slots: cfg.ExecutorSlots, WorkDir: workDir,
@@ -452,12 +459,17 @@ func isLoopback(host string) bool {
 }
 
 // newProvider picks the backend DEFAULT_WES_PROVIDER names.
-func newProvider(cfg Config, env *environment) (providers.Provider, error) {
+func newProvider(cfg Config, env *environment, workDir string) (providers.Provider, error) {
 	switch strings.ToLower(cfg.Provider) {
 	case "local":
+		engineUser, err := engineCredential(cfg.EngineUser, workDir)
+		if err != nil {
+			return nil, err
+		}
 		return local.New(local.Config{
 			CancelGrace: cfg.CancelGrace.D(), Cores: cfg.EngineCores, WaitDelay: cfg.EngineWaitDelay.D(),
 			AllowLocalWorkflows: cfg.AllowLocalWorkflows, PATH: env.getenv("PATH"), Getenv: env.getenv,
+			EngineUser: engineUser,
 		}, env.log), nil
 	case "mock":
 		return mock.New(), nil

@@ -1,12 +1,15 @@
 package local
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -241,4 +244,41 @@ func TestRunSnakemakeOutputsExcludeAttachments(t *testing.T) {
 	slices.Sort(keys)
 	require.Equal(t, []string{"results/all.txt", "results/greet/Ada.txt", "results/greet/Barbara.txt", "results/greet/Grace.txt"}, keys,
 		"outputs must be what the workflow made, not the staged attachments")
+}
+
+// With an engine user, the engine and the tools it runs are that user: a
+// file only the executor's user may read (its NATS credentials) is out of
+// a workflow's reach. The test runs as root, as CI does.
+func TestEngineRunsAsTheEngineUser(t *testing.T) {
+	requireEngine(t, "cwltool")
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	secret := filepath.Join(t.TempDir(), "nats.creds")
+	require.NoError(t, os.WriteFile(secret, []byte("SECRET-NKEY\n"), 0o600))
+	f := newJobFiles(t, "cwltool", map[string]string{"peek.cwl": `cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c]
+arguments: ['id -u; cat ` + secret + ` || echo unreadable']
+inputs: []
+outputs:
+  out: {type: stdout}
+stdout: out.txt
+`}, "peek.cwl", "{}")
+	// The engine's user passes through the test's directories to the run's.
+	for d := filepath.Dir(f.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o711))
+	}
+	p := New(Config{CancelGrace: testGrace, PATH: os.Getenv("PATH"), EngineUser: &syscall.Credential{Uid: 65534, Gid: 65534}}, nil)
+	p.detect(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := p.Run(ctx, f.job, f.rec)
+	require.NoError(t, err, "stderr:\n%s", f.stderr)
+	require.Equal(t, 0, res.ExitCode, "stderr:\n%s", f.stderr)
+	var out struct{ Out fileOutput }
+	require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+	got := localFile(t, out.Out.Location)
+	require.Equal(t, "65534\nunreadable\n", got, "the tool ran as the engine user and could not read the secret")
+	require.NotContains(t, got, "SECRET")
 }

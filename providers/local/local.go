@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -52,6 +53,12 @@ type Config struct {
 	// the run's marker (one that cleared its environment and left the
 	// process tree) may hold the pipes open for ever.
 	WaitDelay time.Duration
+	// EngineUser, if set, is the user and group engines run as, with no
+	// supplementary groups (the executor must be root to switch): a
+	// workflow then cannot read what only the executor's user may, such
+	// as its NATS credentials. Each run's directory is given to it before
+	// its engine starts.
+	EngineUser *syscall.Credential
 }
 
 // Provider runs engines found on this host.
@@ -211,6 +218,11 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		}
 	}
 	argv := d.argv(d.path, r)
+	if u := p.cfg.EngineUser; u != nil {
+		if err := chownTree(job.Dir, int(u.Uid), int(u.Gid)); err != nil {
+			return providers.Result{}, fmt.Errorf("give the run's directory to the engine's user: %w", err)
+		}
+	}
 
 	marker := fmt.Sprintf("%s.%d", job.RunID, job.Attempt)
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -221,6 +233,9 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	}
 	cmd.Env = append(cmd.Env, p.passEnv(d.engine)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if u := p.cfg.EngineUser; u != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: []uint32{}}
+	}
 	cmd.WaitDelay = p.cfg.WaitDelay
 	var stdout bytes.Buffer
 	cmd.Stdout = io.MultiWriter(job.Stdout, &limitedBuffer{buf: &stdout, max: 64 << 20})
@@ -588,4 +603,15 @@ func (w *lineWriter) flush() {
 		w.fn(string(w.partial))
 	}
 	w.partial = nil
+}
+
+// chownTree gives dir and everything below it to uid:gid, links
+// themselves and not what they name.
+func chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
 }
