@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -397,4 +398,38 @@ func TestNoAlertForAnEventTheProjectorDrops(t *testing.T) {
 	require.Eventually(t, func() bool { return len(alerted()) == 2 }, 20*time.Second, 50*time.Millisecond)
 	time.Sleep(500 * time.Millisecond) // and nothing more comes
 	require.Equal(t, map[string]string{"failed": "EXECUTOR_ERROR", "taken-over": "SYSTEM_ERROR"}, alerted())
+}
+
+// An undecodable event goes to the dead-letter stream with its reason and
+// is not delivered again; the events behind it still raise their alerts.
+func TestAPoisonEventIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	var alerts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { alerts.Add(1) }))
+	t.Cleanup(srv.Close)
+	bus, _ := eventstest.Bus(t, "ALERTPOISON", events.Config{})
+	a := New(Config{WebhookURL: srv.URL}, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	time.Sleep(200 * time.Millisecond) // the consumer delivers only new events
+
+	_, err := bus.JS.Publish(ctx, bus.Names.EventSubject("poison"), []byte("not json"))
+	require.NoError(t, err)
+	pub := events.NewPublisher(bus.JS, bus.Names)
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "after", Attempt: 1, State: models.Initializing, Source: "executor"}))
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "after", Attempt: 1, State: models.ExecutorError, Source: "executor"}))
+	require.Eventually(t, func() bool { return alerts.Load() == 1 }, 20*time.Second, 50*time.Millisecond, "the event behind the poison one raised no alert")
+
+	cons, err := bus.JS.OrderedConsumer(ctx, bus.Names.DeadLetterStream(), jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+	require.NoError(t, err)
+	var reasons []string
+	for m := range batch.Messages() {
+		reasons = append(reasons, m.Headers().Get("Wes-Dead-Reason"))
+	}
+	require.Len(t, reasons, 1)
+	require.Contains(t, reasons[0], "undecodable")
 }

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,4 +68,85 @@ func TestACancelFlagUnreadAtTheStartStillStopsTheRun(t *testing.T) {
 		require.True(t, time.Now().Before(deadline))
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// endableWatch is a cancel bucket whose watch the test can end, and then
+// refuse to start again while failing is set; reads go through.
+type endableWatch struct {
+	jetstream.KeyValue
+	failing atomic.Bool
+	mu      sync.Mutex
+	end     chan struct{} // closed to end the current watch
+}
+
+func (k *endableWatch) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if k.failing.Load() {
+		return nil, errors.New("nats: no responders")
+	}
+	w, err := k.KeyValue.WatchAll(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	end := make(chan struct{})
+	k.mu.Lock()
+	k.end = end
+	k.mu.Unlock()
+	out := make(chan jetstream.KeyValueEntry)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				select {
+				case out <- e:
+				case <-end:
+					return
+				}
+			case <-end:
+				return
+			}
+		}
+	}()
+	return endableWatcher{w, out}, nil
+}
+
+// endWatch ends the current watch, and fails the next ones.
+func (k *endableWatch) endWatch() {
+	k.failing.Store(true)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	close(k.end)
+}
+
+type endableWatcher struct {
+	jetstream.KeyWatcher
+	out chan jetstream.KeyValueEntry
+}
+
+func (w endableWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.out }
+
+// A cancel flag set while the cancel watch was down (and so in no update
+// of the next one) reaches the run when the watch is back: the watch reads
+// the flag of every run it holds when it starts.
+func TestACancelSetWhileTheWatchWasDownReachesTheRun(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	kv := &endableWatch{KeyValue: f.bus.Cancel}
+	b := *f.bus
+	b.Cancel = kv
+	f.bus = &b
+	p := &testProvider{run: blockUntilCanceled(0, nil)}
+	f.start(t, Config{AckWait: 5 * time.Second}, p)
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 30*time.Second)
+
+	kv.endWatch()
+	_, err := f.bus.Cancel.Put(f.ctx, runID, []byte("1"))
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond) // no watch sees it
+	kv.failing.Store(false)
+	f.waitState(t, runID, models.Canceled, 30*time.Second)
 }
