@@ -383,3 +383,44 @@ func TestRequeueSkipsARunThatEndedAfterThePageWasRead(t *testing.T) {
 	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "a COMPLETE run was queued again")
 	require.Zero(t, repairsCounted(t, reg))
 }
+
+// A run's message still in the queue at or below its consumer's ack floor
+// will never be delivered (NATS 2.9 lost track of it): it is deleted and
+// the run queued anew. Two replicas that queue one run again at once queue
+// it once (the new message's id is the run's and its last event's).
+func TestRequeueReplacesAStaleMessageOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bus, _ := reconcilerBus(t)
+	store := modelstest.NewStore(t, filepath.Join(t.TempDir(), "wes.db"))
+	pub := events.NewPublisher(bus.JS, bus.Names)
+	require.NoError(t, store.CreateRuns(ctx, []*models.Run{{ID: "run-stale", State: models.Queued, Engine: "mock", CreatedAt: time.Now().UTC(),
+		Request: models.RunRequest{WorkflowType: "CWL", WorkflowTypeVersion: "v1.0", WorkflowURL: "https://example.com/wf.cwl"}}}, nil))
+	subject, msgID, data, err := pub.EncodeSubmitted(events.RunSubmitted{RunID: "run-stale", Engine: "mock"})
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(ctx, subject, msgID, data))
+	stream, err := bus.JS.Stream(ctx, bus.Names.RunsStream())
+	require.NoError(t, err)
+	old, err := stream.GetLastMsgForSubject(ctx, subject)
+	require.NoError(t, err)
+	time.Sleep(20 * time.Millisecond)
+
+	rc := NewReconciler(store, NewCatalog(time.Minute), bus, ReconcilerConfig{Holder: "test", Interval: time.Second, RequeueAfter: 10 * time.Millisecond},
+		prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	run, err := store.GetRun(ctx, "run-stale")
+	require.NoError(t, err)
+	q := requeuePass{rc: rc, floors: map[string]uint64{"mock": old.Sequence}} // the consumer acknowledged past it
+	require.NoError(t, q.check(ctx, *run))
+
+	_, err = stream.GetMsg(ctx, old.Sequence)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "the stale message is deleted")
+	now, err := stream.GetLastMsgForSubject(ctx, subject)
+	require.NoError(t, err, "and the run queued anew")
+	require.Greater(t, now.Sequence, old.Sequence)
+
+	// Another replica queues the same run again at the same time.
+	require.NoError(t, rc.requeue(ctx, stream, *run, 0))
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Subjects[subject], "one message for the run")
+}
