@@ -275,3 +275,32 @@ func TestRelayDropsTheRowsOfDeliveredRuns(t *testing.T) {
 		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "run %s was delivered already", id)
 	}
 }
+
+// A message whose publish failed (its stream was gone for a moment) is
+// published by the periodic sweep, with no kick (no reconnect happened to
+// ask for one).
+func TestRelaySweepsWhatAPublishLeft(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newRelayEnv(t, "RELAYSWEEP")
+	relay := NewRelay(e.store, e.pub, 200*time.Millisecond, nil)
+	go func() { _ = relay.Run(ctx) }()
+
+	require.NoError(t, e.js.DeleteStream(ctx, e.names.RunsStream()))
+	relay.Deliver(e.insert("left", []byte(`{}`)))
+	time.Sleep(time.Second) // the publish fails: no stream
+	n, err := e.store.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "the failed message stays in the outbox")
+	_, err = events.Provision(ctx, e.js, e.names, events.Config{})
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		n, err := e.store.OutboxBacklog(ctx)
+		return err == nil && n == 0
+	}, 10*time.Second, 50*time.Millisecond, "the sweep did not publish it")
+	stream, err := e.js.Stream(ctx, e.names.RunsStream())
+	require.NoError(t, err)
+	_, err = stream.GetLastMsgForSubject(ctx, e.names.SubmitSubject("mock", "left"))
+	require.NoError(t, err)
+}
