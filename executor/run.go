@@ -495,6 +495,7 @@ func (a *attempt) judge(res providers.Result, err, cause error) verdict {
 	v := verdict{outcome: "complete", verb: ack, ev: events.RunEvent{State: models.Complete, ExitCode: &code, Outputs: res.Outputs}}
 	if code != 0 {
 		v.ev.State, v.outcome = models.ExecutorError, "executor_error"
+		v.ev.Error = fmt.Sprintf("the workflow failed: %s exited with status %d (its stderr says why)", a.sub.Engine, code)
 	} else {
 		outputs, note, err := a.storeOutputs(context.Background(), res.Outputs, res.OutputDir)
 		if err != nil {

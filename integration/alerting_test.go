@@ -79,6 +79,7 @@ func TestAlerting(t *testing.T) {
 
 	require.Equal(t, "EXECUTOR_ERROR", alerts[failed]["state"])
 	require.EqualValues(t, 2, alerts[failed]["exit_code"])
+	require.Equal(t, "the workflow failed: mock exited with status 2 (its stderr says why)", alerts[failed]["error"])
 	require.Equal(t, "https://example.com/workflows/hello-world.cwl", alerts[failed]["workflow_url"])
 	require.Equal(t, map[string]any{"team": "genomics"}, alerts[failed]["tags"])
 	require.Contains(t, alerts[failed]["url"], "/ga4gh/wes/v1/runs/"+failed)
