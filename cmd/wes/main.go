@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -102,7 +103,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	env.log = log
-	return cmd.run(ctx, env, args[1:])
+	if err := cmd.run(ctx, env, args[1:]); !errors.Is(err, flag.ErrHelp) {
+		return err // -h: the flags were printed, as asked
+	}
+	return nil
 }
 
 func usage(w io.Writer) {

@@ -141,6 +141,11 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 			if err := c.Cancel(ctx, id); err != nil {
 				return err
 			}
+			// Cancel is idempotent, and says nothing of a run that had
+			// ended already: say it here.
+			if st, err := c.Status(ctx, id); err == nil && client.Terminal(st.State) && st.State != "CANCELED" {
+				fmt.Fprintf(env.stderr, "wes: run %s had ended already (%s): nothing was canceled\n", id, client.Printable(st.State))
+			}
 			if *asJSON {
 				return printJSON(env.stdout, map[string]string{"run_id": id})
 			}
@@ -278,6 +283,12 @@ func watch(ctx context.Context, env *environment, c *client.Client, id string, a
 		if err := printJSON(env.stdout, rl); err != nil {
 			return err
 		}
+	} else if rl.State != "COMPLETE" {
+		// Where to look: the engine's stderr and the run's system logs.
+		for _, l := range rl.RunLog.SystemLogs {
+			fmt.Fprintf(env.stderr, "wes: %s\n", client.Printable(l))
+		}
+		fmt.Fprintf(env.stderr, "wes: run %s ended %s; its engine's stderr: wes runs logs %s --stderr\n", id, client.Printable(rl.State), id)
 	}
 	return runExit(rl)
 }
@@ -300,9 +311,17 @@ func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.
 	pageSize := fs.Int("page-size", 50, "runs per page")
 	first := fs.String("page-token", "", "start at this page (the next_page_token of the one before)")
 	var tags multiFlag
-	fs.Var(&tags, "tag", "only runs with this tag (key:value), repeatable")
+	fs.Var(&tags, "tag", "only runs with this tag (key:value or key=value, as submit takes it), repeatable")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *pageSize < 1 {
+		return fmt.Errorf("--page-size %d: want at least 1", *pageSize)
+	}
+	for i, t := range tags {
+		if !strings.Contains(t, ":") {
+			tags[i] = strings.Replace(t, "=", ":", 1) // submit's key=value
+		}
 	}
 	if *asJSON {
 		// WES's RunListResponse: with --all every run and no token; else
@@ -491,7 +510,11 @@ func buildSubmissionIn(root, workflow string, params []string, typ, version stri
 	guessType, guessVersion := guessWorkflowType(workflow, wfData)
 	sub.WorkflowType, sub.WorkflowTypeVersion = cmpOr(typ, guessType), cmpOr(version, guessVersion)
 	if sub.WorkflowType == "" || sub.WorkflowTypeVersion == "" {
-		return sub, fmt.Errorf("cannot tell the type and version of %s: give --type and --version", workflow)
+		missing := "--type and --version"
+		if sub.WorkflowType != "" {
+			missing = "--version"
+		}
+		return sub, fmt.Errorf("cannot tell the type and version of %s: give %s", workflow, missing)
 	}
 	absBase := root
 	absWorkflow, err := filepath.Abs(workflow)

@@ -731,3 +731,60 @@ func TestLocalJobInputsAttached(t *testing.T) {
 		"dir": {"class": "Directory", "location": "wes-local/1/dir"},
 		"remote": {"class": "File", "location": "/no/such/file.txt"}}`, string(sub.Params))
 }
+
+// What the client says when a command has nothing to do, or failed: a
+// cancel of a run that had ended, a run that ended in failure (where to
+// look), a page size of 0, submit's key=value tags given to list, -h.
+func TestClientSaysWhatHappened(t *testing.T) {
+	t.Parallel()
+	var listTags []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/runs/done/cancel", "/runs/failed/cancel":
+			io.WriteString(w, `{"run_id":"done"}`)
+		case "/runs/done/status":
+			io.WriteString(w, `{"run_id":"done","state":"COMPLETE"}`)
+		case "/runs/failed/status":
+			io.WriteString(w, `{"run_id":"failed","state":"EXECUTOR_ERROR"}`)
+		case "/runs/failed":
+			io.WriteString(w, `{"run_id":"failed","state":"EXECUTOR_ERROR","run_log":{"exit_code":3,"system_logs":["attempt 1 on executor x"]}}`)
+		case "/runs":
+			listTags = r.URL.Query()["tag"]
+			io.WriteString(w, `{"runs":[],"next_page_token":""}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	getenv := func(k string) string {
+		if k == "WES_API_URL" {
+			return srv.URL
+		}
+		return ""
+	}
+	wes := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, getenv, &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+
+	_, stderr, err := wes("runs", "cancel", "done")
+	require.NoError(t, err)
+	require.Contains(t, stderr, "had ended already (COMPLETE): nothing was canceled")
+
+	_, stderr, err = wes("runs", "wait", "failed")
+	require.Equal(t, exitCodeError{3}, err)
+	require.Contains(t, stderr, "attempt 1 on executor x")
+	require.Contains(t, stderr, "wes runs logs failed --stderr")
+
+	_, _, err = wes("runs", "list", "--page-size", "0")
+	require.ErrorContains(t, err, "--page-size 0")
+
+	_, _, err = wes("runs", "list", "--tag", "project=demo", "--tag", "a:b=c")
+	require.NoError(t, err)
+	require.Equal(t, []string{"project:demo", "a:b=c"}, listTags)
+
+	_, stderr, err = wes("runs", "submit", "-h")
+	require.NoError(t, err, "help, as asked, is no failure")
+	require.Contains(t, stderr, "-engine")
+}
