@@ -435,7 +435,10 @@ func runsSubmit(ctx context.Context, env *environment, c *client.Client, fs *fla
 	}
 	sub.WorkflowEngine = *engine
 	for _, t := range tags {
-		k, v, _ := strings.Cut(t, "=")
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--tag %q: want key=value (key= for an empty value)", t)
+		}
 		if sub.Tags == nil {
 			sub.Tags = map[string]string{}
 		}
