@@ -58,13 +58,13 @@ func (h *handlers) serveObject(w http.ResponseWriter, r *http.Request, key, cont
 	if download != "" {
 		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": download}))
 	}
-	// Every range of a multi-range request reads the object from its start
+	// Every range of a multi-range request is a read of its own
 	// (objectSeeker): past a few, the whole object is the answer, as RFC
 	// 9110 allows.
 	if strings.Count(r.Header.Get("Range"), ",") >= maxRanges {
 		r.Header.Del("Range")
 	}
-	rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size)}
+	rs := &objectSeeker{ctx: ctx, bus: h.s.bus, info: info, size: int64(info.Size)}
 	defer rs.Close()
 	ew := &errorsAsJSON{ResponseWriter: w}
 	http.ServeContent(ew, r, path.Base(key), info.ModTime, rs)
@@ -124,7 +124,7 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 			return
 		}
 		if info, err := h.s.bus.Objects.GetInfo(ctx, key); err == nil && int64(info.Size) > sent {
-			rs := &objectSeeker{ctx: ctx, objects: h.s.bus.Objects, key: key, size: int64(info.Size), off: sent}
+			rs := &objectSeeker{ctx: ctx, bus: h.s.bus, info: info, size: int64(info.Size), off: sent}
 			n, err := io.Copy(w, rs)
 			rs.Close()
 			sent += n
@@ -147,11 +147,12 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 }
 
 // objectSeeker is an io.ReadSeeker over an object: Seek only moves the
-// offset; Read opens the object there (skipping what lies before it).
+// offset; Read opens the object there, reading only the chunks from the
+// one that holds it (events.OpenObjectAt).
 type objectSeeker struct {
 	ctx     context.Context
-	objects jetstream.ObjectStore
-	key     string
+	bus     *events.Bus
+	info    *jetstream.ObjectInfo
 	size    int64
 	off     int64
 	body    io.ReadCloser
@@ -184,17 +185,13 @@ func (o *objectSeeker) Read(p []byte) (int, error) {
 		o.Close()
 	}
 	if o.body == nil {
-		ctx, cancel := context.WithTimeout(o.ctx, events.TransferTimeout(uint64(o.size)))
-		body, err := o.objects.Get(ctx, o.key)
+		ctx, cancel := context.WithTimeout(o.ctx, events.TransferTimeout(uint64(o.size-o.off)))
+		body, err := o.bus.OpenObjectAt(ctx, o.info, o.off)
 		if err != nil {
 			cancel()
 			return 0, err
 		}
 		o.cancel = cancel
-		if _, err := io.CopyN(io.Discard, body, o.off); err != nil {
-			body.Close()
-			return 0, err
-		}
 		o.body, o.bodyOff = body, o.off
 	}
 	n, err := o.body.Read(p)

@@ -111,7 +111,9 @@ func TestSlowObjectReadCompletes(t *testing.T) {
 	_, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "big"}, bytes.NewReader(make([]byte, size)))
 	require.NoError(t, err)
 
-	rs := &objectSeeker{ctx: ctx, objects: obs, key: "big", size: size}
+	info, err := obs.GetInfo(ctx, "big")
+	require.NoError(t, err)
+	rs := &objectSeeker{ctx: ctx, bus: bus, info: info, size: size}
 	defer rs.Close()
 	buf := make([]byte, 1<<20)
 	total := 0

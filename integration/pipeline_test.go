@@ -484,6 +484,19 @@ func TestLogFollowAndRange(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, string(whole), "mock: done")
 
+	// A range that starts past the first byte (read from the chunk that
+	// holds it on) is the bytes asked for.
+	for _, rg := range []string{"-5", "7-", "3-9"} {
+		req.Header.Set("Range", "bytes="+rg)
+		resp, err = http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		part, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusPartialContent, resp.StatusCode, rg)
+		want := map[string]string{"-5": string(whole[len(whole)-5:]), "7-": string(whole[7:]), "3-9": string(whole[3:10])}[rg]
+		require.Equal(t, want, string(part), rg)
+	}
+
 	// A range past the end is a 416 with the log's size, as an
 	// ErrorResponse like every other error.
 	req.Header.Set("Range", "bytes=999999-")
