@@ -45,3 +45,38 @@ func TestOpenObjectAt(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkObjectTail reads the last bytes of a 64 MiB object: from the
+// chunk that holds them (OpenObjectAt), and as the API did before, the
+// whole object with what precedes them thrown away.
+func BenchmarkObjectTail(b *testing.B) {
+	ctx := context.Background()
+	bus, _ := eventstest.Bus(b, "OBJTAIL", events.Config{})
+	const size = 64 << 20
+	_, err := bus.Objects.Put(ctx, jetstream.ObjectMeta{Name: "big"}, bytes.NewReader(make([]byte, size)))
+	require.NoError(b, err)
+	info, err := bus.Objects.GetInfo(ctx, "big")
+	require.NoError(b, err)
+	b.Run("from-the-chunk", func(b *testing.B) {
+		for b.Loop() {
+			r, err := bus.OpenObjectAt(ctx, info, size-2)
+			require.NoError(b, err)
+			got, err := io.ReadAll(r)
+			require.NoError(b, err)
+			require.Len(b, got, 2)
+			r.Close()
+		}
+	})
+	b.Run("whole-object", func(b *testing.B) {
+		for b.Loop() {
+			r, err := bus.Objects.Get(ctx, "big")
+			require.NoError(b, err)
+			_, err = io.CopyN(io.Discard, r, size-2)
+			require.NoError(b, err)
+			got, err := io.ReadAll(r)
+			require.NoError(b, err)
+			require.Len(b, got, 2)
+			r.Close()
+		}
+	})
+}
