@@ -218,6 +218,11 @@ func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
 		},
 		TaskLogsURL: h.url(r, "/runs/"+run.ID+"/tasks"),
 	}
+	if run.State.Terminal() && run.Attempt == 0 {
+		// Ended before any executor took it (canceled while queued): no
+		// engine ever wrote a log, and no URL leads to one.
+		out.RunLog.Stdout, out.RunLog.Stderr = "", ""
+	}
 	out.Outputs, _ = h.resolveOutputs(r, run)
 	if out.Request.Tags == nil {
 		out.Request.Tags = map[string]string{}

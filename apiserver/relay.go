@@ -146,7 +146,9 @@ func (r *Relay) sweep(ctx context.Context, cutoff time.Time) {
 	// Rows whose runs have moved on were published, and must not be again:
 	// past the stream's duplicate window that would run them again.
 	if n, err := r.store.DropDelivered(ctx); err != nil {
-		r.log.Warn("cannot drop the outbox rows of delivered runs", "err", err)
+		if ctx.Err() == nil {
+			r.log.Warn("cannot drop the outbox rows of delivered runs", "err", err)
+		}
 		return
 	} else if n > 0 {
 		r.log.Info("dropped the outbox rows of runs delivered already", "rows", n)
@@ -154,7 +156,9 @@ func (r *Relay) sweep(ctx context.Context, cutoff time.Time) {
 	for ctx.Err() == nil {
 		msgs, err := r.store.PendingOutbox(ctx, relayBatch, cutoff)
 		if err != nil {
-			r.log.Warn("cannot read outbox", "err", err)
+			if ctx.Err() == nil {
+				r.log.Warn("cannot read outbox", "err", err)
+			}
 			return
 		}
 		if len(msgs) == 0 {

@@ -177,6 +177,9 @@ func (e *Executor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("detect engines: %w", err)
 	}
+	if ctx.Err() != nil {
+		return nil // stopped while it looked for engines (the API could not listen, say)
+	}
 	if len(engines) == 0 {
 		e.log.Warn("NO WORKFLOW ENGINE FOUND: this executor will take no runs; install an engine (see README) or set DEFAULT_WES_PROVIDER=mock")
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -287,4 +288,30 @@ func TestDevIsReadyWithItsEngines(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Contains(t, string(body), "/readyz and /metrics are at the root")
+}
+
+// `wes dev` whose port is taken says so, and not that its engines are
+// broken: engine detection stopped by the failure warns of nothing.
+func TestDevOnATakenPortSaysSo(t *testing.T) {
+	t.Parallel()
+	requireEngines(t, "cwltool")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { taken.Close() })
+	e := &env{t: t, vars: map[string]string{
+		"WES_DATA_DIR": t.TempDir(), "DEFAULT_WES_PROVIDER": "local", "WES_LISTEN_ADDR": taken.Addr().String(),
+	}}
+	dev := e.start("dev", nil, "dev")
+	select {
+	case err := <-dev.done:
+		dev.done <- err
+		require.Error(t, err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("wes dev did not stop")
+	}
+	out := dev.output()
+	require.Contains(t, out, "address already in use")
+	require.NotContains(t, out, "NO WORKFLOW ENGINE FOUND")
+	require.NotContains(t, out, "version could not be read")
+	require.NotContains(t, out, "cannot read outbox")
 }

@@ -205,6 +205,8 @@ func TestCancelQueuedAndRunning(t *testing.T) {
 	st, seen := e.waitState(running, 20*time.Second, "CANCELED", "COMPLETE")
 	require.Equal(t, "CANCELED", st, "states: %v", seen)
 	require.Empty(t, e.run(queued).RunLog.Cmd, "a run canceled in the queue never starts")
+	require.Empty(t, e.run(queued).RunLog.Stdout, "and has no log to link to")
+	require.NotEmpty(t, e.run(running).RunLog.Stdout)
 
 	// The freed slot takes new work; the canceled queued run never ran.
 	next := e.submit(map[string]string{"duration": "100ms"}, nil)

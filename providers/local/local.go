@@ -132,6 +132,9 @@ func (p *Provider) detectOne(ctx context.Context, e engine) *detectedEngine {
 	cmd := exec.CommandContext(vctx, path, e.versionArgs...)
 	cmd.Env = append([]string{"PATH=" + p.cfg.PATH, "HOME=" + os.TempDir(), "LANG=C.UTF-8"}, p.passEnv(e)...)
 	out, err := cmd.CombinedOutput()
+	if err != nil && ctx.Err() != nil {
+		return nil // the process is stopping: no engine is wrong
+	}
 	if err != nil {
 		p.log.Warn("engine found but its version could not be read; not offering it", "engine", e.name, "path", path, "err", err, "output", string(out))
 		return nil
