@@ -272,9 +272,13 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	select {
 	case <-exited: // it ended on its own, if a cancel came too: its outcome stands
 	default:
-		terr := terminate(root, marker, d.stop, p.cfg.CancelGrace)
+		forced, terr := stop(root, marker, d.stop, p.cfg.CancelGrace)
 		if terr != nil {
 			log.Error("engine processes survived", "err", terr)
+		}
+		var res providers.Result
+		if forced {
+			res.SystemLogs = []string{fmt.Sprintf("%s did not stop within %s of %s (WES_CANCEL_GRACE): its processes were killed", d.name, p.cfg.CancelGrace, signalName(d.stop))}
 		}
 		// Reap the engine; a survivor may be the engine itself, so do not
 		// wait for ever.
@@ -286,9 +290,9 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		}
 		stderr.flush()
 		if terr != nil {
-			return providers.Result{}, errors.Join(ctx.Err(), terr)
+			return res, errors.Join(ctx.Err(), terr)
 		}
-		return providers.Result{}, ctx.Err()
+		return res, ctx.Err()
 	}
 	// Whatever the engine left behind (daemonized workers) goes too.
 	if err := terminate(root, marker, syscall.SIGKILL, 0); err != nil {
@@ -617,4 +621,15 @@ func chownTree(dir string, uid, gid int) error {
 		}
 		return os.Lchown(p, uid, gid)
 	})
+}
+
+// signalName names a stop signal as people know it.
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
 }

@@ -163,6 +163,13 @@ func runProcesses(marker string, root leader) []int {
 // of the run remains, or, when some survive a last round of SIGKILLs, an
 // error wrapping providers.ErrSurvivors that names them.
 func terminate(root leader, marker string, sig syscall.Signal, grace time.Duration) error {
+	_, err := stop(root, marker, sig, grace)
+	return err
+}
+
+// stop is terminate, and reports whether processes were left after the
+// grace period (and were sent SIGKILL).
+func stop(root leader, marker string, sig syscall.Signal, grace time.Duration) (forced bool, err error) {
 	signalAll := func(s syscall.Signal) int {
 		pids := runProcesses(marker, root)
 		if slices.Contains(pids, root.pid) {
@@ -175,25 +182,25 @@ func terminate(root leader, marker string, sig syscall.Signal, grace time.Durati
 		return len(pids)
 	}
 	if signalAll(sig) == 0 {
-		return nil
+		return false, nil
 	}
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 		if len(runProcesses(marker, root)) == 0 {
-			return nil
+			return false, nil
 		}
 	}
 	for range 50 {
 		if signalAll(syscall.SIGKILL) == 0 {
-			return nil
+			return true, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if left := runProcesses(marker, root); len(left) > 0 {
-		return fmt.Errorf("%w: %d process(es) of the run survived SIGKILL (pids %v); they may still use the run directory", providers.ErrSurvivors, len(left), left)
+		return true, fmt.Errorf("%w: %d process(es) of the run survived SIGKILL (pids %v); they may still use the run directory", providers.ErrSurvivors, len(left), left)
 	}
-	return nil
+	return true, nil
 }
 
 // stopEarlierAttempts kills what earlier attempts of a run left running on

@@ -157,12 +157,31 @@ func TestTerminateKillsWhatIgnoresTheStopSignal(t *testing.T) {
 	require.Eventually(t, func() bool { return len(marked(marker)) >= 4 }, 10*time.Second, 50*time.Millisecond)
 
 	start := time.Now()
-	require.NoError(t, terminate(newLeader(cmd.Process.Pid), marker, syscall.SIGTERM, time.Second))
+	forced, err := stop(newLeader(cmd.Process.Pid), marker, syscall.SIGTERM, time.Second)
+	require.NoError(t, err)
+	require.True(t, forced, "what ignored SIGTERM was killed, and stop says so")
 	require.GreaterOrEqual(t, time.Since(start), time.Second, "SIGTERM was ignored: terminate must have waited for the grace period")
 	require.Less(t, time.Since(start), 10*time.Second)
 	<-waited
 	left := marked(marker)
 	require.Empty(t, left, describe(left))
+}
+
+// A process that stops on the stop signal is not reported killed.
+func TestStopSaysNothingOfAnObedientProcess(t *testing.T) {
+	t.Parallel()
+	marker := randomID(t) + ".1"
+	cmd := exec.Command("sleep", "300")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), markerVar + "=" + marker}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, cmd.Start())
+	waited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(waited) }()
+	require.Eventually(t, func() bool { return len(marked(marker)) == 1 }, 10*time.Second, 50*time.Millisecond)
+	forced, err := stop(newLeader(cmd.Process.Pid), marker, syscall.SIGTERM, 5*time.Second)
+	require.NoError(t, err)
+	require.False(t, forced)
+	<-waited
 }
 
 // sleepCWL is a workflow whose one step sleeps for five minutes.
