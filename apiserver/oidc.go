@@ -2,12 +2,17 @@ package apiserver
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 )
 
 // OIDCConfig configures JWT bearer-token authentication.
@@ -25,6 +30,10 @@ type OIDCConfig struct {
 	AdminRole string
 	// ClockSkew is tolerated on expiry (default 1 minute).
 	ClockSkew time.Duration
+	// KeyRefresh is the least time between two fetches of the provider's
+	// keys (default 10 s): a token that names a key not held makes a
+	// fetch, and forged ones must not make one each.
+	KeyRefresh time.Duration
 }
 
 // OIDC authenticates JWT bearer tokens against an OpenID provider: the
@@ -54,18 +63,115 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 	if cfg.ClockSkew == 0 {
 		cfg.ClockSkew = time.Minute
 	}
+	if cfg.KeyRefresh == 0 {
+		cfg.KeyRefresh = 10 * time.Second
+	}
 	// The provider's keys are fetched later, as tokens need them, with a
 	// context that outlives this call.
 	provider, err := oidc.NewProvider(oidc.ClientContext(ctx, http.DefaultClient), cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("OIDC discovery at %s: %w", cfg.Issuer, err)
 	}
+	var meta struct {
+		JWKS string `json:"jwks_uri"`
+	}
+	if err := provider.Claims(&meta); err != nil || meta.JWKS == "" {
+		return nil, fmt.Errorf("OIDC discovery at %s: no jwks_uri", cfg.Issuer)
+	}
+	keys := &keySet{uri: meta.JWKS, client: &http.Client{Timeout: 10 * time.Second}, every: cfg.KeyRefresh}
 	skew := cfg.ClockSkew
-	verifier := provider.Verifier(&oidc.Config{
+	verifier := oidc.NewVerifier(cfg.Issuer, keys, &oidc.Config{
 		ClientID: cfg.Audience,
 		Now:      func() time.Time { return time.Now().Add(-skew) },
 	})
 	return &OIDC{cfg: cfg, verifier: verifier}, nil
+}
+
+// keySet holds the provider's published keys, and fetches them again when
+// a token names a key it does not hold (the provider rotated its keys), at
+// most once every KeyRefresh. go-oidc's own key set fetches them for every
+// such token, and a token's claims are checked only after its signature:
+// anyone could make each request a fetch from the provider with made-up
+// key ids.
+type keySet struct {
+	uri    string
+	client *http.Client
+	every  time.Duration
+
+	mu      sync.Mutex
+	keys    []jose.JSONWebKey
+	fetched time.Time
+}
+
+// signingAlgs are the algorithms a token may be parsed with; the verifier
+// allows only those the provider announces.
+var signingAlgs = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+}
+
+// VerifySignature implements oidc.KeySet.
+func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	jws, err := jose.ParseSigned(raw, signingAlgs)
+	if err != nil {
+		return nil, fmt.Errorf("malformed token: %w", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, errors.New("a token must have one signature")
+	}
+	kid := jws.Signatures[0].Header.KeyID
+	if payload, ok := k.verify(jws, kid); ok {
+		return payload, nil
+	}
+	if err := k.refresh(ctx); err != nil {
+		return nil, err
+	}
+	if payload, ok := k.verify(jws, kid); ok {
+		return payload, nil
+	}
+	return nil, errors.New("the token's signature matches none of the provider's keys")
+}
+
+func (k *keySet) verify(jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
+	k.mu.Lock()
+	keys := k.keys
+	k.mu.Unlock()
+	for _, key := range keys {
+		if kid == "" || key.KeyID == kid {
+			if payload, err := jws.Verify(&key); err == nil {
+				return payload, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// refresh fetches the keys, unless they were fetched less than every ago.
+func (k *keySet) refresh(ctx context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.fetched.IsZero() && time.Since(k.fetched) < k.every {
+		return nil
+	}
+	k.fetched = time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.uri, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch the provider's keys: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch the provider's keys: %s", resp.Status)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+		return fmt.Errorf("the provider's keys: %w", err)
+	}
+	k.keys = set.Keys
+	return nil
 }
 
 // Authenticate implements Authenticator.

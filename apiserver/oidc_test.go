@@ -21,9 +21,10 @@ import (
 // issuer is an OpenID provider in miniature: a discovery document and a
 // JWKS over real HTTP, real RSA keys, and the ability to rotate them.
 type issuer struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	keys []jose.JSONWebKey // private keys; the first signs
+	srv     *httptest.Server
+	mu      sync.Mutex
+	keys    []jose.JSONWebKey // private keys; the first signs
+	fetches int               // of the JWKS
 }
 
 func newIssuer(t *testing.T) *issuer {
@@ -39,6 +40,7 @@ func newIssuer(t *testing.T) *issuer {
 	mux.HandleFunc("/keys", func(w http.ResponseWriter, _ *http.Request) {
 		iss.mu.Lock()
 		defer iss.mu.Unlock()
+		iss.fetches++
 		var set jose.JSONWebKeySet
 		for _, k := range iss.keys {
 			set.Keys = append(set.Keys, k.Public())
@@ -80,7 +82,7 @@ func (iss *issuer) token(t *testing.T, claims map[string]any) string {
 
 func TestOIDC(t *testing.T) {
 	iss := newIssuer(t)
-	o, err := NewOIDC(context.Background(), OIDCConfig{Issuer: iss.srv.URL, Audience: "wes", ClockSkew: time.Second})
+	o, err := NewOIDC(context.Background(), OIDCConfig{Issuer: iss.srv.URL, Audience: "wes", ClockSkew: time.Second, KeyRefresh: 300 * time.Millisecond})
 	require.NoError(t, err)
 	now := time.Now()
 	claims := func(mod func(map[string]any)) map[string]any {
@@ -124,8 +126,32 @@ func TestOIDC(t *testing.T) {
 	_, err = auth(other.token(t, claims(nil)))
 	require.ErrorIs(t, err, ErrUnauthenticated)
 
+	// Tokens that name keys the provider does not have, as many as one
+	// likes, make one fetch of its keys per KeyRefresh, not one each.
+	forged := &issuer{srv: iss.srv}
+	forged.rotate(t)
+	var tokens []string
+	for range 50 {
+		forged.keys[0].KeyID = randomKID(t)
+		tokens = append(tokens, forged.token(t, claims(nil)))
+	}
+	iss.mu.Lock()
+	before := iss.fetches
+	iss.mu.Unlock()
+	start := time.Now()
+	for _, tok := range tokens {
+		_, err = auth(tok)
+		require.ErrorIs(t, err, ErrUnauthenticated)
+	}
+	periods := int(time.Since(start)/(300*time.Millisecond)) + 1
+	iss.mu.Lock()
+	require.LessOrEqual(t, iss.fetches-before, periods, "forged key ids made the service fetch the provider's keys each time")
+	iss.mu.Unlock()
+
 	// …but once the provider rotates to a new key, tokens it signs are
-	// accepted: the verifier fetches the keys again for an unknown kid.
+	// accepted: the verifier fetches the keys again for an unknown kid
+	// (once KeyRefresh has passed since the last fetch).
+	time.Sleep(350 * time.Millisecond)
 	iss.rotate(t)
 	p, err = auth(iss.token(t, claims(nil)))
 	require.NoError(t, err, "key rotation")
