@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -28,28 +29,35 @@ func (a *attempt) storeOutputs(ctx context.Context, outputs json.RawMessage, dir
 	stored := map[string]bool{}
 	var total int64
 	var skipped []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	// Through an os.Root: the engine may run as another user, who owns
+	// dir and may swap a file for a link to one of ours while we walk; no
+	// path is followed out of dir, and what is opened is checked to be a
+	// regular file after it is opened.
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("outputs: %w", err)
+	}
+	defer root.Close()
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !d.Type().IsRegular() {
 			return err
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if total+info.Size() > a.e.cfg.MaxOutputBytes {
-			skipped = append(skipped, rel)
-			return nil
-		}
-		f, err := os.Open(p)
+		f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil // swapped since the walk saw it
+		}
+		if total+info.Size() > a.e.cfg.MaxOutputBytes {
+			skipped = append(skipped, rel)
+			return nil
+		}
 		// nats.go's Put, not events.PutObject: outputs may be large, and
 		// Put publishes their chunks without waiting for each ack. Each
 		// file has the time its size needs.

@@ -3,10 +3,12 @@ package local
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -281,4 +283,46 @@ stdout: out.txt
 	got := localFile(t, out.Out.Location)
 	require.Equal(t, "65534\nunreadable\n", got, "the tool ran as the engine user and could not read the secret")
 	require.NotContains(t, got, "SECRET")
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(f.outputs(), &st))
+	require.Zero(t, st.Uid, "the run's directory is root's again before its outputs are read")
+}
+
+// chownTree follows no link out of the run's directory: a process that
+// swaps a directory of the run for a link to another (here the test
+// itself, as root, racing it) does not make root give or take back what
+// the link names.
+func TestChownTreeFollowsNoLinkOut(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: changing owners takes root; .ci/run runs as root")
+	}
+	base := t.TempDir()
+	run, victim := filepath.Join(base, "run"), filepath.Join(base, "victim")
+	require.NoError(t, os.MkdirAll(filepath.Join(run, "inputs"), 0o700))
+	require.NoError(t, os.MkdirAll(victim, 0o700))
+	for i := range 50 {
+		require.NoError(t, os.WriteFile(filepath.Join(run, "inputs", fmt.Sprintf("f%02d", i)), nil, 0o600))
+	}
+	secret := filepath.Join(victim, "f00")
+	require.NoError(t, os.WriteFile(secret, []byte("x"), 0o600))
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		in, aside := filepath.Join(run, "inputs"), filepath.Join(run, "aside")
+		for !stop.Load() {
+			if os.Rename(in, aside) == nil {
+				_ = os.Symlink(victim, in)
+				_ = os.Remove(in)
+				_ = os.Rename(aside, in)
+			}
+		}
+	}()
+	defer func() { stop.Store(true); <-done }()
+	for i := range 2000 {
+		_ = chownTree(run, 65534, 65534, i%2 == 1)
+		var st syscall.Stat_t
+		require.NoError(t, syscall.Stat(secret, &st))
+		require.Zero(t, st.Uid, "after %d tries, %s (outside the run's directory) changed owner", i+1, secret)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -222,7 +223,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	}
 	argv := d.argv(d.path, r)
 	if u := p.cfg.EngineUser; u != nil {
-		if err := chownTree(job.Dir, int(u.Uid), int(u.Gid)); err != nil {
+		if err := chownTree(job.Dir, int(u.Uid), int(u.Gid), false); err != nil {
 			return providers.Result{}, fmt.Errorf("give the run's directory to the engine's user: %w", err)
 		}
 	}
@@ -301,6 +302,15 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	}
 	werr := cmd.Wait()
 	stderr.flush()
+	if p.cfg.EngineUser != nil {
+		// What follows (task reports, outputs, links resolved) reads the
+		// run's directory as root: take it back first, the directory
+		// itself first, so that no process of the engine's user (another
+		// run's workflow) can change it meanwhile.
+		if err := chownTree(job.Dir, 0, 0, true); err != nil {
+			return providers.Result{}, fmt.Errorf("take the run's directory back from the engine's user: %w", err)
+		}
+	}
 
 	var exitErr *exec.ExitError
 	code := 0
@@ -613,14 +623,44 @@ func (w *lineWriter) flush() {
 }
 
 // chownTree gives dir and everything below it to uid:gid, links
-// themselves and not what they name.
-func chownTree(dir string, uid, gid int) error {
-	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
+// themselves and not what they name, through an os.Root (no path is
+// followed out of dir). Given to the engine's user it works bottom-up,
+// dir itself last; taken back (dirFirst), dir first: either way no
+// process of that user (another run's workflow) can reach a directory
+// that is not its own yet, or any longer, to swap what is in it for a
+// link.
+func chownTree(dir string, uid, gid int, dirFirst bool) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if dirFirst {
+		if err := root.Lchown(".", uid, gid); err != nil {
 			return err
 		}
-		return os.Lchown(p, uid, gid)
-	})
+	}
+	var paths []string
+	if err := fs.WalkDir(root.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
+		paths = append(paths, p)
+		return err
+	}); err != nil {
+		return err
+	}
+	if dirFirst {
+		for _, p := range paths[1:] {
+			if err := root.Lchown(p, uid, gid); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, p := range slices.Backward(paths) { // a directory after what it holds
+		if err := root.Lchown(p, uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // signalName names a stop signal as people know it.
