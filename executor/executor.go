@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,6 +26,12 @@ type Config struct {
 	ID string
 	// Slots is how many runs execute at once.
 	Slots int
+	// QueueHandBacksAnew queues a run handed back at shutdown as a new
+	// message, rather than handing its message back (Nak): for a NATS
+	// server that stops with the executor (wes dev's embedded one), which
+	// would deliver a Nak'd message only AckWait after it is back. Where
+	// the server runs on, a Nak keeps the run ahead of the queue.
+	QueueHandBacksAnew bool
 	// WorkDir holds one directory per run.
 	WorkDir string
 	// AckWait is how long JetStream waits for a heartbeat before it gives
@@ -86,6 +93,8 @@ type Executor struct {
 	// (see claim). Guarded by runningMu.
 	runningMu sync.Mutex
 	running   map[string]*attempt
+	// noEngine is set once Run found no engine to offer.
+	noEngine atomic.Bool
 	// leftovers takes the directories of finished runs to remove, away
 	// from the runs' slots (see sweep).
 	leftovers chan string
@@ -162,6 +171,12 @@ func New(cfg Config, bus *events.Bus, provider providers.Provider, reg prometheu
 	}
 }
 
+// ID names this executor (in the registry, in events).
+func (e *Executor) ID() string { return e.cfg.ID }
+
+// FoundNoEngine reports whether Run has looked for engines and found none.
+func (e *Executor) FoundNoEngine() bool { return e.noEngine.Load() }
+
 // DefaultID names an executor whose Config names none: hostname-pid.
 func DefaultID() string {
 	host, _ := os.Hostname()
@@ -181,6 +196,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		return nil // stopped while it looked for engines (the API could not listen, say)
 	}
 	if len(engines) == 0 {
+		e.noEngine.Store(true)
 		e.log.Warn("NO WORKFLOW ENGINE FOUND: this executor will take no runs; install an engine (see README) or set DEFAULT_WES_PROVIDER=mock")
 	}
 	for _, eng := range engines {

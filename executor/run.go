@@ -552,15 +552,13 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 	if v.ev.State != "" { // a verdict without an event reports nothing
 		v = a.report(ctx, v)
 	}
-	if v.verb == nak && !a.takenOver.Load() {
+	if v.verb == nak && a.e.cfg.QueueHandBacksAnew && !a.takenOver.Load() {
 		// A message handed back with Nak is delivered again at once while
-		// the server runs; but a server that stops before then (wes dev,
-		// a restart) keeps it pending, and delivers it AckWait after it
+		// the server runs; but a server that stops with this executor
+		// (wes dev's) keeps it pending, and delivers it AckWait after it
 		// is back. A new message, which carries the attempts so far, is
-		// delivered at once either way; the old one is settled.
-		if err := a.queueAgain(ctx); err != nil {
-			a.log.Warn("cannot queue the run again; handing its message back instead", "err", err)
-		} else {
+		// delivered at once; the old one is settled.
+		if a.queueAgain(ctx) {
 			v.verb = ack
 		}
 	}
@@ -569,15 +567,38 @@ func (a *attempt) finish(ctx context.Context, v verdict) {
 }
 
 // queueAgain queues the run anew, as a run that had a.n attempts (the
-// next delivery is attempt a.n+1), under a message id of its own.
-func (a *attempt) queueAgain(ctx context.Context) error {
+// next delivery is attempt a.n+1), under a message id of its own, and
+// reports whether the new message is in the queue: then the old one must
+// be acknowledged, else handed back, never both (two messages would be
+// two deliveries numbered a.n+1, run at once). A publish whose answer is
+// lost may have been stored: the queue is asked.
+func (a *attempt) queueAgain(ctx context.Context) bool {
 	sub := a.sub
 	sub.PriorAttempts = a.n
 	subject, msgID, data, err := a.e.pub.EncodeSubmitted(sub)
 	if err != nil {
-		return err
+		a.log.Warn("cannot queue the run again; handing its message back", "err", err)
+		return false
 	}
-	return a.e.pub.Publish(ctx, subject, fmt.Sprintf("%s.handed-back.%d", msgID, a.n), data)
+	perr := a.e.pub.Publish(ctx, subject, fmt.Sprintf("%s.handed-back.%d", msgID, a.n), data)
+	if perr == nil {
+		return true
+	}
+	meta, err := a.msg.Metadata()
+	if err != nil {
+		return false
+	}
+	stream, err := a.e.bus.JS.Stream(ctx, a.e.bus.Names.RunsStream())
+	if err == nil {
+		var last *jetstream.RawStreamMsg
+		if last, err = stream.GetLastMsgForSubject(ctx, subject); err == nil {
+			return last.Sequence > meta.Sequence.Stream
+		}
+	}
+	// Not stored (or not known to be, NATS failing all round): the old
+	// message goes back.
+	a.log.Warn("cannot queue the run again; handing its message back", "err", perr, "lookup", err)
+	return false
 }
 
 // report publishes v's event and returns v with the verb to settle with.

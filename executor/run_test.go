@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -856,4 +857,52 @@ func TestAFreeSlotIsNotHeldByAnIdleEngine(t *testing.T) {
 	waited := time.Since(submitted)
 	t.Logf("the second run started %s after its submission", waited)
 	require.Less(t, waited, 2*time.Second, "a run waited for a slot an idle engine held")
+}
+
+// A run handed back at shutdown keeps its place: it is delivered before
+// the runs queued behind it (a Nak'd message is redelivered first; a
+// message queued anew would wait behind them all).
+func TestAHandedBackRunKeepsItsPlace(t *testing.T) {
+	f := setup(t)
+	var mu sync.Mutex
+	var order []string
+	block := true
+	p := &testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		mu.Lock()
+		order = append(order, job.RunID)
+		b := block
+		mu.Unlock()
+		r.Started([]string{"engine"})
+		if b {
+			<-ctx.Done()
+			return providers.Result{}, ctx.Err()
+		}
+		time.Sleep(200 * time.Millisecond)
+		return providers.Result{Outputs: []byte(`{}`)}, nil
+	}}
+	log := slog.New(slog.NewTextHandler(tWriter{t}, nil))
+	a := New(Config{ID: "A", Slots: 1, AckWait: 5 * time.Second, ShutdownGrace: 100 * time.Millisecond, WorkDir: t.TempDir()}, f.bus, dirlessProvider{p}, prometheus.NewRegistry(), log)
+	actx, stopA := context.WithCancel(context.Background())
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.Run(actx) }()
+	first := f.submit(t)
+	f.waitState(t, first, models.Running, 20*time.Second)
+	var later []string
+	for range 3 {
+		later = append(later, f.submit(t))
+	}
+	stopA()
+	require.NoError(t, <-aDone)
+	mu.Lock()
+	block, order = false, nil
+	mu.Unlock()
+	f.start(t, Config{ID: "B", Slots: 1, AckWait: 5 * time.Second}, dirlessProvider{p})
+	f.waitState(t, first, models.Complete, 30*time.Second)
+	for _, id := range later {
+		f.waitState(t, id, models.Complete, 30*time.Second)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("start order after the hand-back: %v (handed back: %s)", order, first)
+	require.Equal(t, first, order[0], "the handed-back run waited behind runs submitted after it started")
 }

@@ -2,12 +2,16 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wes-dev/wes/events"
@@ -185,4 +189,79 @@ func TestARequeuedRunGoesOnFromItsAttempts(t *testing.T) {
 	done := f.waitState(t, runID, models.ExecutorError, 30*time.Second)
 	require.Equal(t, 3, done.Attempt, "events:%s", describe(f.runEvents(t, runID)))
 	require.EqualValues(t, 1, p.calls.Load(), "no retry beyond WES_MAX_ATTEMPTS")
+}
+
+// lostPubAck stores a submission but reports a timeout, as a server that
+// dies (or a leader that moves) after storing it but before answering does.
+type lostPubAck struct {
+	jetstream.JetStream
+	on atomic.Bool
+}
+
+func (j *lostPubAck) Publish(ctx context.Context, subj string, data []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ack, err := j.JetStream.Publish(ctx, subj, data, opts...)
+	if err == nil && j.on.Load() && strings.Contains(subj, ".runs.submitted.") {
+		return nil, errors.New("nats: timeout")
+	}
+	return ack, err
+}
+
+// A run queued anew at a hand-back (wes dev's executor) whose new message
+// was stored but not acknowledged is not also handed back: two messages
+// would be two deliveries of one attempt number, run at once.
+func TestAHandBackQueuedAnewWhoseAckIsLostRunsOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	js := &lostPubAck{JetStream: f.bus.JS}
+	b := *f.bus
+	b.JS = js
+	var running, maxRunning, calls atomic.Int32
+	p := &testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		calls.Add(1)
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			m := maxRunning.Load()
+			if n <= m || maxRunning.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		r.Started([]string{"engine"})
+		select {
+		case <-ctx.Done():
+			return providers.Result{}, ctx.Err()
+		case <-time.After(8 * time.Second):
+			return providers.Result{Outputs: []byte(`{}`)}, nil
+		}
+	}}
+	log := slog.New(slog.NewTextHandler(tWriter{t}, nil))
+	// Executor A: runs the run, then shuts down and hands it back.
+	js.on.Store(true)
+	a := New(Config{ID: "A", AckWait: 4 * time.Second, ShutdownGrace: 100 * time.Millisecond, WorkDir: t.TempDir(), QueueHandBacksAnew: true}, &b, dirlessProvider{p}, prometheus.NewRegistry(), log)
+	actx, stopA := context.WithCancel(context.Background())
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.Run(actx) }()
+	runID := f.submit(t)
+	f.waitState(t, runID, models.Running, 20*time.Second)
+	stopA()
+	require.NoError(t, <-aDone)
+	require.EqualValues(t, 1, f.runsLeft(t), "one message for the run after the hand-back")
+	js.on.Store(false)
+	calls.Store(0)
+
+	// Two healthy executors pick the run up.
+	f.start(t, Config{ID: "B", AckWait: 4 * time.Second}, dirlessProvider{p})
+	f.start(t, Config{ID: "C", AckWait: 4 * time.Second}, dirlessProvider{p})
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, _ := events.Replay(f.runEvents(t, runID))
+		if st.Terminal() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("events:%s", describe(f.runEvents(t, runID)))
+	t.Logf("engine runs after the hand-back: %d, at most %d at once", calls.Load(), maxRunning.Load())
+	require.EqualValues(t, 1, maxRunning.Load(), "two executors ran the workflow of one run at once")
+	require.EqualValues(t, 1, calls.Load(), "a handed-back run was started more than once")
 }

@@ -653,3 +653,26 @@ func TestAbandonedUploadLeavesNoChunks(t *testing.T) {
 	require.Eventually(t, func() bool { return stored() == before }, 10*time.Second, 50*time.Millisecond,
 		"chunks of the abandoned upload are left in the object store")
 }
+
+// `wes dev` on a machine with no engine is ready all the same (it says
+// which engines are missing, and refuses submissions with a 400 that
+// says so): readiness waits for the executor's search, not for engines.
+func TestDevWithoutEnginesIsReady(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	root := "http://127.0.0.1:" + itoa(port)
+	e := &env{t: t, vars: map[string]string{
+		"WES_DATA_DIR": t.TempDir(), "DEFAULT_WES_PROVIDER": "local", "PATH": t.TempDir(),
+		"WES_LISTEN_ADDR": "127.0.0.1:" + itoa(port),
+	}, apiBase: root + "/ga4gh/wes/v1"}
+	dev := e.start("dev", nil, "dev")
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(root + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "wes dev without engines was never ready\n%s", dev.output())
+	require.Contains(t, dev.output(), "NO WORKFLOW ENGINE FOUND")
+}

@@ -82,20 +82,19 @@ func runDev(ctx context.Context, env *environment, _ []string) error {
 	}
 	defer nc.Close()
 	reg := newRegistry()
-	if cfg.ExecutorID == "" {
-		cfg.ExecutorID = executor.DefaultID()
-	}
-	// Ready once the built-in executor is listed: before, every
-	// submission would be refused for want of an engine.
-	api, err := apiComponents(ctx, env, cfg, store, bus, reg, cfg.ExecutorID)
+	// The embedded server stops with this executor: a run it hands back
+	// is queued anew, or the restarted server would hold it for AckWait.
+	exec, err := newExecutor(env, cfg, bus, reg, true)
 	if err != nil {
 		return err
 	}
-	exec, err := executorComponent(env, cfg, bus, reg)
+	// Ready once the built-in executor is listed (or found no engine):
+	// before, every submission would be refused for want of an engine.
+	api, err := apiComponents(ctx, env, cfg, store, bus, reg, exec)
 	if err != nil {
 		return err
 	}
-	return runAll(ctx, append(api, exec)...)
+	return runAll(ctx, append(api, exec.Run)...)
 }
 
 // lockDataDir takes WES_DATA_DIR for this process: two `wes dev` on one
@@ -128,7 +127,7 @@ func runAPI(ctx context.Context, env *environment, _ []string) error {
 		return err
 	}
 	defer nc.Close()
-	comps, err := apiComponents(ctx, env, env.cfg, store, bus, newRegistry(), "")
+	comps, err := apiComponents(ctx, env, env.cfg, store, bus, newRegistry(), nil)
 	if err != nil {
 		return err
 	}
@@ -142,11 +141,11 @@ func runExecutor(ctx context.Context, env *environment, _ []string) error {
 	}
 	defer nc.Close()
 	reg := newRegistry()
-	exec, err := executorComponent(env, env.cfg, bus, reg)
+	exec, err := newExecutor(env, env.cfg, bus, reg, false)
 	if err != nil {
 		return err
 	}
-	return runAll(ctx, exec, func(ctx context.Context) error { return servePprof(ctx, env) }, func(ctx context.Context) error {
+	return runAll(ctx, exec.Run, func(ctx context.Context) error { return servePprof(ctx, env) }, func(ctx context.Context) error {
 		return serveOps(ctx, env, env.cfg.ExecutorMetricsAddr, reg, func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS unreachable")
@@ -318,8 +317,8 @@ func connect(ctx context.Context, env *environment, cfg Config, name string, own
 }
 
 // apiComponents are the API's parts. With waitFor, the API is not ready
-// (/readyz) until the catalog lists that executor.
-func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus, reg *prometheus.Registry, waitFor string) ([]component, error) {
+// (/readyz) until the catalog lists that executor, or it found no engine.
+func apiComponents(ctx context.Context, env *environment, cfg Config, store *models.Store, bus *events.Bus, reg *prometheus.Registry, waitFor *executor.Executor) ([]component, error) {
 	key, err := store.Secret(ctx, "page_token")
 	if err != nil {
 		return nil, err
@@ -331,10 +330,10 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	catalog := apiserver.NewCatalog(cfg.ExecutorTTL.D())
 	relay := apiserver.NewRelay(store, events.NewPublisher(bus.JS, bus.Names), cfg.PollInterval.D(), env.log)
 	var ready func() error
-	if waitFor != "" {
+	if waitFor != nil {
 		ready = func() error {
-			if !catalog.Lists(waitFor) {
-				return fmt.Errorf("executor %s has not announced its engines yet", waitFor)
+			if !waitFor.FoundNoEngine() && !catalog.Lists(waitFor.ID()) {
+				return fmt.Errorf("executor %s has not announced its engines yet", waitFor.ID())
 			}
 			return nil
 		}
@@ -386,7 +385,9 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	}, nil
 }
 
-func executorComponent(env *environment, cfg Config, bus *events.Bus, reg prometheus.Registerer) (component, error) {
+// newExecutor builds the executor; embedded says that the NATS server
+// stops with it (wes dev).
+func newExecutor(env *environment, cfg Config, bus *events.Bus, reg prometheus.Registerer, embedded bool) (*executor.Executor, error) {
 	workDir := cfg.WorkDir
 	if workDir == "" {
 		workDir = filepath.Join(cfg.DataDir, "runs")
@@ -419,8 +420,9 @@ func executorComponent(env *environment, cfg Config, bus *events.Bus, reg promet
 		MaxHandBacks: cfg.MaxHandBacks, ReportTimeout: cfg.ReportTimeout.D(), MaxEventBytes: cfg.MaxEventBytes,
 		RegistryInterval: cfg.ExecutorTTL.D() / 3, LogInterval: cfg.LogInterval.D(),
 		MaxOutputBytes: cfg.MaxOutputBytes, LocalOutputLocations: localOutputs, KeepRunDirs: cfg.KeepRunDirs,
+		QueueHandBacksAnew: embedded,
 	}, bus, prov, reg, env.log)
-	return ex.Run, nil
+	return ex, nil
 }
 
 // newAuthenticator picks the authenticator WES_AUTH_MODE names.
