@@ -902,14 +902,20 @@ func attachAs(attachments map[string][]byte, p, name string, check func(string) 
 
 // referenceScope returns the check of a file a workflow's documents name:
 // it, and what it links to, must lie in the workflow's directory, the
-// current one, or what --attach names (extra).
+// current one (unless that is the home directory or above it), or what
+// --attach names (extra).
 func referenceScope(absWorkflow string, extra []string) (func(string) error, error) {
 	dirs := []string{filepath.Dir(absWorkflow)}
 	wd, err := os.Getwd()
 	if err != nil {
 		return nil, err
 	}
-	dirs = append(dirs, wd)
+	// The current directory is a project's (where snakemake would run),
+	// unless it is the home directory or above it: run from ~, a workflow
+	// in ~/Downloads must not reach ~/.ssh.
+	if home, err := os.UserHomeDir(); err != nil || !within(wd, home) {
+		dirs = append(dirs, wd)
+	}
 	for _, e := range extra {
 		abs, err := filepath.Abs(e)
 		if err != nil {
@@ -941,7 +947,7 @@ func referenceScope(absWorkflow string, extra []string) (func(string) error, err
 		if target != abs {
 			what = fmt.Sprintf("%s (a link to %s)", abs, target)
 		}
-		return fmt.Errorf("the workflow refers to %s, outside its directory and the current one: what a workflow names is attached only from there (pass --attach %s to send it anyway)", what, p)
+		return fmt.Errorf("the workflow refers to %s, outside its directory and the current one (a project's, not your home directory): what a workflow names is attached only from there (pass --attach %s to send it anyway)", what, p)
 	}, nil
 }
 

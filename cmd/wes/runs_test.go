@@ -788,3 +788,26 @@ func TestClientSaysWhatHappened(t *testing.T) {
 	require.NoError(t, err, "help, as asked, is no failure")
 	require.Contains(t, stderr, "-engine")
 }
+
+// Run from the home directory, a workflow below it still cannot reach the
+// rest of it: the current directory is in scope only when it is a
+// project's, below home.
+func TestWorkflowReferencesFromHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	writeFiles(t, home, map[string]string{
+		".ssh/id_rsa":            "PRIVATE KEY\n",
+		"Downloads/evil/wf.cwl":  "cwlVersion: v1.2\nclass: CommandLineTool\ninputs:\n  k:\n    type: File\n    default: {class: File, location: ../../.ssh/id_rsa}\n",
+		"project/wf/main.cwl":    "cwlVersion: v1.2\nclass: Workflow\nsteps:\n  s:\n    run: ../tools/t.cwl\n",
+		"project/tools/t.cwl":    "cwlVersion: v1.2\nclass: CommandLineTool\n",
+		"project/tools/other.md": "x\n",
+	})
+	t.Chdir(home)
+	_, err := buildSubmission(filepath.Join(home, "Downloads/evil/wf.cwl"), nil, "", "", nil)
+	require.ErrorContains(t, err, "outside its directory and the current one")
+
+	t.Chdir(filepath.Join(home, "project")) // a project's directory
+	sub, err := buildSubmission(filepath.Join(home, "project/wf/main.cwl"), nil, "", "", nil)
+	require.NoError(t, err)
+	require.Contains(t, sub.Attachments, "tools/t.cwl")
+}
