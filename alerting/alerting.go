@@ -225,8 +225,12 @@ func (a *Alerter) dropped(ctx context.Context, ev events.RunEvent, seq uint64, l
 		log.Warn("cannot read the run's events to tell whether this one counts; alerting on it", "err", err)
 		return false
 	}
+	// Only what shows the event superseded counts: a later attempt, or an
+	// end, before it. A history whose start has expired (a run older
+	// than the events' retention) may not replay to the state the
+	// database holds, and must not silence a real failure.
 	state, attempt := events.Replay(prior)
-	if _, ok := events.Applies(state, attempt, ev); !ok {
+	if state.Terminal() || (ev.Attempt > 0 && ev.Attempt < attempt) {
 		log.Info("no alert: the projector drops this event", "attempt", ev.Attempt, "run_state", state, "run_attempt", attempt)
 		return true
 	}

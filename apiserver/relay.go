@@ -15,7 +15,7 @@ import (
 type OutboxStore interface {
 	PendingOutbox(ctx context.Context, limit int, before time.Time) ([]models.OutboxMessage, error)
 	DeleteOutbox(ctx context.Context, seqs ...int64) error
-	DropDelivered(ctx context.Context) (int64, error)
+	DropDelivered(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Publisher publishes outbox messages, each with its message id, and
@@ -114,7 +114,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}()
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
-	r.sweep(ctx, time.Now()) // what an earlier process left
+	r.sweep(ctx, time.Now(), time.Now()) // what an earlier process left
 	for {
 		select {
 		case <-ctx.Done():
@@ -132,24 +132,25 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			r.publish(ctx, batch)
 		case <-r.kick:
-			r.sweep(ctx, time.Now())
+			r.sweep(ctx, time.Now(), time.Now().Add(-relayMinAge))
 		case <-t.C:
-			r.sweep(ctx, time.Now().Add(-relayMinAge))
+			r.sweep(ctx, time.Now().Add(-relayMinAge), time.Now().Add(-relayMinAge))
 		}
 	}
 }
 
 // sweep publishes outbox rows created before cutoff, oldest first, until
 // none is left or a batch had failures (NATS is likely down; the next
-// sweep tries again).
-func (r *Relay) sweep(ctx context.Context, cutoff time.Time) {
+// sweep tries again). First it drops the rows created before dropBefore
+// whose runs were delivered already.
+func (r *Relay) sweep(ctx context.Context, cutoff, dropBefore time.Time) {
 	// Rows whose runs have moved on were published, and must not be again:
-	// past the stream's duplicate window that would run them again.
-	if n, err := r.store.DropDelivered(ctx); err != nil {
-		if ctx.Err() == nil {
-			r.log.Warn("cannot drop the outbox rows of delivered runs", "err", err)
-		}
-		return
+	// past the stream's duplicate window that would run them again. While
+	// this process publishes, only rows older than relayMinAge, which the
+	// deleter has had its chance at (so that the two deletes do not meet
+	// on the same rows).
+	if n, err := r.store.DropDelivered(ctx, dropBefore); err != nil && ctx.Err() == nil {
+		r.log.Warn("cannot drop the outbox rows of delivered runs; publishing them (deduplicated within the stream's window)", "err", err)
 	} else if n > 0 {
 		r.log.Info("dropped the outbox rows of runs delivered already", "rows", n)
 	}

@@ -74,16 +74,16 @@ func History(ctx context.Context, b *Bus, runID string, before uint64) ([]RunEve
 func Replay(history []RunEvent) (state models.State, attempt int) {
 	state = models.Queued
 	for _, ev := range history {
-		if _, ok := Applies(state, attempt, ev); ok {
+		if _, ok := applies(state, attempt, ev); ok {
 			state, attempt = ev.State, max(attempt, attemptOf(ev, attempt))
 		}
 	}
 	return state, attempt
 }
 
-// Applies reports whether event ev changes a run in state at attempt, as
+// applies reports whether event ev changes a run in state at attempt, as
 // the projector decides, and the attempt ev concerns.
-func Applies(state models.State, attempt int, ev RunEvent) (int, bool) {
+func applies(state models.State, attempt int, ev RunEvent) (int, bool) {
 	if ev.State == "" {
 		return 0, false
 	}

@@ -752,10 +752,12 @@ func (s *Store) PendingOutbox(ctx context.Context, limit int, before time.Time) 
 // published and delivered, and its row was left behind (the process died,
 // or its delete failed, after JetStream acknowledged it). Publishing such a
 // row again after the stream's duplicate window would be a new message, a
-// first delivery of a run that has run already. It returns how many rows
-// it deleted.
-func (s *Store) DropDelivered(ctx context.Context) (int64, error) {
+// first delivery of a run that has run already. Only rows created before
+// before are looked at (the relay deletes fresh ones itself). It returns
+// how many rows it deleted.
+func (s *Store) DropDelivered(ctx context.Context, before time.Time) (int64, error) {
 	res := s.db.WithContext(ctx).
+		Where("created_at < ?", before.UTC()).
 		Where("EXISTS (SELECT 1 FROM runs WHERE runs.id = outbox.msg_id AND (runs.state <> ? OR runs.attempt > 0))", Queued).
 		Delete(&OutboxMessage{})
 	if res.Error != nil {
