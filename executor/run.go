@@ -497,7 +497,9 @@ func (a *attempt) judge(res providers.Result, err, cause error) verdict {
 		v.ev.State, v.outcome = models.ExecutorError, "executor_error"
 		v.ev.Error = fmt.Sprintf("the workflow failed: %s exited with status %d (its stderr says why)", a.sub.Engine, code)
 	} else {
-		outputs, note, err := a.storeOutputs(context.Background(), res.Outputs, res.OutputDir)
+		// The upload has the time its size needs, up to a shutdown's end
+		// of grace (the run is then tried again elsewhere).
+		outputs, note, err := a.storeOutputs(a.e.hard, res.Outputs, res.OutputDir)
 		if err != nil {
 			// The workflow succeeded but we lost its outputs: ours.
 			return a.failed(fmt.Errorf("%w: %w", providers.ErrRetryable, err))

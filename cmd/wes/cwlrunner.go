@@ -57,7 +57,7 @@ func runCWLRunner(ctx context.Context, env *environment, args []string) error {
 		progress = io.Discard
 	}
 	fmt.Fprintf(progress, "wes cwl-runner: run %s\n", id)
-	rl, err := c.Wait(ctx, id, 500*time.Millisecond, func(state string) { fmt.Fprintf(progress, "wes cwl-runner: %s\n", state) })
+	rl, err := c.Wait(ctx, id, 500*time.Millisecond, func(state string) { fmt.Fprintf(progress, "wes cwl-runner: %s\n", client.Printable(state)) })
 	if err != nil {
 		return err
 	}

@@ -380,7 +380,7 @@ func runsList(ctx context.Context, env *environment, c *client.Client, fs *flag.
 			return nil
 		}
 		if !*all {
-			fmt.Fprintf(env.stderr, "more runs: --page-token %s (or --all)\n", token)
+			fmt.Fprintf(env.stderr, "more runs: --page-token %s (or --all)\n", client.Printable(token))
 			return nil
 		}
 	}
