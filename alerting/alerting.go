@@ -48,6 +48,10 @@ type Config struct {
 	// Attempts per delivery before the event is handed back to JetStream
 	// for a later try.
 	Attempts int
+	// AckWait is how long JetStream waits for an event's ack before it
+	// delivers it again (default 2 minutes); waiting events are kept alive
+	// meanwhile.
+	AckWait time.Duration
 }
 
 // Alert is what the generic webhook receives.
@@ -87,7 +91,53 @@ const (
 	alertWorkers = 8
 	// maxDeliver is how many times JetStream delivers an event.
 	maxDeliver = 20
+	// maxAckPending bounds the events delivered and not yet acknowledged.
+	maxAckPending = 64
 )
+
+// waitingEvents are the events delivered and not yet done with (waiting
+// for their worker, or in its hands), by stream sequence.
+type waitingEvents struct {
+	mu   sync.Mutex
+	msgs map[uint64]jetstream.Msg
+}
+
+// add keeps msg as the event at seq, and reports whether it is new (not
+// waiting already).
+func (w *waitingEvents) add(seq uint64, msg jetstream.Msg) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, had := w.msgs[seq]
+	w.msgs[seq] = msg
+	return !had
+}
+
+// get returns the event at seq.
+func (w *waitingEvents) get(seq uint64) jetstream.Msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.msgs[seq]
+}
+
+// done forgets the event at seq.
+func (w *waitingEvents) done(seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.msgs, seq)
+}
+
+// inProgress tells JetStream that every waiting event is in hand.
+func (w *waitingEvents) inProgress() {
+	w.mu.Lock()
+	msgs := make([]jetstream.Msg, 0, len(w.msgs))
+	for _, m := range w.msgs {
+		msgs = append(msgs, m)
+	}
+	w.mu.Unlock()
+	for _, m := range msgs {
+		_ = m.InProgress()
+	}
+}
 
 // ConsumerName is the alerter's durable consumer on the events stream.
 const ConsumerName = "alerts"
@@ -99,6 +149,9 @@ func New(cfg Config, bus *events.Bus, reg prometheus.Registerer, log *slog.Logge
 	}
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 4
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 2 * time.Minute
 	}
 	if cfg.RunURL == nil {
 		cfg.RunURL = func(string) string { return "" }
@@ -127,37 +180,73 @@ func (a *Alerter) Run(ctx context.Context) error {
 	// Events go to alertWorkers workers by run: a run's callbacks are
 	// posted in order, while a slow one holds up only the runs that share
 	// its worker.
+	//
+	// An event waiting for its worker (behind a sink that times out, say),
+	// or in its hands, is kept alive with InProgress: past AckWait
+	// JetStream would deliver it again, to be posted twice, and each
+	// delivery counts towards maxDeliver. A delivery of an event already
+	// there is not queued again. At most maxAckPending events are
+	// delivered and not acknowledged, so a worker's queue never fills.
 	var wg sync.WaitGroup
-	work := make([]chan jetstream.Msg, alertWorkers)
+	waiting := &waitingEvents{msgs: map[uint64]jetstream.Msg{}}
+	work := make([]chan uint64, alertWorkers)
 	for i := range work {
-		work[i] = make(chan jetstream.Msg, 8)
+		work[i] = make(chan uint64, maxAckPending)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for msg := range work[i] {
-				a.handle(ctx, msg)
+			for seq := range work[i] {
+				if msg := waiting.get(seq); msg != nil {
+					a.handle(ctx, msg)
+				}
+				waiting.done(seq)
 			}
 		}()
 	}
+	stopBeating := make(chan struct{})
+	beaten := make(chan struct{})
+	go func() {
+		defer close(beaten)
+		t := time.NewTicker(a.cfg.AckWait / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopBeating:
+				return
+			case <-t.C:
+				waiting.inProgress()
+			}
+		}
+	}()
 	err := events.Consume(ctx, a.bus.JS, a.bus.Names.EventsStream(), jetstream.ConsumerConfig{
 		Durable:     ConsumerName,
 		Description: "posts alerts for failed runs",
 		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     2 * time.Minute,
+		AckWait:     a.cfg.AckWait,
 		// Only what happens from now on: a new alerter does not replay
 		// the whole history at its operators.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		MaxDeliver:    maxDeliver,
-		MaxAckPending: 64,
+		MaxAckPending: maxAckPending,
 	}, func(msg jetstream.Msg) {
+		meta, err := msg.Metadata()
+		if err != nil {
+			_ = events.DeadLetter(ctx, a.bus, msg, "no metadata: "+err.Error())
+			return
+		}
+		if !waiting.add(meta.Sequence.Stream, msg) {
+			return // waiting already: this delivery replaces that one
+		}
 		h := fnv.New32a()
-		h.Write([]byte(msg.Subject()))      // one subject a run
-		work[h.Sum32()%alertWorkers] <- msg // a busy worker holds the consumer back
+		h.Write([]byte(msg.Subject())) // one subject a run
+		work[h.Sum32()%alertWorkers] <- meta.Sequence.Stream
 	})
 	for _, w := range work {
 		close(w)
 	}
 	wg.Wait()
+	close(stopBeating)
+	<-beaten
 	return err
 }
 

@@ -433,3 +433,43 @@ func TestAPoisonEventIsDeadLettered(t *testing.T) {
 	require.Len(t, reasons, 1)
 	require.Contains(t, reasons[0], "undecodable")
 }
+
+// Events waiting behind a slow sink are kept alive: JetStream does not
+// deliver them again past AckWait, and each is posted once.
+func TestEventsWaitingBehindASlowSinkArePostedOnce(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	posted := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a Alert
+		require.NoError(t, json.NewDecoder(r.Body).Decode(&a))
+		time.Sleep(1200 * time.Millisecond) // slower than AckWait
+		mu.Lock()
+		posted[a.State]++
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	bus, _ := eventstest.Bus(t, "ALERTSLOW", events.Config{})
+	a := New(Config{CallbackAllow: []string{srv.URL}, AckWait: time.Second}, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	time.Sleep(200 * time.Millisecond) // the consumer delivers only new events
+
+	pub := events.NewPublisher(bus.JS, bus.Names)
+	wf := &events.WorkflowRef{Tags: map[string]string{events.CallbackTag: srv.URL + "/run"}}
+	states := []models.State{models.Initializing, models.Running, models.ExecutorError}
+	for _, st := range states {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "slow", Attempt: 1, State: st, Source: "executor", Workflow: wf}))
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return posted["EXECUTOR_ERROR"] > 0
+	}, 30*time.Second, 100*time.Millisecond)
+	time.Sleep(2 * time.Second) // a redelivery would be posted by now
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, map[string]int{"INITIALIZING": 1, "RUNNING": 1, "EXECUTOR_ERROR": 1}, posted)
+}
