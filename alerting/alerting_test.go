@@ -363,13 +363,7 @@ func TestNoAlertForAnEventTheProjectorDrops(t *testing.T) {
 		mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
-	bus, _ := eventstest.Bus(t, "ALERTS", events.Config{})
-	a := New(Config{WebhookURL: srv.URL}, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	time.Sleep(200 * time.Millisecond) // the consumer delivers only new events
+	bus, ctx := runAlerter(t, "ALERTS", Config{WebhookURL: srv.URL})
 
 	pub := events.NewPublisher(bus.JS, bus.Names)
 	publish := func(run string, attempt int, st models.State) {
@@ -407,13 +401,7 @@ func TestAPoisonEventIsDeadLettered(t *testing.T) {
 	var alerts atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { alerts.Add(1) }))
 	t.Cleanup(srv.Close)
-	bus, _ := eventstest.Bus(t, "ALERTPOISON", events.Config{})
-	a := New(Config{WebhookURL: srv.URL}, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	time.Sleep(200 * time.Millisecond) // the consumer delivers only new events
+	bus, ctx := runAlerter(t, "ALERTPOISON", Config{WebhookURL: srv.URL})
 
 	_, err := bus.JS.Publish(ctx, bus.Names.EventSubject("poison"), []byte("not json"))
 	require.NoError(t, err)
@@ -449,13 +437,7 @@ func TestEventsWaitingBehindASlowSinkArePostedOnce(t *testing.T) {
 		mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
-	bus, _ := eventstest.Bus(t, "ALERTSLOW", events.Config{})
-	a := New(Config{CallbackAllow: []string{srv.URL}, AckWait: time.Second}, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	time.Sleep(200 * time.Millisecond) // the consumer delivers only new events
+	bus, ctx := runAlerter(t, "ALERTSLOW", Config{CallbackAllow: []string{srv.URL}, AckWait: time.Second})
 
 	pub := events.NewPublisher(bus.JS, bus.Names)
 	wf := &events.WorkflowRef{Tags: map[string]string{events.CallbackTag: srv.URL + "/run"}}
@@ -472,4 +454,22 @@ func TestEventsWaitingBehindASlowSinkArePostedOnce(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, map[string]int{"INITIALIZING": 1, "RUNNING": 1, "EXECUTOR_ERROR": 1}, posted)
+}
+
+// runAlerter runs an alerter with cfg on an embedded NATS server (namespace
+// ns) until the test ends, once its consumer is in place: it delivers only
+// the events published after.
+func runAlerter(t *testing.T, ns string, cfg Config) (*events.Bus, context.Context) {
+	t.Helper()
+	bus, _ := eventstest.Bus(t, ns, events.Config{})
+	a := New(cfg, bus, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	require.Eventually(t, func() bool {
+		_, err := bus.JS.Consumer(ctx, bus.Names.EventsStream(), ConsumerName)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the alerter's consumer never appeared")
+	return bus, ctx
 }
