@@ -85,6 +85,7 @@ func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
 	for st, n := range counts {
 		info.SystemStateCounts[string(st)] = n
 	}
+	var params engineParams
 	for _, e := range h.s.catalog.engines() {
 		ev := info.WorkflowEngineVersions[e.Name]
 		if !slices.Contains(ev.WorkflowEngineVersion, e.Version) {
@@ -102,13 +103,52 @@ func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
 			info.WorkflowTypeVersions[t] = tv
 		}
 		for _, p := range e.Parameters {
-			d := defaultWorkflowEngineParameter{Name: p.Name, Type: p.Type, DefaultValue: p.Default}
-			if !slices.Contains(info.DefaultWorkflowEngineParameters, d) {
-				info.DefaultWorkflowEngineParameters = append(info.DefaultWorkflowEngineParameters, d)
-			}
+			params.add(e.Name, p)
 		}
 	}
+	info.DefaultWorkflowEngineParameters = params.list()
 	writeJSON(w, http.StatusOK, info)
+}
+
+// engineParams gathers the engines' parameters for service-info. The spec
+// gives a parameter a name, a type ("describes the type of the
+// parameter") and a default, and no engine: the type says which values it
+// takes and which engines take it, "enum stop|continue (cwltool)", so that
+// a caller knows what to send to which.
+type engineParams struct {
+	order   []events.EngineParameter
+	engines map[string][]string // by name and kind
+}
+
+// paramKey tells parameters apart: by name, kind, default and values.
+func paramKey(p events.EngineParameter) string {
+	return p.Name + "\x00" + p.Type + "\x00" + p.Default + "\x00" + strings.Join(p.Values, "|")
+}
+
+func (ps *engineParams) add(engine string, p events.EngineParameter) {
+	key := paramKey(p)
+	if ps.engines == nil {
+		ps.engines = map[string][]string{}
+	}
+	if _, ok := ps.engines[key]; !ok {
+		ps.order = append(ps.order, p)
+	}
+	if !slices.Contains(ps.engines[key], engine) {
+		ps.engines[key] = append(ps.engines[key], engine)
+	}
+}
+
+func (ps *engineParams) list() []defaultWorkflowEngineParameter {
+	out := []defaultWorkflowEngineParameter{}
+	for _, p := range ps.order {
+		engines := ps.engines[paramKey(p)]
+		kind := p.Type
+		if len(p.Values) > 0 {
+			kind += " " + strings.Join(p.Values, "|")
+		}
+		out = append(out, defaultWorkflowEngineParameter{Name: p.Name, Type: kind + " (" + strings.Join(engines, ", ") + ")", DefaultValue: p.Default})
+	}
+	return out
 }
 
 func (h *handlers) submit(w http.ResponseWriter, r *http.Request) {
