@@ -58,6 +58,10 @@ func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	cfg := h.s.cfg.Service
+	created := cfg.CreatedAt
+	if created.IsZero() {
+		created = h.s.started
+	}
 	info := serviceInfo{
 		ID:                              cfg.ID,
 		Name:                            cfg.Name,
@@ -66,7 +70,7 @@ func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
 		Organization:                    organization{Name: cfg.OrganizationName, URL: cfg.OrganizationURL},
 		ContactURL:                      cfg.ContactURL,
 		DocumentationURL:                cfg.DocumentationURL,
-		CreatedAt:                       timestamp(&h.s.started),
+		CreatedAt:                       timestamp(&created),
 		UpdatedAt:                       timestamp(&h.s.started),
 		Environment:                     cfg.Environment,
 		Version:                         cfg.Version,

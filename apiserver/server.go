@@ -57,6 +57,9 @@ type ServiceConfig struct {
 	Environment         string
 	Version             string
 	AuthInstructionsURL string
+	// CreatedAt is when the service was first deployed (its database's
+	// first migration); zero: when this process started.
+	CreatedAt time.Time
 }
 
 // Store is what the API needs of the run store.

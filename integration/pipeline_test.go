@@ -299,10 +299,16 @@ func TestDevKeepsRunsAcrossRestart(t *testing.T) {
 	e.waitComplete(id, 20*time.Second, "wes dev runs a run")
 	long := e.submit(map[string]string{"duration": "10m"}, nil)
 	e.waitState(long, 20*time.Second, "RUNNING")
+	var before, after struct {
+		CreatedAt string `json:"createdAt"`
+	}
+	e.getJSON("/service-info", &before)
 	require.NoError(t, dev.stop(t))
 
 	dev = e.start("dev-again", nil, "dev")
 	e.waitReady(dev)
+	e.getJSON("/service-info", &after)
+	require.Equal(t, before.CreatedAt, after.CreatedAt, "createdAt is when the service was deployed, not when it last started")
 	back := time.Now()
 	rl := e.run(id)
 	require.Equal(t, "COMPLETE", rl.State)

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -100,4 +101,24 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 			ErrSchemaOutdated, current, target)
 	}
 	return nil
+}
+
+// DeployedAt returns when the database's first migration was applied: when
+// the service was deployed, whatever its processes' restarts since.
+func (s *Store) DeployedAt(ctx context.Context) (time.Time, error) {
+	p, err := s.migrator()
+	if err != nil {
+		return time.Time{}, err
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("migration status: %w", classify(err))
+	}
+	var first time.Time
+	for _, m := range st {
+		if m.State == goose.StateApplied && (first.IsZero() || m.AppliedAt.Before(first)) {
+			first = m.AppliedAt
+		}
+	}
+	return first.UTC(), nil
 }

@@ -383,6 +383,14 @@ func testSchema(t *testing.T, url string) {
 	secret, err := s.Secret(ctx, "page_token")
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(secret), 32)
+	// When the service was deployed: its first migration, the same on
+	// every read (service-info's createdAt outlives restarts).
+	deployed, err := s.DeployedAt(ctx)
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now(), deployed, time.Hour)
+	again, err := s.DeployedAt(ctx)
+	require.NoError(t, err)
+	require.Equal(t, deployed, again)
 }
 
 func TestCheckSchemaOnEmptyDatabase(t *testing.T) {

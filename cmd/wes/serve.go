@@ -327,6 +327,10 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 	if err != nil {
 		return nil, err
 	}
+	deployed, err := store.DeployedAt(ctx)
+	if err != nil {
+		return nil, err
+	}
 	catalog := apiserver.NewCatalog(cfg.ExecutorTTL.D())
 	relay := apiserver.NewRelay(store, events.NewPublisher(bus.JS, bus.Names), cfg.PollInterval.D(), env.log)
 	var ready func() error
@@ -356,6 +360,7 @@ func apiComponents(ctx context.Context, env *environment, cfg Config, store *mod
 			Description:      "GA4GH Workflow Execution Service",
 			OrganizationName: cfg.OrganizationName, OrganizationURL: cfg.OrganizationURL,
 			Environment: cfg.Environment, Version: version(), AuthInstructionsURL: cfg.AuthInstructionsURL,
+			CreatedAt: deployed,
 		},
 	}, store, bus, catalog, relay, apiserver.NewMetrics(reg), env.log)
 	reg.MustRegister(apiserver.NewBacklogCollector(store), events.NewQueueCollector(bus))
