@@ -167,6 +167,9 @@ func runRuns(ctx context.Context, env *environment, args []string) error {
 		if *stderr {
 			u = rl.RunLog.Stderr
 		}
+		if u == "" {
+			return fmt.Errorf("run %s has no log: it ended (%s) before an engine ran it", id, client.Printable(rl.State))
+		}
 		if !*follow {
 			return c.Stream(ctx, u, false, env.stdout)
 		}

@@ -748,6 +748,8 @@ func TestClientSaysWhatHappened(t *testing.T) {
 			io.WriteString(w, `{"run_id":"failed","state":"EXECUTOR_ERROR"}`)
 		case "/runs/failed":
 			io.WriteString(w, `{"run_id":"failed","state":"EXECUTOR_ERROR","run_log":{"exit_code":3,"system_logs":["attempt 1 on executor x"]}}`)
+		case "/runs/never":
+			io.WriteString(w, `{"run_id":"never","state":"CANCELED","run_log":{"system_logs":[]}}`)
 		case "/runs":
 			listTags = r.URL.Query()["tag"]
 			io.WriteString(w, `{"runs":[],"next_page_token":""}`)
@@ -783,6 +785,11 @@ func TestClientSaysWhatHappened(t *testing.T) {
 	_, _, err = wes("runs", "list", "--tag", "project=demo", "--tag", "a:b=c")
 	require.NoError(t, err)
 	require.Equal(t, []string{"project:demo", "a:b=c"}, listTags)
+
+	for _, args := range [][]string{{"runs", "logs", "never"}, {"runs", "logs", "-f", "never"}} {
+		_, _, err = wes(args...)
+		require.ErrorContains(t, err, "has no log: it ended (CANCELED) before an engine ran it", args)
+	}
 
 	_, stderr, err = wes("runs", "submit", "-h")
 	require.NoError(t, err, "help, as asked, is no failure")
