@@ -117,23 +117,32 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	var sent int64
-	for {
+	for failed := 0; ; {
 		// Read the state first: once it is final, the log is complete.
 		run, err := h.s.store.GetRun(ctx, runID)
 		if err != nil {
 			return
 		}
+		var rerr error
 		if info, err := h.s.bus.Objects.GetInfo(ctx, key); err == nil && int64(info.Size) > sent {
 			rs := &objectSeeker{ctx: ctx, bus: h.s.bus, info: info, size: int64(info.Size), off: sent}
-			n, err := io.Copy(w, rs)
+			n, werr := io.Copy(w, readErrs{rs, &rerr})
 			rs.Close()
 			sent += n
-			if err != nil {
-				return
+			if werr != nil && rerr == nil {
+				return // the client is gone
 			}
 			_ = rc.Flush()
 		}
-		if run.State.Terminal() {
+		// A read that failed (NATS busy, the log put again past what we
+		// can follow) is tried again at the next look, the run ended or
+		// not, a few times: a stream that ends says the log is complete.
+		if rerr != nil {
+			if failed++; failed > 10 {
+				h.s.log.Warn("a followed log cannot be read; ending the stream", "run_id", runID, "err", rerr)
+				return
+			}
+		} else if failed = 0; run.State.Terminal() {
 			return
 		}
 		select {
@@ -144,6 +153,21 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 		case <-time.After(followInterval):
 		}
 	}
+}
+
+// readErrs is a reader that keeps its last error, to tell a failed read
+// from a failed write after an io.Copy.
+type readErrs struct {
+	r   io.Reader
+	err *error
+}
+
+func (r readErrs) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		*r.err = err
+	}
+	return n, err
 }
 
 // objectSeeker is an io.ReadSeeker over an object: Seek only moves the
@@ -181,23 +205,47 @@ func (o *objectSeeker) Read(p []byte) (int, error) {
 	if o.off >= o.size {
 		return 0, io.EOF
 	}
-	if o.body != nil && o.bodyOff != o.off {
-		o.Close()
-	}
-	if o.body == nil {
-		ctx, cancel := context.WithTimeout(o.ctx, events.TransferTimeout(uint64(o.size-o.off)))
-		body, err := o.bus.OpenObjectAt(ctx, o.info, o.off)
-		if err != nil {
-			cancel()
+	p = p[:min(int64(len(p)), o.size-o.off)] // what the answer announced, no more
+	for tries := 0; ; tries++ {
+		if o.body != nil && o.bodyOff != o.off {
+			o.Close()
+		}
+		var err error
+		if o.body == nil {
+			err = o.open()
+		}
+		if err == nil {
+			var n int
+			n, err = o.body.Read(p)
+			o.off += int64(n)
+			o.bodyOff = o.off
+			if n > 0 || !errors.Is(err, io.ErrUnexpectedEOF) {
+				return n, err
+			}
+		}
+		// A log put again while it was read (a running run's is, every
+		// few seconds) has new chunks, and the old ones are gone: go on
+		// in the new object, which holds what the old one did.
+		now, replaced := o.bus.Replaced(o.ctx, o.info)
+		if !replaced || tries == 3 || int64(now.Size) < o.size {
 			return 0, err
 		}
-		o.cancel = cancel
-		o.body, o.bodyOff = body, o.off
+		o.Close()
+		o.info = now
 	}
-	n, err := o.body.Read(p)
-	o.off += int64(n)
-	o.bodyOff = o.off
-	return n, err
+}
+
+// open opens the object at the offset.
+func (o *objectSeeker) open() error {
+	ctx, cancel := context.WithTimeout(o.ctx, events.TransferTimeout(uint64(o.size-o.off)))
+	body, err := o.bus.OpenObjectAt(ctx, o.info, o.off)
+	if err != nil {
+		cancel()
+		return err
+	}
+	o.cancel = cancel
+	o.body, o.bodyOff = body, o.off
+	return nil
 }
 
 func (o *objectSeeker) Close() error {

@@ -2,8 +2,11 @@ package events
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"time"
@@ -13,34 +16,57 @@ import (
 )
 
 // OpenObjectAt returns a reader of object info from byte off to its end.
-// At 0 it is the object store's own reader, which checks the digest. Past
-// 0 it reads only the chunks from the one that holds off: the chunks
+// It reads only the chunks from the one that holds off: past 0 the chunks
 // before it are walked by their headers (each carries its size), not
 // read, so that a Range near the end of a large output, or the new part
 // of a followed log, costs what it returns rather than the whole object.
-// A chunk replaced meanwhile (the object put again) ends the read early.
+// A read from 0 to the end checks the object's digest. The object put
+// again meanwhile (a running run's log is, every few seconds) purges the
+// chunks being read: the read then fails with io.ErrUnexpectedEOF, and
+// the caller may open the new object (ErrObjectReplaced says how to
+// tell).
 func (b *Bus) OpenObjectAt(ctx context.Context, info *jetstream.ObjectInfo, off int64) (io.ReadCloser, error) {
-	if off <= 0 {
-		return b.Objects.Get(ctx, info.Name)
-	}
+	off = max(off, 0)
 	left := int64(info.Size) - off
 	if left <= 0 {
 		return io.NopCloser(eofReader{}), nil
 	}
 	stream := "OBJ_" + info.Bucket
 	subject := fmt.Sprintf("$O.%s.C.%s", info.Bucket, info.NUID)
-	seq, skip, err := b.chunkAt(ctx, stream, subject, off)
-	if err != nil {
-		return nil, err
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject: subject, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
+		// A slow reader (a paused download) keeps it: the time its size
+		// needs, as for any object read.
+		InactiveThreshold: max(time.Minute, TransferTimeout(uint64(left))),
+		MemoryStorage:     true, Replicas: 1,
 	}
-	cons, err := b.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		FilterSubject: subject, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq,
-		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1,
-	})
+	var skip int64
+	var digest hash.Hash
+	if off > 0 {
+		seq, s, err := b.chunkAt(ctx, stream, subject, off)
+		if err != nil {
+			return nil, err
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq, skip = jetstream.DeliverByStartSequencePolicy, seq, s
+	} else {
+		digest = sha256.New()
+	}
+	cons, err := b.JS.CreateConsumer(ctx, stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("read object %s: %w", info.Name, err)
 	}
-	return &chunkReader{ctx: ctx, b: b, stream: stream, cons: cons, skip: skip, left: left}, nil
+	return &chunkReader{ctx: ctx, b: b, stream: stream, cons: cons, skip: skip, left: left, digest: digest, want: info.Digest}, nil
+}
+
+// Replaced reports whether the object read as info was put again since
+// (its name now names other chunks): a read of it that failed may be
+// tried again on the new one.
+func (b *Bus) Replaced(ctx context.Context, info *jetstream.ObjectInfo) (*jetstream.ObjectInfo, bool) {
+	now, err := b.Objects.GetInfo(ctx, info.Name)
+	if err != nil || now.NUID == info.NUID {
+		return nil, false
+	}
+	return now, true
 }
 
 // chunkAt returns the stream sequence of the chunk on subject that holds
@@ -99,6 +125,8 @@ type chunkReader struct {
 	left    int64  // bytes still to return
 	buf     []byte // what is left of the current chunk
 	fetched []jetstream.Msg
+	digest  hash.Hash // of everything, when read from 0
+	want    string    // the object's digest
 }
 
 // chunksPerFetch bounds what one fetch brings (1 MiB of 128 KiB chunks).
@@ -107,6 +135,12 @@ const chunksPerFetch = 8
 func (r *chunkReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
 		if r.left <= 0 {
+			if r.digest != nil && r.want != "" {
+				if got := "SHA-256=" + base64.URLEncoding.EncodeToString(r.digest.Sum(nil)); got != r.want {
+					return 0, fmt.Errorf("read object: %w", jetstream.ErrDigestMismatch)
+				}
+				r.digest = nil
+			}
 			return 0, io.EOF
 		}
 		if len(r.fetched) == 0 {
@@ -121,6 +155,9 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 			r.skip = 0
 		}
 		r.buf = data[:min(int64(len(data)), r.left)]
+		if r.digest != nil {
+			r.digest.Write(r.buf)
+		}
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
