@@ -58,15 +58,11 @@ func (l fileLog) snapshot() (io.ReadCloser, int64, bool) {
 	if err != nil {
 		return nil, 0, false
 	}
-	f, err := os.Open(l.Name())
-	if err != nil {
-		return nil, 0, false
-	}
-	// Only what was written so far: the engine may still be writing.
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.LimitReader(f, fi.Size()), f}, fi.Size(), true
+	// Only what was written so far (the engine may still be writing),
+	// read through the handle it is written through: never by its name,
+	// which a workflow (its directory is its engine user's) could make a
+	// link to a file only the executor may read.
+	return io.NopCloser(io.NewSectionReader(l.File, 0, fi.Size())), fi.Size(), true
 }
 
 // memLogLimit bounds a log kept in memory; what a run writes past it is

@@ -165,7 +165,12 @@ type cromwellFailure struct {
 }
 
 func readCromwellMetadata(r *runSpec) (*cromwellMeta, error) {
-	b, err := os.ReadFile(cromwellMetadata(r))
+	f, err := openRunFile(r.dir, cromwellMetadata(r))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 256<<20))
 	if err != nil {
 		return nil, err
 	}

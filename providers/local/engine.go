@@ -95,6 +95,23 @@ func (p param) render(v *string) ([]string, error) {
 	return []string{p.name + "=" + val}, nil
 }
 
+// openRunFile opens path, a file the engine wrote below the run's
+// directory dir, for reading: through an os.Root, and not through a link,
+// so that a workflow (whose engine may run as another user) cannot make
+// root read what a link it planted names.
+func openRunFile(dir, path string) (*os.File, error) {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+}
+
 // linkOrCopy makes dst the file src: a hard link, or a copy where the
 // kernel refuses the link (a file of another user, such as a container's
 // root, under fs.protected_hardlinks; another filesystem). An existing dst

@@ -58,7 +58,7 @@ func nextflow() engine {
 		// resolves from its launch directory (work/).
 		bareInputs: true,
 		finish: func(r *runSpec) ([]models.TaskLog, error) {
-			return nextflowTrace(nextflowTracePath(r))
+			return nextflowTrace(r.dir, nextflowTracePath(r))
 		},
 	}
 }
@@ -152,10 +152,10 @@ func resolveLinks(dir, root string) error {
 	})
 }
 
-// nextflowTrace reads Nextflow's trace file (tab-separated, with a header)
-// into task logs.
-func nextflowTrace(path string) ([]models.TaskLog, error) {
-	f, err := os.Open(path)
+// nextflowTrace reads Nextflow's trace file (tab-separated, with a header),
+// path below the run's directory dir, into task logs.
+func nextflowTrace(dir, path string) ([]models.TaskLog, error) {
+	f, err := openRunFile(dir, path)
 	if err != nil {
 		return nil, err
 	}

@@ -130,7 +130,7 @@ func TestNextflowTrace(t *testing.T) {
 			"1\t4e/a1b2c3\t12345\tSAY_HELLO (1)\tCOMPLETED\t0\t2024-01-01 10:00:00.000\t1s\t5ms\t80.0%\t3 MB\t5 MB\t60 KB\t200 B\n"+
 			"2\tab/cdef12\t12346\tSAY_HELLO (2)\tFAILED\t1\t2024-01-01 10:00:00.100\t1s\t5ms\t80.0%\t3 MB\t5 MB\t60 KB\t200 B\n"+
 			"3\t-\t-\tSAY_HELLO (3)\tABORTED\t-\t-\t-\t-\t-\t-\t-\t-\t-\n")
-		tasks, err := nextflowTrace(path)
+		tasks, err := nextflowTrace(dir, path)
 		require.NoError(t, err)
 		require.Len(t, tasks, 3)
 
@@ -150,7 +150,7 @@ func TestNextflowTrace(t *testing.T) {
 	})
 	t.Run("columns in another order, no task_id", func(t *testing.T) {
 		path := write("trace2.txt", "name\texit\thash\n"+"ALIGN (a)\t137\t9f/0011aa\n")
-		tasks, err := nextflowTrace(path)
+		tasks, err := nextflowTrace(dir, path)
 		require.NoError(t, err)
 		require.Len(t, tasks, 1)
 		require.Equal(t, "9f/0011aa", tasks[0].ID, "the hash identifies a task without task_id")
@@ -158,17 +158,25 @@ func TestNextflowTrace(t *testing.T) {
 		require.Equal(t, 137, *tasks[0].ExitCode)
 	})
 	t.Run("header only", func(t *testing.T) {
-		tasks, err := nextflowTrace(write("trace3.txt", "task_id\thash\tname\tstatus\texit\n"))
+		tasks, err := nextflowTrace(dir, write("trace3.txt", "task_id\thash\tname\tstatus\texit\n"))
 		require.NoError(t, err)
 		require.Empty(t, tasks)
 	})
 	t.Run("empty", func(t *testing.T) {
-		_, err := nextflowTrace(write("trace4.txt", ""))
+		_, err := nextflowTrace(dir, write("trace4.txt", ""))
 		require.Error(t, err)
 	})
 	t.Run("missing", func(t *testing.T) {
-		_, err := nextflowTrace(filepath.Join(dir, "none.txt"))
+		_, err := nextflowTrace(dir, filepath.Join(dir, "none.txt"))
 		require.ErrorIs(t, err, os.ErrNotExist)
+	})
+	t.Run("a link the workflow planted is not followed", func(t *testing.T) {
+		secret := filepath.Join(t.TempDir(), "shadow")
+		require.NoError(t, os.WriteFile(secret, []byte("name\texit\nroot:secret\t0\n"), 0o600))
+		require.NoError(t, os.Symlink(secret, filepath.Join(dir, "trace5.txt")))
+		tasks, err := nextflowTrace(dir, filepath.Join(dir, "trace5.txt"))
+		require.Error(t, err)
+		require.Empty(t, tasks)
 	})
 }
 
