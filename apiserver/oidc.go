@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -73,7 +74,8 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 		return nil, fmt.Errorf("OIDC discovery at %s: %w", cfg.Issuer, err)
 	}
 	var meta struct {
-		JWKS string `json:"jwks_uri"`
+		JWKS string   `json:"jwks_uri"`
+		Algs []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := provider.Claims(&meta); err != nil || meta.JWKS == "" {
 		return nil, fmt.Errorf("OIDC discovery at %s: no jwks_uri", cfg.Issuer)
@@ -82,7 +84,10 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 	skew := cfg.ClockSkew
 	verifier := oidc.NewVerifier(cfg.Issuer, keys, &oidc.Config{
 		ClientID: cfg.Audience,
-		Now:      func() time.Time { return time.Now().Add(-skew) },
+		// The algorithms the provider announces (RS256 if it names none,
+		// as go-oidc's own verifier does).
+		SupportedSigningAlgs: meta.Algs,
+		Now:                  func() time.Time { return time.Now().Add(-skew) },
 	})
 	return &OIDC{cfg: cfg, verifier: verifier}, nil
 }
@@ -98,13 +103,15 @@ type keySet struct {
 	client *http.Client
 	every  time.Duration
 
+	keys atomic.Pointer[[]jose.JSONWebKey] // read without a lock
+	// mu is held by one fetch at a time; the others wait for it and use
+	// what it brought.
 	mu      sync.Mutex
-	keys    []jose.JSONWebKey
 	fetched time.Time
 }
 
 // signingAlgs are the algorithms a token may be parsed with; the verifier
-// allows only those the provider announces.
+// has already refused any the provider does not announce.
 var signingAlgs = []jose.SignatureAlgorithm{
 	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
 	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
@@ -133,10 +140,11 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 }
 
 func (k *keySet) verify(jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
-	k.mu.Lock()
-	keys := k.keys
-	k.mu.Unlock()
-	for _, key := range keys {
+	keys := k.keys.Load()
+	if keys == nil {
+		return nil, false
+	}
+	for _, key := range *keys {
 		if kid == "" || key.KeyID == kid {
 			if payload, err := jws.Verify(&key); err == nil {
 				return payload, true
@@ -147,14 +155,17 @@ func (k *keySet) verify(jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
 }
 
 // refresh fetches the keys, unless they were fetched less than every ago.
-func (k *keySet) refresh(ctx context.Context) error {
+// Requests with keys already held never wait for it (verify reads them
+// without the lock); the fetch is not the request's, so that a client
+// that hangs up does not cut it short.
+func (k *keySet) refresh(context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.fetched.IsZero() && time.Since(k.fetched) < k.every {
 		return nil
 	}
 	k.fetched = time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.uri, nil)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, k.uri, nil)
 	if err != nil {
 		return err
 	}
@@ -170,7 +181,7 @@ func (k *keySet) refresh(ctx context.Context) error {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
 		return fmt.Errorf("the provider's keys: %w", err)
 	}
-	k.keys = set.Keys
+	k.keys.Store(&set.Keys)
 	return nil
 }
 

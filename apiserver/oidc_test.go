@@ -2,6 +2,8 @@ package apiserver
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,4 +160,70 @@ func TestOIDC(t *testing.T) {
 	require.NoError(t, err, "key rotation")
 	require.Equal(t, "alice", p.User)
 	require.False(t, errors.Is(err, ErrUnauthenticated))
+}
+
+// A provider that signs with ES256, and says so in its discovery document,
+// has its tokens taken (go-oidc alone would take RS256 only).
+func TestOIDCTakesTheProvidersAlgorithms(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	jwk := jose.JSONWebKey{Key: key, KeyID: "k1", Algorithm: "ES256", Use: "sig"}
+	var srv *httptest.Server
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/keys",
+			"id_token_signing_alg_values_supported": []string{"ES256"}})
+	})
+	mux.HandleFunc("/keys", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
+	})
+	srv = httptest.NewServer(mux)
+	defer srv.Close()
+	o, err := NewOIDC(context.Background(), OIDCConfig{Issuer: srv.URL, Audience: "wes"})
+	require.NoError(t, err)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jwk}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+	require.NoError(t, err)
+	raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": srv.URL, "aud": "wes", "sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).Serialize()
+	require.NoError(t, err)
+	r := httptest.NewRequest(http.MethodGet, "/ga4gh/wes/v1/runs", nil)
+	r.Header.Set("Authorization", "Bearer "+raw)
+	_, err = o.Authenticate(r)
+	require.NoError(t, err, "a valid ES256 token from a provider that announces ES256")
+}
+
+// A slow fetch of the provider's keys (for a token naming a key not held)
+// holds up no request whose token's key is held.
+func TestOIDCSlowKeyFetchHoldsNoOtherRequest(t *testing.T) {
+	t.Parallel()
+	iss := newIssuer(t)
+	var slow atomic.Bool
+	// wrap the JWKS handler with a delay
+	inner := iss.srv.Config.Handler
+	iss.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keys" && slow.Load() {
+			time.Sleep(3 * time.Second)
+		}
+		inner.ServeHTTP(w, r)
+	})
+	o, err := NewOIDC(context.Background(), OIDCConfig{Issuer: iss.srv.URL, Audience: "wes", KeyRefresh: 100 * time.Millisecond})
+	require.NoError(t, err)
+	claims := map[string]any{"iss": iss.srv.URL, "aud": "wes", "sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}
+	auth := func(tok string) error {
+		r := httptest.NewRequest(http.MethodGet, "/ga4gh/wes/v1/runs", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		_, err := o.Authenticate(r)
+		return err
+	}
+	good := iss.token(t, claims)
+	require.NoError(t, auth(good))
+	time.Sleep(150 * time.Millisecond)
+	slow.Store(true)
+	forged := &issuer{srv: iss.srv}
+	forged.rotate(t)
+	go auth(forged.token(t, claims))
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	require.NoError(t, auth(good))
+	require.Less(t, time.Since(start), time.Second, "a token of a key held, while one forged token's fetch is slow")
 }
