@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -106,6 +107,27 @@ func TestNATSPermissions(t *testing.T) {
 	require.NoError(t, err)
 	violations := regexp.MustCompile(`(?m)^.*Violation.*$`).FindAllString(string(logs), -1)
 	require.Empty(t, violations, "permissions.conf lacks what wes asks for")
+
+	// An executor may not queue runs (only the API does, having checked
+	// who asks): a compromised one cannot inject work.
+	nc, err := nats.Connect(executor)
+	require.NoError(t, err)
+	defer nc.Close()
+	refused := make(chan error, 1)
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case refused <- err:
+		default:
+		}
+	})
+	require.NoError(t, nc.Publish("wes.runs.submitted.mock.forged", []byte(`{}`)))
+	require.NoError(t, nc.Flush())
+	select {
+	case err := <-refused:
+		require.ErrorContains(t, err, "Permissions Violation")
+	case <-time.After(5 * time.Second):
+		t.Fatal("an executor queued a run")
+	}
 }
 
 // portOpen reports whether something listens on 127.0.0.1:port.
