@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -596,17 +597,25 @@ func (s *Store) upsertTasks(tx *gorm.DB, tasks []TaskLog) error {
 			out = append(out, t)
 		}
 	}
-	err := tx.Clauses(clause.OnConflict{
+	// A statement binds 11 values a task; SQLite takes at most 32,766 and
+	// PostgreSQL 65,535 in one statement, and a run's final event may
+	// carry thousands of tasks (a scatter).
+	onConflict := clause.OnConflict{
 		Columns: []clause.Column{{Name: "run_id"}, {Name: "task_id"}},
 		DoUpdates: clause.AssignmentColumns([]string{
 			"name", "cmd", "start_time", "end_time", "stdout", "stderr", "exit_code", "system_logs", "tes_uri",
 		}),
-	}).Create(&out).Error
-	if err != nil {
-		return fmt.Errorf("upsert tasks: %w", err)
+	}
+	for chunk := range slices.Chunk(out, tasksPerStatement) {
+		if err := tx.Clauses(onConflict).Create(&chunk).Error; err != nil {
+			return fmt.Errorf("upsert tasks: %w", err)
+		}
 	}
 	return nil
 }
+
+// tasksPerStatement bounds the task rows one INSERT writes.
+const tasksPerStatement = 1000
 
 // sanitize makes r's plain text columns storable: PostgreSQL's TEXT takes
 // neither NUL nor invalid UTF-8, which an event may carry (the JSON columns

@@ -558,3 +558,30 @@ func TestTransientErrorsAreUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// One event's task updates may be thousands (a scatter's final event):
+// they are written whatever the dialect's limit on bound values in one
+// statement (11 a task: SQLite takes 32,766, PostgreSQL 65,535).
+func TestManyTasksInOneUpdate(t *testing.T) {
+	t.Parallel()
+	for dialect, dsn := range modelstest.Dialects(t) {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			s := modelstest.NewStore(t, dsn(t))
+			ctx := context.Background()
+			const n = 7000
+			require.NoError(t, s.CreateRun(ctx, newRun("scatter", nil)))
+			require.NoError(t, s.UpdateRun(ctx, "scatter", func(r *models.Run) ([]models.TaskLog, error) {
+				ts := make([]models.TaskLog, n)
+				for i := range ts {
+					ts[i] = models.TaskLog{ID: fmt.Sprintf("t%d", i), Name: "step"}
+				}
+				r.State = models.Initializing
+				return ts, nil
+			}))
+			tasks, _, err := s.ListTasks(ctx, "scatter", 0, n+1)
+			require.NoError(t, err)
+			require.Len(t, tasks, n)
+		})
+	}
+}
