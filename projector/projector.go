@@ -155,7 +155,10 @@ const (
 	batchLinger = 10 * time.Millisecond
 )
 
-var errLeaseLost = errors.New("lost the projector lease")
+var (
+	errLeaseLost       = errors.New("lost the projector lease")
+	errStreamRecreated = errors.New("the events stream was deleted or made again under the projector")
+)
 
 // project consumes while this process holds the lease.
 func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
@@ -192,6 +195,12 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 	}
 	msgs := make(chan jetstream.Msg, batchSize)
 	done := make(chan struct{})
+	// The stream deleted (and maybe made again, its sequence numbers from
+	// 1) under the consumer: the ordered consumer would go on at the old
+	// position in the new stream, past its first events. Start again,
+	// which checks the stream against the checkpoint.
+	gone := make(chan error, 1)
+	created := stream.CachedInfo().Created
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
 		case msgs <- m:
@@ -199,6 +208,12 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 		}
 	}, jetstream.PullMaxMessages(batchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		p.log.Warn("events consumer", "err", err)
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			select {
+			case gone <- err:
+			default:
+			}
+		}
 	}))
 	if err != nil {
 		return fmt.Errorf("consume events: %w", err)
@@ -214,7 +229,11 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 				return errLeaseLost
 			}
 			renewed = time.Now()
-			if info, err := stream.Info(ctx); err == nil && info.State.LastSeq >= pos {
+			info, err := stream.Info(ctx)
+			if err == nil && !info.Created.Equal(created) {
+				return fmt.Errorf("%w (created %s, was %s)", errStreamRecreated, info.Created, created)
+			}
+			if err == nil && info.State.LastSeq >= pos {
 				p.m.backlog.Set(float64(info.State.LastSeq - pos))
 			}
 		}
@@ -224,6 +243,8 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-gone:
+			return fmt.Errorf("%w: %w", errStreamRecreated, err)
 		case m := <-msgs:
 			batch = append(batch, m)
 		case <-time.After(2 * time.Second):

@@ -252,3 +252,34 @@ func TestProjectorReadsARecreatedStream(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, models.Complete, r.State, "a final state stays")
 }
+
+// The events stream deleted and made again under a running projector: the
+// projector starts again from the new stream's first event (its ordered
+// consumer would have gone on at the old position, past them).
+func TestProjectorFollowsAStreamRecreatedUnderIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, names, bus := embeddedBus(t, "LIVE")
+	store := modelstest.NewStore(t, modelstest.PostgresURL(t))
+	queuedRun(t, store, "other")
+	queuedRun(t, store, "r")
+	pub := events.NewPublisher(js, names)
+	for _, st := range []models.State{models.Initializing, models.Running, models.Complete} {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "other", Attempt: 1, State: st, Source: "x"}))
+	}
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Initializing, Source: "x"}))
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Running, Source: "x"}))
+
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = projector.New(store, bus, "test", prometheus.NewRegistry(), nil).Run(pctx) }()
+	defer func() { cancel(); <-done }()
+	require.Eventually(t, func() bool { r, err := store.GetRun(ctx, "r"); return err == nil && r.State == models.Running }, 20*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, js.DeleteStream(ctx, names.EventsStream()))
+	_, err := events.Provision(ctx, js, names, events.Config{})
+	require.NoError(t, err)
+	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Complete, Source: "x"}))
+	require.Eventually(t, func() bool { r, err := store.GetRun(ctx, "r"); return err == nil && r.State == models.Complete }, 30*time.Second, 100*time.Millisecond,
+		"the COMPLETE event (seq 1 of the new stream) is never applied")
+}
