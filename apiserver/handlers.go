@@ -52,7 +52,7 @@ func (h *handlers) serviceInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Admin || p.User != "" { // an anonymous caller's would be a count of the whole table, for nothing
 		var err error
-		if counts, err = h.s.store.StateCounts(r.Context(), owner(p)); err != nil {
+		if counts, err = h.s.counts.get(r.Context(), owner(p), h.s.store.StateCounts); err != nil {
 			h.fail(w, r, err)
 			return
 		}
