@@ -155,6 +155,9 @@ func (s *Store) CreateRuns(ctx context.Context, runs []*Run, outbox []*OutboxMes
 			if err := tx.Create(runs).Error; err != nil {
 				return fmt.Errorf("insert runs: %w", err)
 			}
+			if err := checkSeqs(tx, runs); err != nil {
+				return err
+			}
 		}
 		var tags []RunTag
 		for _, run := range runs {
@@ -170,6 +173,41 @@ func (s *Store) CreateRuns(ctx context.Context, runs []*Run, outbox []*OutboxMes
 		return insertOutbox(tx, outbox)
 	})
 	return classify(err)
+}
+
+// checkSeqs makes sure each run has its own seq. GORM gives the rows a
+// multi-row INSERT returns to the runs in the order they come, and neither
+// database promises that order (SQLite says it is arbitrary); a run given
+// another's seq would have the other's tags, perhaps another owner's. The
+// seqs are assigned in the order the rows are inserted, so they rise in
+// that order; if they do not, each run's is read back by its id.
+func checkSeqs(tx *gorm.DB, runs []*Run) error {
+	rising := true
+	for i := 1; i < len(runs) && rising; i++ {
+		rising = runs[i-1].Seq < runs[i].Seq
+	}
+	if rising {
+		return nil
+	}
+	ids := make([]string, len(runs))
+	for i, r := range runs {
+		ids[i] = r.ID
+	}
+	var rows []struct {
+		ID  string
+		Seq int64
+	}
+	if err := tx.Model(&Run{}).Select("id, seq").Where("id IN ?", ids).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("read back the runs' seqs: %w", err)
+	}
+	seqs := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		seqs[r.ID] = r.Seq
+	}
+	for _, r := range runs {
+		r.Seq = seqs[r.ID]
+	}
+	return nil
 }
 
 func insertOutbox(tx *gorm.DB, msgs []*OutboxMessage) error {

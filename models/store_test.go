@@ -585,3 +585,28 @@ func TestManyTasksInOneUpdate(t *testing.T) {
 		})
 	}
 }
+
+// Runs whose seqs came back from a multi-row INSERT in another order than
+// the rows went in (neither database promises it) get their own back: a
+// run with another's seq would carry that run's tags.
+func TestCheckSeqsReadsBackMisorderedSeqs(t *testing.T) {
+	t.Parallel()
+	for dialect, dsn := range modelstest.Dialects(t) {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			s := modelstest.NewStore(t, dsn(t))
+			ctx := context.Background()
+			runs := []*models.Run{newRun("seq-a", nil), newRun("seq-b", nil), newRun("seq-c", nil)}
+			require.NoError(t, s.CreateRuns(ctx, runs, nil))
+			want := map[string]int64{}
+			for _, r := range runs {
+				want[r.ID] = r.Seq
+			}
+			runs[0].Seq, runs[2].Seq = runs[2].Seq, runs[0].Seq // as a reordered RETURNING would map them
+			require.NoError(t, s.CheckSeqs(runs))
+			for _, r := range runs {
+				require.Equal(t, want[r.ID], r.Seq, r.ID)
+			}
+		})
+	}
+}
