@@ -35,6 +35,8 @@ func TestStore(t *testing.T) {
 				"UpdateRuns":    testUpdateRuns,
 				"ProjectRuns":   testProjectRuns,
 				"StaleRuns":     testStaleRuns,
+				"ManyTasks":     testManyTasks,
+				"CheckSeqs":     testCheckSeqs,
 			} {
 				t.Run(name, func(t *testing.T) {
 					// Subtests share one database: each works on its own runs.
@@ -562,51 +564,37 @@ func TestTransientErrorsAreUnavailable(t *testing.T) {
 // One event's task updates may be thousands (a scatter's final event):
 // they are written whatever the dialect's limit on bound values in one
 // statement (11 a task: SQLite takes 32,766, PostgreSQL 65,535).
-func TestManyTasksInOneUpdate(t *testing.T) {
-	t.Parallel()
-	for dialect, dsn := range modelstest.Dialects(t) {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			s := modelstest.NewStore(t, dsn(t))
-			ctx := context.Background()
-			const n = 7000
-			require.NoError(t, s.CreateRun(ctx, newRun("scatter", nil)))
-			require.NoError(t, s.UpdateRun(ctx, "scatter", func(r *models.Run) ([]models.TaskLog, error) {
-				ts := make([]models.TaskLog, n)
-				for i := range ts {
-					ts[i] = models.TaskLog{ID: fmt.Sprintf("t%d", i), Name: "step"}
-				}
-				r.State = models.Initializing
-				return ts, nil
-			}))
-			tasks, _, err := s.ListTasks(ctx, "scatter", 0, n+1)
-			require.NoError(t, err)
-			require.Len(t, tasks, n)
-		})
-	}
+func testManyTasks(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	const n = 7000
+	require.NoError(t, s.CreateRun(ctx, newRun("scatter", nil)))
+	require.NoError(t, s.UpdateRun(ctx, "scatter", func(r *models.Run) ([]models.TaskLog, error) {
+		ts := make([]models.TaskLog, n)
+		for i := range ts {
+			ts[i] = models.TaskLog{ID: fmt.Sprintf("t%d", i), Name: "step"}
+		}
+		r.State = models.Initializing
+		return ts, nil
+	}))
+	tasks, _, err := s.ListTasks(ctx, "scatter", 0, n+1)
+	require.NoError(t, err)
+	require.Len(t, tasks, n)
 }
 
 // Runs whose seqs came back from a multi-row INSERT in another order than
 // the rows went in (neither database promises it) get their own back: a
 // run with another's seq would carry that run's tags.
-func TestCheckSeqsReadsBackMisorderedSeqs(t *testing.T) {
-	t.Parallel()
-	for dialect, dsn := range modelstest.Dialects(t) {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			s := modelstest.NewStore(t, dsn(t))
-			ctx := context.Background()
-			runs := []*models.Run{newRun("seq-a", nil), newRun("seq-b", nil), newRun("seq-c", nil)}
-			require.NoError(t, s.CreateRuns(ctx, runs, nil))
-			want := map[string]int64{}
-			for _, r := range runs {
-				want[r.ID] = r.Seq
-			}
-			runs[0].Seq, runs[2].Seq = runs[2].Seq, runs[0].Seq // as a reordered RETURNING would map them
-			require.NoError(t, s.CheckSeqs(runs))
-			for _, r := range runs {
-				require.Equal(t, want[r.ID], r.Seq, r.ID)
-			}
-		})
+func testCheckSeqs(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	runs := []*models.Run{newRun("seq-a", nil), newRun("seq-b", nil), newRun("seq-c", nil)}
+	require.NoError(t, s.CreateRuns(ctx, runs, nil))
+	want := map[string]int64{}
+	for _, r := range runs {
+		want[r.ID] = r.Seq
+	}
+	runs[0].Seq, runs[2].Seq = runs[2].Seq, runs[0].Seq // as a reordered RETURNING would map them
+	require.NoError(t, s.CheckSeqs(runs))
+	for _, r := range runs {
+		require.Equal(t, want[r.ID], r.Seq, r.ID)
 	}
 }
