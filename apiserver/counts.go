@@ -14,67 +14,67 @@ import (
 // took longer than slowCount is kept for keepFor times as long (a count
 // of a million runs, 0.4 s, for 4 s), and a quick one not at all (the
 // counts stay exact where they cost nothing). One count per owner runs at
-// a time; those who ask meanwhile wait for it.
+// a time; those who ask meanwhile wait for it and get its result.
 type stateCounts struct {
-	slow    time.Duration // slowCount, or another in tests
+	slow time.Duration // slowCount, or another in tests
 
 	mu      sync.Mutex
-	byOwner map[string]countsAt
+	byOwner map[string]*countsAt
 }
 
+// countsAt is one count; its fields are set once, before ready is closed.
 type countsAt struct {
 	counts map[models.State]int64
-	at     time.Time     // when counted
-	keep   time.Duration // how long they hold
-	ready  chan struct{} // closed once counts (or err) is set
 	err    error
+	at     time.Time     // when counted
+	keep   time.Duration // how long it holds
+	ready  chan struct{}
 }
 
 const (
 	slowCount = 100 * time.Millisecond
 	keepFor   = 10
+	// maxCountOwners bounds the owners whose counts are kept.
+	maxCountOwners = 1024
 )
-
-// maxCountOwners bounds the owners whose counts are kept.
-const maxCountOwners = 1024
 
 func (c *stateCounts) get(ctx context.Context, owner string, count func(context.Context, string) (map[models.State]int64, error)) (map[models.State]int64, error) {
 	c.mu.Lock()
-	e, ok := c.byOwner[owner]
-	if !ok || (e.err != nil || time.Since(e.at) >= e.keep) && isClosed(e.ready) {
-		if len(c.byOwner) >= maxCountOwners {
-			for o, old := range c.byOwner {
-				if isClosed(old.ready) && time.Since(old.at) >= old.keep {
-					delete(c.byOwner, o)
-				}
-			}
-		}
-		e = countsAt{at: time.Now(), ready: make(chan struct{})}
+	e := c.byOwner[owner]
+	if e == nil || isClosed(e.ready) && (e.err != nil || time.Since(e.at) >= e.keep) {
+		c.evict()
+		e = &countsAt{ready: make(chan struct{})}
 		c.byOwner[owner] = e
 		c.mu.Unlock()
 		start := time.Now()
-		counts, err := count(context.WithoutCancel(ctx), owner)
-		took := time.Since(start)
-		c.mu.Lock()
-		e.counts, e.err, e.at = counts, err, time.Now()
-		if took > c.slow {
+		e.counts, e.err = count(context.WithoutCancel(ctx), owner)
+		e.at = time.Now()
+		if took := e.at.Sub(start); took > c.slow {
 			e.keep = keepFor * took
 		}
-		c.byOwner[owner] = e
 		close(e.ready)
-		c.mu.Unlock()
-		return counts, err
+		return e.counts, e.err
 	}
 	c.mu.Unlock()
 	select {
 	case <-e.ready:
+		return e.counts, e.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	c.mu.Lock()
-	e = c.byOwner[owner]
-	c.mu.Unlock()
-	return e.counts, e.err
+}
+
+// evict forgets the counts that no longer hold, once there are many.
+// Called with mu held.
+func (c *stateCounts) evict() {
+	if len(c.byOwner) < maxCountOwners {
+		return
+	}
+	for o, e := range c.byOwner {
+		if isClosed(e.ready) && time.Since(e.at) >= e.keep {
+			delete(c.byOwner, o)
+		}
+	}
 }
 
 func isClosed(ch chan struct{}) bool {

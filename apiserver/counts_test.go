@@ -23,7 +23,7 @@ func TestSlowStateCountsAreKept(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // a count of a large table
 		return map[models.State]int64{models.Complete: int64(len(owner))}, nil
 	}
-	c := &stateCounts{slow: 20 * time.Millisecond, byOwner: map[string]countsAt{}}
+	c := &stateCounts{slow: 20 * time.Millisecond, byOwner: map[string]*countsAt{}}
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
@@ -46,10 +46,33 @@ func TestSlowStateCountsAreKept(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 3, calls.Load(), "for ten times as long as it took")
 
-	quick := &stateCounts{slow: time.Second, byOwner: map[string]countsAt{}}
+	quick := &stateCounts{slow: time.Second, byOwner: map[string]*countsAt{}}
 	for range 3 {
 		_, err = quick.get(context.Background(), "alice", count)
 		require.NoError(t, err)
 	}
 	require.EqualValues(t, 6, calls.Load(), "a quick count is not kept: the counts stay exact")
+}
+
+// A caller who waits for another's count gets that count, however quick it
+// was (and however soon a newer caller starts the next one).
+func TestAStateCountWaiterGetsTheCount(t *testing.T) {
+	t.Parallel()
+	count := func(context.Context, string) (map[models.State]int64, error) {
+		return map[models.State]int64{models.Complete: 1}, nil
+	}
+	c := &stateCounts{slow: slowCount, byOwner: map[string]*countsAt{}}
+	var nils atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 5000 {
+				if got, err := c.get(context.Background(), "alice", count); err == nil && got == nil {
+					nils.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Zero(t, nils.Load(), "calls that got no counts and no error")
 }

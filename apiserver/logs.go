@@ -124,7 +124,11 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 			return
 		}
 		var rerr error
-		if info, err := h.s.bus.Objects.GetInfo(ctx, key); err == nil && int64(info.Size) > sent {
+		info, err := h.s.bus.Objects.GetInfo(ctx, key)
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			rerr = err // not known to be complete
+		}
+		if err == nil && int64(info.Size) > sent {
 			rs := &objectSeeker{ctx: ctx, bus: h.s.bus, info: info, size: int64(info.Size), off: sent}
 			n, werr := io.Copy(w, readErrs{rs, &rerr})
 			rs.Close()
@@ -139,8 +143,10 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 		// not, a few times: a stream that ends says the log is complete.
 		if rerr != nil {
 			if failed++; failed > 10 {
-				h.s.log.Warn("a followed log cannot be read; ending the stream", "run_id", runID, "err", rerr)
-				return
+				// A stream that ends says the log is complete: this one
+				// is broken off instead, and the client may follow again.
+				h.s.log.Warn("a followed log cannot be read; breaking the stream off", "run_id", runID, "err", rerr)
+				panic(http.ErrAbortHandler)
 			}
 		} else if failed = 0; run.State.Terminal() {
 			return

@@ -84,9 +84,9 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 	skew := cfg.ClockSkew
 	verifier := oidc.NewVerifier(cfg.Issuer, keys, &oidc.Config{
 		ClientID: cfg.Audience,
-		// The algorithms the provider announces (RS256 if it names none,
-		// as go-oidc's own verifier does).
-		SupportedSigningAlgs: meta.Algs,
+		// The algorithms the provider announces that we verify (RS256 if
+		// none, as go-oidc's own verifier does).
+		SupportedSigningAlgs: supportedAlgs(meta.Algs),
 		Now:                  func() time.Time { return time.Now().Add(-skew) },
 	})
 	return &OIDC{cfg: cfg, verifier: verifier}, nil
@@ -115,6 +115,21 @@ type keySet struct {
 var signingAlgs = []jose.SignatureAlgorithm{
 	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
 	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+}
+
+// supportedAlgs keeps of the announced algorithms those a token may be
+// signed with (not "none", not a shared secret's), or RS256 if none is left.
+func supportedAlgs(announced []string) []string {
+	var out []string
+	for _, a := range announced {
+		if slices.Contains(signingAlgs, jose.SignatureAlgorithm(a)) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return []string{string(jose.RS256)}
+	}
+	return out
 }
 
 // VerifySignature implements oidc.KeySet.

@@ -227,3 +227,15 @@ func TestOIDCSlowKeyFetchHoldsNoOtherRequest(t *testing.T) {
 	require.NoError(t, auth(good))
 	require.Less(t, time.Since(start), time.Second, "a token of a key held, while one forged token's fetch is slow")
 }
+
+func TestSupportedAlgs(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ announced, want []string }{
+		{nil, []string{"RS256"}},
+		{[]string{"ES256", "RS256"}, []string{"ES256", "RS256"}},
+		{[]string{"HS256", "none"}, []string{"RS256"}},
+		{[]string{"none", "PS256"}, []string{"PS256"}},
+	} {
+		require.Equal(t, tc.want, supportedAlgs(tc.announced), "%v", tc.announced)
+	}
+}

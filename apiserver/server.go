@@ -91,7 +91,7 @@ type Server struct {
 	commits *groupCommit
 	// counts keeps service-info's state counts a while when counting takes
 	// long: an admin's count the whole table, 0.4 s over a million runs.
-	counts *stateCounts
+	counts  *stateCounts
 	tokens  pageTokens
 	metrics *Metrics
 	auth    Authenticator
@@ -123,7 +123,7 @@ func New(cfg Config, store Store, bus *events.Bus, catalog *Catalog, relay outbo
 		// per run (PostgreSQL's 30-47% more) at 16 and 64 clients, and
 		// answered 12% fewer submissions at 16 (README, Where the time went).
 		commits: &groupCommit{store: store, deliver: relay.Deliver, maxBatch: 128, maxFlushers: 1, timeout: 10 * time.Second},
-		counts:  &stateCounts{slow: slowCount, byOwner: map[string]countsAt{}},
+		counts:  &stateCounts{slow: slowCount, byOwner: map[string]*countsAt{}},
 		tokens:  pageTokens{key: cfg.PageTokenKey}, metrics: metrics, auth: cfg.Auth,
 		log: log.With("component", "api"), started: time.Now().UTC(),
 	}

@@ -35,9 +35,9 @@ func (b *Bus) OpenObjectAt(ctx context.Context, info *jetstream.ObjectInfo, off 
 	subject := fmt.Sprintf("$O.%s.C.%s", info.Bucket, info.NUID)
 	cfg := jetstream.ConsumerConfig{
 		FilterSubject: subject, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
-		// A slow reader (a paused download) keeps it: the time its size
-		// needs, as for any object read.
-		InactiveThreshold: max(time.Minute, TransferTimeout(uint64(left))),
+		// A slow reader (a paused download) keeps it for a while between
+		// two fetches; one that died leaves it for no longer.
+		InactiveThreshold: readerIdle,
 		MemoryStorage:     true, Replicas: 1,
 	}
 	var skip int64
@@ -128,6 +128,10 @@ type chunkReader struct {
 	digest  hash.Hash // of everything, when read from 0
 	want    string    // the object's digest
 }
+
+// readerIdle is how long a reader of an object may leave its consumer
+// idle between two fetches before the server removes it.
+const readerIdle = 10 * time.Minute
 
 // chunksPerFetch bounds what one fetch brings (1 MiB of 128 KiB chunks).
 const chunksPerFetch = 8

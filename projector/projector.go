@@ -88,7 +88,7 @@ func New(store Store, bus *events.Bus, holder string, reg prometheus.Registerer,
 func (p *Projector) Run(ctx context.Context) error {
 	lease := events.NewLease(p.bus, "projector", p.holder)
 	defer lease.Release()
-	retired := false
+	retired, recreated := false, false
 	for {
 		if lease.Hold(ctx) {
 			err := error(nil)
@@ -97,7 +97,14 @@ func (p *Projector) Run(ctx context.Context) error {
 				retired = err == nil
 			}
 			if err == nil {
-				err = p.project(ctx, lease)
+				// After a stream was seen recreated, it is read from its
+				// start, whatever it holds by now.
+				err = p.project(ctx, lease, recreated)
+				if errors.Is(err, errStreamRecreated) {
+					recreated = true
+				} else if err == nil || !errors.Is(err, errResetFailed) {
+					recreated = false
+				}
 			}
 			if err != nil && ctx.Err() == nil {
 				p.log.Warn("projector paused", "err", err)
@@ -158,10 +165,13 @@ const (
 var (
 	errLeaseLost       = errors.New("lost the projector lease")
 	errStreamRecreated = errors.New("the events stream was deleted or made again under the projector")
+	errResetFailed     = errors.New("cannot start reading the recreated events stream from its start")
 )
 
-// project consumes while this process holds the lease.
-func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
+// project consumes while this process holds the lease; recreated says the
+// events stream was seen deleted or made again, and is to be read from its
+// start.
+func (p *Projector) project(ctx context.Context, lease *events.Lease, recreated bool) error {
 	name := p.bus.Names.EventsStream()
 	pos, err := p.store.Checkpoint(ctx, name)
 	if err != nil {
@@ -173,13 +183,13 @@ func (p *Projector) project(ctx context.Context, lease *events.Lease) error {
 	}
 	// floor: events at or below it were applied.
 	start, floor := pos+1, pos
-	if st := stream.CachedInfo().State; st.LastSeq < pos {
-		p.log.Error("the events stream is behind the projector's checkpoint: was it recreated? Reading it from its start",
-			"checkpoint", pos, "stream_last_seq", st.LastSeq)
+	if st := stream.CachedInfo().State; recreated || st.LastSeq < pos {
+		p.log.Error("the events stream was recreated (or is behind the projector's checkpoint): reading it from its start",
+			"checkpoint", pos, "stream_last_seq", st.LastSeq, "seen_recreated", recreated)
 		// Its events' sequence numbers start again: runs must not take
 		// them for events they have seen.
 		if err := p.store.ForgetEventPositions(ctx, name, pos); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errResetFailed, err)
 		}
 		start, floor = 1, 0
 	} else if st.Msgs > 0 && st.FirstSeq > start {

@@ -2,6 +2,7 @@ package projector_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -272,7 +273,10 @@ func TestProjectorFollowsAStreamRecreatedUnderIt(t *testing.T) {
 
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); _ = projector.New(store, bus, "test", prometheus.NewRegistry(), nil).Run(pctx) }()
+	go func() {
+		defer close(done)
+		_ = projector.New(store, bus, "test", prometheus.NewRegistry(), nil).Run(pctx)
+	}()
 	defer func() { cancel(); <-done }()
 	require.Eventually(t, func() bool { r, err := store.GetRun(ctx, "r"); return err == nil && r.State == models.Running }, 20*time.Second, 20*time.Millisecond)
 
@@ -280,6 +284,11 @@ func TestProjectorFollowsAStreamRecreatedUnderIt(t *testing.T) {
 	_, err := events.Provision(ctx, js, names, events.Config{})
 	require.NoError(t, err)
 	require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "r", Attempt: 1, State: models.Complete, Source: "x"}))
+	// More events than the old stream's position before the projector
+	// looks again: the new stream is read from its start all the same.
+	for i := range 6 {
+		require.NoError(t, pub.PublishEvent(ctx, events.RunEvent{RunID: "other", Attempt: i + 2, State: models.Running, Source: fmt.Sprint("pad", i)}))
+	}
 	require.Eventually(t, func() bool { r, err := store.GetRun(ctx, "r"); return err == nil && r.State == models.Complete }, 30*time.Second, 100*time.Millisecond,
 		"the COMPLETE event (seq 1 of the new stream) is never applied")
 }
