@@ -16,11 +16,7 @@ import (
 // reference, wait with the run's exit code, list, outputs, errors.
 func TestClientCLI(t *testing.T) {
 	t.Parallel()
-	url, ns := natsURL(t)
-	e := newEnv(t, url, ns)
-	e.startAPI()
-	e.start("executor", nil, "executor")
-	e.waitEngine("mock")
+	e := mockPipeline(t)
 	client := map[string]string{"WES_API_URL": strings.Replace(e.apiBase, "/ga4gh/", "/api/ga4gh/", 1)}
 	cli := func(args ...string) (string, int) {
 		out, err := e.command(client, append([]string{"runs"}, args...)...).CombinedOutput()

@@ -508,3 +508,30 @@ func (e *env) waitState(id string, timeout time.Duration, want ...string) (strin
 	e.t.Fatalf("run %s did not reach %v within %s; states seen: %v", id, want, timeout, seen)
 	return "", seen
 }
+
+// mockPipeline starts an API and an executor of the mock engine on a
+// namespace of their own, and waits until the API offers the engine.
+func mockPipeline(t *testing.T) *env {
+	t.Helper()
+	url, ns := natsURL(t)
+	e := newEnv(t, url, ns)
+	e.startAPI()
+	e.start("executor", nil, "executor")
+	e.waitEngine("mock")
+	return e
+}
+
+// getRange asks u for the byte ranges rng ("0-4", "-5", …) and returns the
+// status and the body.
+func getRange(t *testing.T, u, rng string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	require.NoError(t, err)
+	req.Header.Set("Range", "bytes="+rng)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, body
+}

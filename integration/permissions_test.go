@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -74,14 +73,8 @@ func TestNATSPermissions(t *testing.T) {
 	require.Equal(t, "CANCELED", st)
 	require.Contains(t, fetch(t, e.apiBase+"/runs/"+done+"/logs/stdout?follow=true"), "mock: done")
 	// A read from an offset pulls the object's chunks from there.
-	req, err := http.NewRequest(http.MethodGet, e.apiBase+"/runs/"+done+"/logs/stdout", nil)
-	require.NoError(t, err)
-	req.Header.Set("Range", "bytes=-11")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	tail, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, http.StatusPartialContent, resp.StatusCode)
+	status, tail := getRange(t, e.apiBase+"/runs/"+done+"/logs/stdout", "-11")
+	require.Equal(t, http.StatusPartialContent, status)
 	require.Equal(t, "mock: done\n", string(tail))
 
 	e.waitState(handedBack, 30*time.Second, "RUNNING")

@@ -322,11 +322,7 @@ func TestDevKeepsRunsAcrossRestart(t *testing.T) {
 // Malformed submissions are refused with 400 and a message naming the fault.
 func TestSubmitRefusals(t *testing.T) {
 	t.Parallel()
-	url, ns := natsURL(t)
-	e := newEnv(t, url, ns)
-	e.startAPI()
-	e.start("executor", nil, "executor")
-	e.waitEngine("mock")
+	e := mockPipeline(t)
 	for name, tc := range map[string]struct {
 		body string
 		msg  string
@@ -435,11 +431,7 @@ func TestRequestsTheBrokerCannotQueueAreRefused(t *testing.T) {
 // the refusal comes before the engine starts, from INITIALIZING.
 func TestARefusedRequestEndsExecutorError(t *testing.T) {
 	t.Parallel()
-	url, ns := natsURL(t)
-	e := newEnv(t, url, ns)
-	e.startAPI()
-	e.start("executor", nil, "executor")
-	e.waitEngine("mock")
+	e := mockPipeline(t)
 	id := e.submit(map[string]string{"outcome": "EXECUTOR_ERROR", "exit_code": "0"}, nil)
 	st, _ := e.waitState(id, 30*time.Second, "EXECUTOR_ERROR", "SYSTEM_ERROR", "COMPLETE")
 	require.Equal(t, "EXECUTOR_ERROR", st)
@@ -468,47 +460,36 @@ func TestLogFollowAndRange(t *testing.T) {
 	require.Greater(t, time.Since(start), time.Second, "follow returned before the run ended")
 	require.Equal(t, "COMPLETE", e.state(id))
 
-	req, err := http.NewRequest(http.MethodGet, e.apiBase+"/runs/"+id+"/logs/stdout", nil)
-	require.NoError(t, err)
-	req.Header.Set("Range", "bytes=0-4")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	part, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, http.StatusPartialContent, resp.StatusCode)
+	stdout := e.apiBase + "/runs/" + id + "/logs/stdout"
+	status, part := getRange(t, stdout, "0-4")
+	require.Equal(t, http.StatusPartialContent, status)
 	require.Equal(t, "mock:", string(part))
 
-	// A request of many ranges, each of which would read the object from
-	// its start, gets the whole log instead.
+	// A request of many ranges, each a read of its own, gets the whole log
+	// instead.
 	var ranges []string
 	for i := range 20 {
 		ranges = append(ranges, fmt.Sprintf("%d-%d", i, i))
 	}
-	req.Header.Set("Range", "bytes="+strings.Join(ranges, ","))
-	resp, err = http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	whole, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	status, whole := getRange(t, stdout, strings.Join(ranges, ","))
+	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, string(whole), "mock: done")
 
 	// A range that starts past the first byte (read from the chunk that
 	// holds it on) is the bytes asked for.
 	for _, rg := range []string{"-5", "7-", "3-9"} {
-		req.Header.Set("Range", "bytes="+rg)
-		resp, err = http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		part, _ = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.Equal(t, http.StatusPartialContent, resp.StatusCode, rg)
+		status, part = getRange(t, stdout, rg)
+		require.Equal(t, http.StatusPartialContent, status, rg)
 		want := map[string]string{"-5": string(whole[len(whole)-5:]), "7-": string(whole[7:]), "3-9": string(whole[3:10])}[rg]
 		require.Equal(t, want, string(part), rg)
 	}
 
 	// A range past the end is a 416 with the log's size, as an
 	// ErrorResponse like every other error.
+	req, err := http.NewRequest(http.MethodGet, stdout, nil)
+	require.NoError(t, err)
 	req.Header.Set("Range", "bytes=999999-")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	var er errorResponse
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&er))

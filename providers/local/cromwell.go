@@ -24,11 +24,11 @@ import (
 //
 //	cromwell run WF --inputs params.json --imports work/imports-N.zip --metadata-output work/metadata-N.json
 //
-// Cromwell reads --imports as a zip (a directory fails: it reads the path's
-// bytes), and resolves a local workflow's imports in it: the attached .wdl
-// files, under their names.
-// from the run's work directory, where Cromwell's local backend keeps
-// cromwell-executions/ and cromwell-workflow-logs/. `run` exits 0 when the
+// It runs from the run's work directory, where Cromwell's local backend
+// keeps cromwell-executions/ and cromwell-workflow-logs/. Cromwell reads
+// --imports as a zip (a directory fails: it reads the path's bytes), and
+// resolves a local workflow's imports in it: the attached .wdl files,
+// under their names. `run` exits 0 when the
 // workflow succeeded and 1 otherwise; on SIGTERM it aborts its jobs first
 // (system.abort-jobs-on-terminate is on in single-workflow mode). The
 // metadata it writes at the end gives the outputs, one task per call
