@@ -229,9 +229,10 @@ func (o *objectSeeker) Read(p []byte) (int, error) {
 				return n, err
 			}
 		}
-		// A log put again while it was read (a running run's is, every
-		// few seconds) has new chunks, and the old ones are gone: go on
-		// in the new object, which holds what the old one did.
+		// A log stored anew while it was read (a running run's, when its
+		// appended chunks grow too many, or by another attempt) has new
+		// chunks, and the old ones are gone: go on in the new object,
+		// which holds what the old one did.
 		now, replaced := o.bus.Replaced(o.ctx, o.info)
 		if !replaced || tries == 3 || int64(now.Size) < o.size {
 			return 0, err

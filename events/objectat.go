@@ -20,11 +20,11 @@ import (
 // before it are walked by their headers (each carries its size), not
 // read, so that a Range near the end of a large output, or the new part
 // of a followed log, costs what it returns rather than the whole object.
-// A read from 0 to the end checks the object's digest. The object put
-// again meanwhile (a running run's log is, every few seconds) purges the
-// chunks being read: the read then fails with io.ErrUnexpectedEOF, and
-// the caller may open the new object (ErrObjectReplaced says how to
-// tell).
+// A read from 0 to the end checks the object's digest. An object that
+// grows (GrowingObject) is read as info found it. The object put again
+// whole meanwhile purges the chunks being read: the read then fails with
+// io.ErrUnexpectedEOF, and the caller may open the new object (Replaced
+// says how to tell).
 func (b *Bus) OpenObjectAt(ctx context.Context, info *jetstream.ObjectInfo, off int64) (io.ReadCloser, error) {
 	off = max(off, 0)
 	left := int64(info.Size) - off

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"time"
 
@@ -58,6 +59,22 @@ type PutOptions struct {
 // one chunk at a time (each acknowledged before the next): it is for small
 // objects, such as logs; Put pipelines the chunks of a large one.
 func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, opts PutOptions) (*jetstream.ObjectInfo, error) {
+	st, err := b.putObject(ctx, name, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return st.info, nil
+}
+
+// stored is what a put stored: the object's info, the digest of its bytes
+// so far (a hash that may take more), and the stream sequence of its info.
+type stored struct {
+	info    *jetstream.ObjectInfo
+	digest  hash.Hash
+	infoSeq uint64
+}
+
+func (b *Bus) putObject(ctx context.Context, name string, r io.Reader, opts PutOptions) (*stored, error) {
 	if name == "" {
 		return nil, jetstream.ErrBadObjectMeta
 	}
@@ -73,68 +90,192 @@ func (b *Bus) PutObject(ctx context.Context, name string, r io.Reader, opts PutO
 			return nil, fmt.Errorf("look up object %s: %w", name, err)
 		}
 	}
-	bucket := b.Names.ObjectsBucket()
-	info := &jetstream.ObjectInfo{
-		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunkSize)}},
-		Bucket:     bucket,
-		NUID:       nuid.Next(),
+	st := &stored{
+		info: &jetstream.ObjectInfo{
+			ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunkSize)}},
+			Bucket:     b.Names.ObjectsBucket(),
+			NUID:       nuid.Next(),
+		},
+		digest: sha256.New(),
 	}
-	chunkSubj := fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)
-	// fail removes the chunks stored so far: no half-written object is
-	// left behind.
-	fail := func(err error) (*jetstream.ObjectInfo, error) {
-		b.purgeObjectChunks(chunkSubj)
+	if err := b.putChunks(ctx, st, r, chunkSize); err != nil {
+		// No half-written object is left behind.
+		b.purgeObjectChunks(b.chunksSubject(st.info))
 		return nil, fmt.Errorf("store object %s: %w", name, err)
 	}
-	// One buffer, each chunk acknowledged before the next is read into
-	// it: a small object costs one allocation of its size, a large one a
-	// round trip per chunk.
-	chunk := make([]byte, chunkSize)
-	h := sha256.New()
-	for {
-		n, err := readChunk(r, chunk)
-		if n > 0 {
-			h.Write(chunk[:n])
-			if _, perr := b.JS.PublishMsg(ctx, &nats.Msg{Subject: chunkSubj, Data: chunk[:n]}); perr != nil {
-				return fail(perr)
-			}
-			info.Size += uint64(n)
-			info.Chunks++
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fail(err)
-		}
-	}
-	// The info goes once every chunk is stored: a reader that finds it
-	// finds the chunks.
-	info.Digest = "SHA-256=" + base64.URLEncoding.EncodeToString(h.Sum(nil))
-	data, err := json.Marshal(info)
-	if err != nil {
-		return fail(err)
-	}
-	meta := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name))))
 	// The rollup removes the info this one replaces. A name its caller
 	// knows to be new has none, and a rollup is not free: the server
 	// (2.9) purges the subject by scanning the per-subject state of every
 	// block of the stream, for each put: a cost that grows with the
 	// bucket (about a quarter of the server's CPU in our profiles).
-	if !opts.Known || opts.Current != nil {
-		meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	}
-	meta.Data = data
-	if _, err := b.JS.PublishMsg(ctx, meta); err != nil {
+	rollup := !opts.Known || opts.Current != nil
+	if err := b.putInfo(ctx, st, rollup); err != nil {
 		// The info may have been stored all the same (its ack lost): its
 		// chunks stay, and are orphans if it was not (the objects stream
 		// has no age limit; they cost space until the bucket is purged).
 		return nil, fmt.Errorf("store object %s: %w", name, err)
 	}
 	if old != nil && !old.Deleted {
-		b.purgeObjectChunks(fmt.Sprintf("$O.%s.C.%s", bucket, old.NUID))
+		b.purgeObjectChunks(b.chunksSubject(old))
 	}
-	return info, nil
+	return st, nil
+}
+
+func (b *Bus) chunksSubject(info *jetstream.ObjectInfo) string {
+	return fmt.Sprintf("$O.%s.C.%s", info.Bucket, info.NUID)
+}
+
+// putChunks stores what r holds as chunks of st's object, after those it
+// has, chunkSize bytes at most each, and counts them into st.
+func (b *Bus) putChunks(ctx context.Context, st *stored, r io.Reader, chunkSize int) error {
+	subject := b.chunksSubject(st.info)
+	// One buffer, each chunk acknowledged before the next is read into
+	// it: a small object costs one allocation of its size, a large one a
+	// round trip per chunk.
+	chunk := make([]byte, chunkSize)
+	for {
+		n, err := readChunk(r, chunk)
+		if n > 0 {
+			st.digest.Write(chunk[:n])
+			if _, perr := b.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: chunk[:n]}); perr != nil {
+				return perr
+			}
+			st.info.Size += uint64(n)
+			st.info.Chunks++
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// putInfo stores st's info, once every chunk it counts is stored (a reader
+// that finds it finds them), replacing the name's earlier infos if rollup.
+// A non-zero st.infoSeq stores it only if the info stored last under the
+// name is still the one at that sequence.
+func (b *Bus) putInfo(ctx context.Context, st *stored, rollup bool) error {
+	st.info.Digest = "SHA-256=" + base64.URLEncoding.EncodeToString(st.digest.Sum(nil))
+	data, err := json.Marshal(st.info)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", st.info.Bucket, base64.URLEncoding.EncodeToString([]byte(st.info.Name))))
+	if rollup {
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
+	msg.Data = data
+	var opts []jetstream.PublishOpt
+	if st.infoSeq != 0 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(st.infoSeq))
+	}
+	ack, err := b.JS.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		return err
+	}
+	st.infoSeq = ack.Sequence
+	return nil
+}
+
+// A GrowingObject is an object that its one writer stores again and again
+// as it grows: a running run's log. Its first Store stores it whole; a
+// later one stores only the bytes past those stored last, as more chunks of
+// the same object and a new info, so that a log stored every few seconds
+// costs what it grew by each time, not its size. A reader of the object as
+// it was reads on undisturbed if it reads no further than the size its
+// info gave, as OpenObjectAt does: the chunks it reads stay. (nats.go's
+// Get reads every chunk there is: while the object grows it would take in
+// the new ones and fail the digest.)
+//
+// Store stores the object whole again (a new object of the name, the old
+// chunks purged) when it does not know what the name holds (at first,
+// unless told, and after a failure, which may have left chunks past the
+// stored size), when the object shrank, and when appends have made it many
+// more chunks than its size needs (maxChunks), so that a walk of its
+// chunks stays short. An append's info is stored only if the name's info
+// is still the one this writer stored: another writer that put the object
+// since (and purged the chunks appended to) keeps it.
+type GrowingObject struct {
+	bus   *Bus
+	name  string
+	known bool    // whether cur is what the name holds
+	cur   *stored // nil: nothing, when known
+}
+
+// GrowingObject returns a writer of object name. isNew says that the name
+// holds nothing yet and no one else writes it: the first Store then
+// neither looks it up nor rolls up an info.
+func (b *Bus) GrowingObject(name string, isNew bool) *GrowingObject {
+	return &GrowingObject{bus: b, name: name, known: isNew}
+}
+
+// Store stores the object as r holds it now, size bytes. The bytes stored
+// before must still be its first ones (the object only grows); an object
+// smaller than what was stored is stored anew.
+func (g *GrowingObject) Store(ctx context.Context, r io.ReaderAt, size int64) error {
+	known, cur := g.known, g.cur
+	// Until this store has ended, what the name holds is not known: a
+	// failure may leave chunks past the stored size, or an info stored
+	// whose ack was lost.
+	g.known, g.cur = false, nil
+	var next *stored
+	var err error
+	switch {
+	case known && cur != nil && size == int64(cur.info.Size):
+		next = cur
+	case known && cur != nil && size > int64(cur.info.Size) && cur.info.Chunks < maxChunks(size):
+		next, err = g.append(ctx, cur, io.NewSectionReader(r, int64(cur.info.Size), size-int64(cur.info.Size)))
+	default:
+		var current *jetstream.ObjectInfo
+		if cur != nil {
+			current = cur.info
+		}
+		// A chunk is the object's size, up to the default: a buffer of
+		// the chunk size is allocated for every store, and logs are
+		// mostly a few lines.
+		next, err = g.bus.putObject(ctx, g.name, io.NewSectionReader(r, 0, size), PutOptions{
+			ChunkSize: int(min(max(size, 1), DefaultChunkSize)), Known: known, Current: current,
+		})
+	}
+	if err != nil {
+		return err
+	}
+	g.known, g.cur = true, next
+	return nil
+}
+
+// Stored returns the size stored last, or false if the object is not
+// known to hold what this writer stored.
+func (g *GrowingObject) Stored() (int64, bool) {
+	if !g.known || g.cur == nil {
+		return 0, false
+	}
+	return int64(g.cur.info.Size), true
+}
+
+// append stores what r holds, size bytes, as more chunks of cur's object.
+func (g *GrowingObject) append(ctx context.Context, cur *stored, r *io.SectionReader) (*stored, error) {
+	info := *cur.info
+	// cur's digest takes the new bytes: cur is not used again whatever
+	// happens (Store forgets it).
+	next := &stored{info: &info, digest: cur.digest, infoSeq: cur.infoSeq}
+	if err := g.bus.putChunks(ctx, next, r, int(min(r.Size(), DefaultChunkSize))); err != nil {
+		return nil, fmt.Errorf("append to object %s: %w", g.name, err)
+	}
+	if err := g.bus.putInfo(ctx, next, true); err != nil {
+		return nil, fmt.Errorf("append to object %s: %w", g.name, err)
+	}
+	return next, nil
+}
+
+// maxChunks bounds the chunks of an object of size bytes that appends may
+// make: twice what a store of it whole makes, and 64 more. Past it, the
+// object is stored whole again: an append costs at most a chunk's worth of
+// that, amortised, beside what it appends.
+func maxChunks(size int64) uint32 {
+	return uint32(2*((size+DefaultChunkSize-1)/DefaultChunkSize) + 64)
 }
 
 // readChunk fills chunk from r as far as r goes. It returns io.EOF, and

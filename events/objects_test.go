@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,23 +20,7 @@ import (
 // size; a replaced object's chunks are purged, whoever wrote it.
 func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 	f := setup(t)
-	stream, err := f.js.Stream(f.ctx, "OBJ_"+f.names.ObjectsBucket())
-	require.NoError(t, err)
-	chunksOf := func(nuid string) uint64 {
-		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(fmt.Sprintf("$O.%s.C.%s", f.names.ObjectsBucket(), nuid)))
-		require.NoError(t, err)
-		var n uint64
-		for _, c := range info.State.Subjects {
-			n += c
-		}
-		return n
-	}
-	infosOf := func(name string) uint64 {
-		subject := fmt.Sprintf("$O.%s.M.%s", f.names.ObjectsBucket(), base64.URLEncoding.EncodeToString([]byte(name)))
-		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(subject))
-		require.NoError(t, err)
-		return info.State.Subjects[subject]
-	}
+	stream, chunksOf, infosOf := objectsStream(t, f)
 	for _, tc := range []struct {
 		size, chunk int
 		wantChunks  uint32
@@ -126,6 +111,174 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 		_, err = f.bus.Objects.GetInfo(f.ctx, "runs/r/logs/cut")
 		require.ErrorIs(t, err, jetstream.ErrObjectNotFound)
 	})
+}
+
+// objectsStream returns the objects stream and counters of what it holds:
+// the chunks of an object (by its NUID), and the infos stored under a name.
+func objectsStream(t *testing.T, f busFixture) (stream jetstream.Stream, chunksOf func(nuid string) uint64, infosOf func(name string) uint64) {
+	t.Helper()
+	stream, err := f.js.Stream(f.ctx, "OBJ_"+f.names.ObjectsBucket())
+	require.NoError(t, err)
+	chunksOf = func(nuid string) uint64 {
+		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(fmt.Sprintf("$O.%s.C.%s", f.names.ObjectsBucket(), nuid)))
+		require.NoError(t, err)
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		return n
+	}
+	infosOf = func(name string) uint64 {
+		subject := fmt.Sprintf("$O.%s.M.%s", f.names.ObjectsBucket(), base64.URLEncoding.EncodeToString([]byte(name)))
+		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(subject))
+		require.NoError(t, err)
+		return info.State.Subjects[subject]
+	}
+	return stream, chunksOf, infosOf
+}
+
+// TestAGrowingObjectIsAppendedTo: a log stored again as it grows keeps its
+// chunks and gains the new bytes' only; a reader of what it was reads that,
+// digest and all; and it is stored whole again when it must be: after
+// another writer's put, a failed append, when it shrank, and when appends
+// made too many chunks.
+func TestAGrowingObjectIsAppendedTo(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	stream, chunksOf, infosOf := objectsStream(t, f)
+	const name = "runs/g/logs/stdout"
+	var log []byte
+	g := f.bus.GrowingObject(name, true)
+	store := func(r io.ReaderAt) error { return g.Store(f.ctx, r, int64(len(log))) }
+	grow := func(s string) {
+		t.Helper()
+		log = append(log, s...)
+		require.NoError(t, store(bytes.NewReader(log)))
+	}
+	infoNow := func() *jetstream.ObjectInfo {
+		t.Helper()
+		info, err := f.bus.Objects.GetInfo(f.ctx, name)
+		require.NoError(t, err)
+		return info
+	}
+	read := func(info *jetstream.ObjectInfo, off int64) string {
+		t.Helper()
+		r, err := f.bus.OpenObjectAt(f.ctx, info, off)
+		require.NoError(t, err)
+		defer r.Close()
+		got, err := io.ReadAll(r)
+		require.NoError(t, err, "digest checked from 0")
+		return string(got)
+	}
+
+	grow("first line\n")
+	first := infoNow()
+	require.EqualValues(t, 1, first.Chunks)
+	grow("second line\n")
+	second := infoNow()
+	require.Equal(t, first.NUID, second.NUID, "appended to, not stored anew")
+	require.EqualValues(t, 2, second.Chunks)
+	require.EqualValues(t, 2, chunksOf(second.NUID))
+	require.EqualValues(t, 1, infosOf(name), "the info before is rolled up")
+	require.Equal(t, string(log), read(second, 0))
+	require.Equal(t, "second line\n", read(second, int64(first.Size)))
+	require.Equal(t, "first line\n", read(first, 0), "a reader of the object as it was reads what it was")
+	size, ok := g.Stored()
+	require.True(t, ok)
+	require.EqualValues(t, len(log), size)
+
+	before, err := stream.Info(f.ctx)
+	require.NoError(t, err)
+	require.NoError(t, store(bytes.NewReader(log)))
+	after, err := stream.Info(f.ctx)
+	require.NoError(t, err)
+	require.Equal(t, before.State.LastSeq, after.State.LastSeq, "an object that did not grow is not stored")
+	got, err := f.bus.Objects.GetBytes(f.ctx, name)
+	require.NoError(t, err, "done growing, nats.go reads it as any object, digest and all")
+	require.Equal(t, log, got)
+
+	t.Run("another writer's put is kept, then stored over whole", func(t *testing.T) {
+		other, err := f.bus.PutObject(f.ctx, name, strings.NewReader("another writer's"), events.PutOptions{})
+		require.NoError(t, err)
+		log = append(log, "third line\n"...)
+		require.Error(t, store(bytes.NewReader(log)), "the name's info is not the one appended to")
+		got, err := f.bus.Objects.GetString(f.ctx, name)
+		require.NoError(t, err)
+		require.Equal(t, "another writer's", got)
+		_, ok := g.Stored()
+		require.False(t, ok)
+
+		require.NoError(t, store(bytes.NewReader(log)))
+		now := infoNow()
+		require.NotEqual(t, other.NUID, now.NUID)
+		require.Zero(t, chunksOf(other.NUID), "the object replaced is purged")
+		require.Equal(t, string(log), read(now, 0))
+	})
+
+	t.Run("a failed append is not appended to", func(t *testing.T) {
+		was := infoNow()
+		log = append(log, bytes.Repeat([]byte("y"), events.DefaultChunkSize+1000)...)
+		// The first chunk of the append is stored, then the reader fails.
+		require.ErrorIs(t, store(failAfter{bytes.NewReader(log), int64(was.Size) + events.DefaultChunkSize}), errBroken)
+		require.Equal(t, was.Size, infoNow().Size, "the object is what it was")
+		require.Greater(t, chunksOf(was.NUID), uint64(was.Chunks), "with a stray chunk past its size")
+		require.Equal(t, string(log[:was.Size]), read(was, 0))
+
+		require.NoError(t, store(bytes.NewReader(log)))
+		now := infoNow()
+		require.NotEqual(t, was.NUID, now.NUID, "stored whole")
+		require.Zero(t, chunksOf(was.NUID), "the stray chunk is purged with the rest")
+		require.Equal(t, string(log), read(now, 0))
+	})
+
+	t.Run("a log that shrank is stored anew", func(t *testing.T) {
+		was := infoNow()
+		log = log[:5]
+		require.NoError(t, store(bytes.NewReader(log)))
+		now := infoNow()
+		require.NotEqual(t, was.NUID, now.NUID)
+		require.Zero(t, chunksOf(was.NUID))
+		require.Equal(t, string(log), read(now, 0))
+	})
+
+	t.Run("appends make a bounded number of chunks", func(t *testing.T) {
+		nuids := map[string]bool{}
+		for range 200 {
+			grow("x")
+			now := infoNow()
+			nuids[now.NUID] = true
+			require.LessOrEqual(t, now.Chunks, uint32(2+64), "twice what the object needs, and 64")
+			require.EqualValues(t, now.Chunks, chunksOf(now.NUID))
+		}
+		// From one chunk, 65 appends reach the bound, and the 66th stores
+		// it whole, in one: 3 times in 200, beside the object grown from.
+		require.Len(t, nuids, 1+3, "stored whole each time the chunks reach the bound")
+		require.Equal(t, string(log), read(infoNow(), 0))
+	})
+
+	t.Run("a writer that does not know the name looks it up", func(t *testing.T) {
+		was := infoNow()
+		log = []byte("attempt 2\n")
+		g = f.bus.GrowingObject(name, false)
+		require.NoError(t, store(bytes.NewReader(log)))
+		now := infoNow()
+		require.Zero(t, chunksOf(was.NUID), "what it replaced is purged")
+		require.EqualValues(t, 1, infosOf(name))
+		require.Equal(t, string(log), read(now, 0))
+	})
+}
+
+// failAfter reads r up to n, and fails past it.
+type failAfter struct {
+	r io.ReaderAt
+	n int64
+}
+
+func (f failAfter) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.n {
+		return 0, errBroken
+	}
+	return f.r.ReadAt(p, off)
 }
 
 var errBroken = errors.New("broken reader")

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wes-dev/wes/events"
 )
 
@@ -19,9 +17,10 @@ import (
 // runs: a file in the run's directory, or memory for a run without one.
 type engineLog interface {
 	io.Writer
-	// snapshot returns what was written so far, or ok false if that
-	// cannot be read now. The reader holds exactly size bytes.
-	snapshot() (r io.ReadCloser, size int64, ok bool)
+	// snapshot returns what was written so far, size bytes read from r at
+	// 0, or ok false if that cannot be read now. What is written later
+	// only follows it.
+	snapshot() (r io.ReaderAt, size int64, ok bool)
 	io.Closer
 }
 
@@ -53,7 +52,7 @@ func openLogs(dir string) ([2]engineLog, error) {
 // fileLog is a log written to a file.
 type fileLog struct{ *os.File }
 
-func (l fileLog) snapshot() (io.ReadCloser, int64, bool) {
+func (l fileLog) snapshot() (io.ReaderAt, int64, bool) {
 	fi, err := l.Stat()
 	if err != nil {
 		return nil, 0, false
@@ -62,7 +61,7 @@ func (l fileLog) snapshot() (io.ReadCloser, int64, bool) {
 	// read through the handle it is written through: never by its name,
 	// which a workflow (its directory is its engine user's) could make a
 	// link to a file only the executor may read.
-	return io.NopCloser(io.NewSectionReader(l.File, 0, fi.Size())), fi.Size(), true
+	return l.File, fi.Size(), true
 }
 
 // memLogLimit bounds a log kept in memory; what a run writes past it is
@@ -90,32 +89,32 @@ func (l *memLog) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
-func (l *memLog) snapshot() (io.ReadCloser, int64, bool) {
+func (l *memLog) snapshot() (io.ReaderAt, int64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// The bytes written so far never change: Write only appends, and a
 	// Buffer that grows copies to a new array.
 	b := l.buf.Bytes()
-	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), true
+	return bytes.NewReader(b), int64(len(b)), true
 }
 
 func (*memLog) Close() error { return nil }
 
 // shipLogs copies the engine's stdout and stderr to the object store, where
 // the API serves them, every LogInterval while they grow and once more when
-// stop is called. An object is written whole, so a copy of a large log
-// costs its size: while the run goes on, a log is copied again only after
-// ten times as long as its last copy took, and a copy may take as long as
-// its size needs (logPutTimeout). The last copy is tried until it is
-// stored, up to logFinalTries times: it is the log's tail.
+// stop is called. A copy stores what a log grew by since the last one
+// (events.GrowingObject). While the run goes on, a log is copied again only
+// after ten times as long as its last copy took, and a copy may take as
+// long as its size needs (logPutTimeout). The last copy is tried until it
+// is stored, up to logFinalTries times: it is the log's tail.
 func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
-	sizes := [2]int64{-1, -1}
-	// What each log's object holds, when this attempt knows it: nothing
-	// yet for a run's first attempt (a delivery that repeats an earlier
-	// one's number is renumbered by begin), then what it last stored. The
-	// put then need not ask the server what it replaces.
-	var current [2]*jetstream.ObjectInfo
-	known := [2]bool{a.n == 1, a.n == 1}
+	// A run's first attempt knows its logs hold nothing yet (a delivery
+	// that repeats an earlier one's number is renumbered by begin): its
+	// first copy need not ask the server what it replaces.
+	var objs [2]*events.GrowingObject
+	for i := range logs {
+		objs[i] = a.e.bus.GrowingObject(events.LogKey(a.sub.RunID, logNames[i]), a.n == 1)
+	}
 	var notBefore [2]time.Time
 	// shipOne copies log i if it grew, and reports whether it is stored.
 	shipOne := func(ctx context.Context, i int, final bool) bool {
@@ -126,30 +125,21 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 		if !ok {
 			return false
 		}
-		defer r.Close()
-		if size == sizes[i] {
+		if stored, ok := objs[i].Stored(); ok && stored == size {
 			return true
 		}
-		// A put is bounded on its own: an object store that does not
+		// A copy is bounded on its own: an object store that does not
 		// answer (its stream electing a leader) must not hold the run,
 		// or an executor's shutdown, for long.
 		pctx, cancel := context.WithTimeout(ctx, logPutTimeout(size))
 		defer cancel()
 		began := time.Now()
-		// A chunk is the log's size (at most the default): a buffer of
-		// the chunk size is allocated for every put, and logs are
-		// mostly a few lines.
-		info, err := a.e.bus.PutObject(pctx, events.LogKey(a.sub.RunID, logNames[i]), r, events.PutOptions{
-			ChunkSize: int(min(max(size, 1), events.DefaultChunkSize)),
-			Known:     known[i], Current: current[i],
-		})
-		if err != nil {
-			// The object may or may not have been replaced.
-			known[i] = false
+		if err := objs[i].Store(pctx, r, size); err != nil {
+			// What the object holds is not known now: the next copy
+			// stores it whole.
 			a.log.Warn("cannot store log", "log", logNames[i], "bytes", size, "final", final, "err", err)
 			return false
 		}
-		sizes[i], current[i], known[i] = size, info, true
 		notBefore[i] = time.Now().Add(10 * time.Since(began))
 		return true
 	}

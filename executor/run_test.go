@@ -519,7 +519,7 @@ func TestMemLogDropsWhatIsPastItsLimit(t *testing.T) {
 	}
 	r, size, ok := l.snapshot()
 	require.True(t, ok)
-	got, err := io.ReadAll(r)
+	got, err := io.ReadAll(io.NewSectionReader(r, 0, size))
 	require.NoError(t, err)
 	require.EqualValues(t, len(got), size)
 	require.True(t, bytes.HasPrefix(got, bytes.Repeat([]byte("x"), memLogLimit)))
@@ -528,9 +528,9 @@ func TestMemLogDropsWhatIsPastItsLimit(t *testing.T) {
 	// A snapshot does not change when the log grows after it.
 	var g memLog
 	fmt.Fprint(&g, "ab")
-	r, _, _ = g.snapshot()
+	r, size, _ = g.snapshot()
 	fmt.Fprint(&g, "cd")
-	got, _ = io.ReadAll(r)
+	got, _ = io.ReadAll(io.NewSectionReader(r, 0, size))
 	require.Equal(t, "ab", string(got))
 }
 
@@ -692,6 +692,52 @@ func TestTheLastLogCopyIsTriedAgain(t *testing.T) {
 	got, err := f.bus.Objects.GetBytes(f.ctx, events.LogKey(runID, "stdout"))
 	require.NoError(t, err, "the log's last copy was not tried again")
 	require.Equal(t, "the tail\n", string(got))
+}
+
+// TestARunningLogIsAppendedTo: each copy of a running run's log stores what
+// it grew by, as more chunks of the same object; the last copy completes it.
+func TestARunningLogIsAppendedTo(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	lines := make(chan string)
+	p := dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		for line := range lines {
+			fmt.Fprint(job.Stdout, line)
+		}
+		return providers.Result{}, nil
+	}}}
+	f.start(t, Config{AckWait: 5 * time.Second, LogInterval: 50 * time.Millisecond}, p)
+	var closeOnce sync.Once
+	done := func() { closeOnce.Do(func() { close(lines) }) }
+	t.Cleanup(done) // before the executor stops, if the test fails
+	runID := f.submit(t)
+	key := events.LogKey(runID, "stdout")
+	var want string
+	var nuid string
+	for i := range 5 {
+		line := fmt.Sprintf("line %d\n", i)
+		lines <- line
+		want += line
+		var info *jetstream.ObjectInfo
+		require.Eventually(t, func() bool {
+			var err error
+			info, err = f.bus.Objects.GetInfo(f.ctx, key)
+			return err == nil && info.Size == uint64(len(want))
+		}, 10*time.Second, 10*time.Millisecond, "copy %d", i)
+		require.EqualValues(t, i+1, info.Chunks, "a chunk per copy")
+		if i > 0 {
+			require.Equal(t, nuid, info.NUID, "appended to, not stored anew")
+		}
+		nuid = info.NUID
+	}
+	lines <- "the tail\n"
+	want += "the tail\n"
+	done()
+	f.waitState(t, runID, models.Complete, 30*time.Second)
+	got, err := f.bus.Objects.GetString(f.ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
 }
 
 // TestADrainingExecutorStaysListed: once an executor stops pulling, its
