@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wes-dev/wes/events"
+	"github.com/wes-dev/wes/events/eventstest"
 )
 
 // TestPutObjectIsReadAsAnyObject: what PutObject writes, nats.go's object
@@ -290,3 +292,34 @@ func (errReader) Read([]byte) (int, error) { return 0, errBroken }
 type cutShort struct{}
 
 func (cutShort) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// BenchmarkGrowingLog: a running run's log that grows to 8 MiB, 64 KiB
+// between two copies (128 copies), stored whole at every copy as before
+// GrowingObject, and appended to.
+func BenchmarkGrowingLog(b *testing.B) {
+	ctx := context.Background()
+	bus, _ := eventstest.Bus(b, "GROWLOG", events.Config{})
+	const size, step = 8 << 20, 64 << 10
+	log := bytes.Repeat([]byte("a line of a chatty engine's log\n"), size/32)
+	b.Run("whole", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			name := fmt.Sprintf("whole-%d", i)
+			var cur *jetstream.ObjectInfo
+			for n := step; n <= size; n += step {
+				info, err := bus.PutObject(ctx, name, bytes.NewReader(log[:n]), events.PutOptions{
+					ChunkSize: min(n, events.DefaultChunkSize), Known: true, Current: cur,
+				})
+				require.NoError(b, err)
+				cur = info
+			}
+		}
+	})
+	b.Run("appended", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			g := bus.GrowingObject(fmt.Sprintf("appended-%d", i), true)
+			for n := step; n <= size; n += step {
+				require.NoError(b, g.Store(ctx, bytes.NewReader(log), int64(n)))
+			}
+		}
+	})
+}
