@@ -380,10 +380,9 @@ func (h *handlers) pageSize(v string) (int, error) {
 	if err != nil || n < 1 {
 		return 0, badRequest("page_size %q must be a positive integer", v)
 	}
-	if n > h.s.cfg.MaxPageSize {
-		return 0, badRequest("page_size %d is over this server's limit of %d (WES_MAX_PAGE_SIZE): page with page_token", n, h.s.cfg.MaxPageSize)
-	}
-	return n, nil
+	// More than the server gives is not an error: the spec lets a page
+	// hold fewer items than asked for, and next_page_token leads on.
+	return min(n, h.s.cfg.MaxPageSize), nil
 }
 
 func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {

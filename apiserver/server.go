@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -148,10 +149,17 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, req, s.log, withStatus(http.StatusNotFound, nil, "no such endpoint %s; the API is under %s", req.URL.Path, BasePaths[0]))
 	})
-	notAllowed := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeError(w, req, s.log, withStatus(http.StatusMethodNotAllowed, nil, "method %s is not allowed on %s", req.Method, req.URL.Path))
-	})
-	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
+	// allowing answers 405 with the methods a path takes (RFC 9110 wants
+	// them said); "" when not known.
+	allowing := func(allow string) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			if allow != "" {
+				w.Header().Set("Allow", allow)
+			}
+			writeError(w, req, s.log, withStatus(http.StatusMethodNotAllowed, nil, "method %s is not allowed on %s", req.Method, req.URL.Path))
+		}
+	}
+	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, allowing("")
 	for _, base := range BasePaths {
 		sr := r.PathPrefix(base).Subrouter()
 		h := &handlers{s: s, base: base}
@@ -172,13 +180,23 @@ func (s *Server) Handler() http.Handler {
 			{"/runs/{run_id}/outputs", h.listOutputs, []string{http.MethodGet}},
 			{"/runs/{run_id}/outputs/{path:.+}", h.getOutput, []string{http.MethodGet, http.MethodHead}},
 		}
+		var paths []string
+		allowed := map[string][]string{}
 		for _, rt := range routes {
+			// Every GET answers HEAD too (net/http sends no body for it).
+			if slices.Contains(rt.methods, http.MethodGet) && !slices.Contains(rt.methods, http.MethodHead) {
+				rt.methods = append(rt.methods, http.MethodHead)
+			}
 			sr.HandleFunc(rt.path, rt.handler).Methods(rt.methods...)
+			if allowed[rt.path] == nil {
+				paths = append(paths, rt.path)
+			}
+			allowed[rt.path] = append(allowed[rt.path], rt.methods...)
 		}
 		// A known path asked with another method: 405 (mux's own
 		// method-mismatch answer does not reach through a subrouter).
-		for _, rt := range routes {
-			sr.Handle(rt.path, notAllowed) // the first of a path's twins serves
+		for _, p := range paths {
+			sr.Handle(p, allowing(strings.Join(allowed[p], ", ")))
 		}
 	}
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {

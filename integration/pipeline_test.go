@@ -380,6 +380,11 @@ func TestSubmitRefusals(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "GET, HEAD", resp.Header.Get("Allow"), "a 405 says what the path takes")
+	resp, err = http.Head(e.apiBase + "/service-info")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "every GET answers HEAD")
 	var list struct {
 		Runs []any `json:"runs"`
 	}

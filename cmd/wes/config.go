@@ -52,7 +52,7 @@ type Config struct {
 	MaxJSONDepth        int   `envconfig:"WES_MAX_JSON_DEPTH" default:"64" desc:"deepest JSON nesting accepted in a request"`
 	MaxTags             int   `envconfig:"WES_MAX_TAGS" default:"64" desc:"most tags on one run"`
 	DefaultPageSize     int   `envconfig:"WES_DEFAULT_PAGE_SIZE" default:"50" desc:"page size when a list request gives none"`
-	MaxPageSize         int   `envconfig:"WES_MAX_PAGE_SIZE" default:"1000" desc:"largest page_size accepted (a larger one is 400)"`
+	MaxPageSize         int   `envconfig:"WES_MAX_PAGE_SIZE" default:"1000" desc:"largest page a list answers with (a larger page_size gets this many)"`
 	AllowLocalWorkflows bool  `envconfig:"WES_ALLOW_LOCAL_WORKFLOWS" default:"false" desc:"accept file:// and absolute-path workflow URLs"`
 
 	TLSCert        string  `envconfig:"WES_TLS_CERT" desc:"API: PEM certificate file; with WES_TLS_KEY the API answers HTTPS"`
