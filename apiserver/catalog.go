@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -341,7 +342,9 @@ func (c *Catalog) resolve(wfType, wfVersion, engine, engineVersion string) (even
 		all = c.engines()
 	}
 	if len(all) == 0 {
-		return events.EngineInfo{}, badRequest("no workflow engine is available: no executor with an installed engine is running; start `wes executor` on a host with an engine (see service-info)")
+		// The service's state, not the request's fault: a client may
+		// try again once an executor is back (a restart, say).
+		return events.EngineInfo{}, withStatus(http.StatusServiceUnavailable, nil, "no workflow engine is available: no executor with an installed engine is running; nothing was recorded; retry once `wes executor` runs on a host with an engine (see service-info)")
 	}
 	var typeMatch, versionMatch []events.EngineInfo
 	for _, e := range all {

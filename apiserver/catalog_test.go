@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"cmp"
 	"testing"
 	"time"
 
@@ -48,13 +49,14 @@ func TestCatalogResolve(t *testing.T) {
 		wfType, wfVersion, engine, engineVersion string
 		want                                     events.EngineInfo
 		wantMsg                                  []string // error message contains each
+		wantStatus                               int      // 400 if 0
 	}{
 		{name: "no engines at all", catalog: catalogWith(),
 			wfType: "CWL", wfVersion: "v1.0",
-			wantMsg: []string{"no workflow engine is available"}},
+			wantMsg: []string{"no workflow engine is available", "retry"}, wantStatus: 503},
 		{name: "executor without engines", catalog: catalogWith([]events.EngineInfo{}),
 			wfType: "CWL", wfVersion: "v1.0",
-			wantMsg: []string{"no workflow engine is available"}},
+			wantMsg: []string{"no workflow engine is available"}, wantStatus: 503},
 		{name: "unknown type lists the supported types", catalog: catalogWith(both...),
 			wfType: "NFL", wfVersion: "23.10",
 			wantMsg: []string{`workflow_type "NFL" is not supported`, "supported: CWL, SMK, WDL"}},
@@ -117,7 +119,7 @@ func TestCatalogResolve(t *testing.T) {
 			if tc.wantMsg != nil {
 				require.Error(t, err)
 				status, msg := statusOf(err)
-				require.Equal(t, 400, status)
+				require.Equal(t, cmp.Or(tc.wantStatus, 400), status)
 				for _, m := range tc.wantMsg {
 					require.Contains(t, msg, m)
 				}

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -26,6 +27,9 @@ func TestEngineParamsSayWhichEngine(t *testing.T) {
 		{Name: "--parallel", Type: "flag (cwltool, toil)"},
 		{Name: "--cores", Type: "int (snakemake)", DefaultValue: "1"},
 	}, ps.list())
+	js, err := json.Marshal(ps.list()[1])
+	require.NoError(t, err)
+	require.JSONEq(t, `{"name":"--parallel","type":"flag (cwltool, toil)"}`, string(js), "no default is no default_value, not \"\"")
 	var none engineParams
 	require.NotNil(t, none.list(), "an empty list is [], as the spec requires the field")
 }

@@ -101,7 +101,7 @@ type workflowEngineVersion struct {
 type defaultWorkflowEngineParameter struct {
 	Name         string `json:"name"`
 	Type         string `json:"type"`
-	DefaultValue string `json:"default_value"`
+	DefaultValue string `json:"default_value,omitempty"` // none for a parameter without a default
 }
 
 type serviceInfo struct {
