@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/wes-dev/wes/providers/local"
 )
 
 // engineCredential resolves WES_ENGINE_USER (a user name, or uid:gid) to
@@ -29,20 +31,85 @@ func engineCredential(spec, workDir string) (*syscall.Credential, error) {
 	if cred.Uid == 0 {
 		return nil, fmt.Errorf("WES_ENGINE_USER=%q is root: name an unprivileged user", spec)
 	}
-	// The run directories' parent: others may pass through, not list it.
+	if err := openWorkDir(workDir, cred); err != nil {
+		return nil, fmt.Errorf("WES_ENGINE_USER=%q: %w", spec, err)
+	}
+	return cred, nil
+}
+
+// engineUIDs resolves WES_ENGINE_UIDS ("first-last") to the pool that gives
+// each run's engine a user of its own, nil when it is not set. The ids must
+// be no account's and no group's (gid = uid): an engine would have their
+// rights. There must be one for each of the executor's slots.
+func engineUIDs(spec, workDir string, slots int, passwd, group string) (*local.UIDPool, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("WES_ENGINE_UIDS=%q: %s", spec, fmt.Sprintf(format, a...))
+	}
+	f, l, ok := strings.Cut(spec, "-")
+	first, err1 := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+	last, err2 := strconv.ParseUint(strings.TrimSpace(l), 10, 32)
+	if !ok || err1 != nil || err2 != nil || first == 0 || last < first || last == 1<<32-1 {
+		return nil, fail("want first-last, such as 200000-200999 (ids above 0 that no account or group holds)")
+	}
+	if n := last - first + 1; n < uint64(slots) {
+		return nil, fail("%d ids for %d slots (WES_EXECUTOR_SLOTS): a run holds one while it runs", n, slots)
+	}
+	for _, db := range []struct{ path, what string }{{passwd, "user"}, {group, "group"}} {
+		name, id, err := firstIDIn(db.path, first, last)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		if name != "" {
+			return nil, fail("%s %s (%d, in %s) is in the range: an engine given that id would have its rights; choose ids no account holds", db.what, name, id, db.path)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil, fail("the executor must run as root to run engines as other users")
+	}
+	if err := openWorkDir(workDir, &syscall.Credential{Uid: uint32(first), Gid: uint32(first)}); err != nil {
+		return nil, fail("%v", err)
+	}
+	return local.NewUIDPool(uint32(first), uint32(last))
+}
+
+// firstIDIn returns the first entry of an /etc/passwd or /etc/group file
+// whose id (the third field) is from first to last.
+func firstIDIn(path string, first, last uint64) (string, uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", 0, err
+	}
+	for line := range strings.Lines(string(data)) {
+		fields := strings.Split(strings.TrimSpace(line), ":")
+		if len(fields) < 3 {
+			continue
+		}
+		if id, err := strconv.ParseUint(fields[2], 10, 32); err == nil && id >= first && id <= last {
+			return fields[0], id, nil
+		}
+	}
+	return "", 0, nil
+}
+
+// openWorkDir makes WES_WORK_DIR, the run directories' parent, one others
+// may pass through but not list, and checks that cred reaches it.
+func openWorkDir(workDir string, cred *syscall.Credential) error {
 	if err := os.MkdirAll(workDir, 0o711); err != nil {
-		return nil, fmt.Errorf("create WES_WORK_DIR: %w", err)
+		return fmt.Errorf("create WES_WORK_DIR: %w", err)
 	}
 	if err := os.Chmod(workDir, 0o711); err != nil {
-		return nil, fmt.Errorf("WES_WORK_DIR: %w", err)
+		return fmt.Errorf("WES_WORK_DIR: %w", err)
 	}
 	probe := exec.Command("/bin/sh", "-c", "cd \"$1\"", "probe", workDir)
 	probe.Env = []string{}
 	probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: cred.Uid, Gid: cred.Gid, Groups: []uint32{}}}
 	if out, err := probe.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("WES_ENGINE_USER=%q cannot reach WES_WORK_DIR %s (%v: %s): the directories above it need o+x", spec, workDir, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("the engine's user (uid %d) cannot reach WES_WORK_DIR %s (%v: %s): the directories above it need o+x", cred.Uid, workDir, err, strings.TrimSpace(string(out)))
 	}
-	return cred, nil
+	return nil
 }
 
 // lookupCredential reads "name" (its primary group) or "uid:gid".

@@ -46,3 +46,46 @@ func TestEngineCredential(t *testing.T) {
 	_, err = engineCredential("65534:65534", hidden)
 	require.ErrorContains(t, err, "cannot reach WES_WORK_DIR")
 }
+
+func TestEngineUIDs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	passwd, group := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	require.NoError(t, os.WriteFile(passwd, []byte("root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nada:x:1000:1000::/home/ada:/bin/sh\n"), 0o644))
+	require.NoError(t, os.WriteFile(group, []byte("root:x:0:\nsudo:x:27:ada\ndocker:x:999:ada\nnogroup:x:65534:\n"), 0o644))
+	pool, err := engineUIDs("", dir, 4, passwd, group)
+	require.NoError(t, err)
+	require.Nil(t, pool, "not set: no pool")
+	for _, tc := range []struct {
+		spec, want string
+	}{
+		{"200000", "want first-last"},
+		{"200000-199999", "want first-last"},
+		{"0-10", "want first-last"},
+		{"a-b", "want first-last"},
+		{"200000-4294967295", "want first-last"},
+		{"200000-200002", "3 ids for 4 slots"},
+		{"900-1100", "user ada (1000"},
+		{"990-999", "group docker (999"}, // gid = uid: an engine would be in the docker group
+		{"20-30", "group sudo (27"},
+	} {
+		_, err := engineUIDs(tc.spec, filepath.Join(dir, "runs"), 4, passwd, group)
+		require.ErrorContains(t, err, tc.want, tc.spec)
+		require.ErrorContains(t, err, "WES_ENGINE_UIDS", tc.spec)
+	}
+	if os.Geteuid() != 0 {
+		return // the rest switches users
+	}
+	work := filepath.Join(t.TempDir(), "runs")
+	for d := filepath.Dir(work); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o711)) // t.TempDir's are 0700
+	}
+	pool, err = engineUIDs("200000-200099", work, 4, passwd, group)
+	require.NoError(t, err)
+	require.NotNil(t, pool)
+	hidden := filepath.Join(t.TempDir(), "private", "runs") // below a 0700 directory
+	require.NoError(t, os.MkdirAll(hidden, 0o700))
+	require.NoError(t, os.Chmod(filepath.Dir(hidden), 0o700))
+	_, err = engineUIDs("200000-200099", hidden, 4, passwd, group)
+	require.ErrorContains(t, err, "cannot reach WES_WORK_DIR")
+}

@@ -85,6 +85,9 @@ func (c Config) check() error {
 	if c.ExecutorSlots < 1 {
 		errs = append(errs, fmt.Errorf("WES_EXECUTOR_SLOTS=%d: want at least 1", c.ExecutorSlots))
 	}
+	if c.EngineUser != "" && c.EngineUIDs != "" {
+		errs = append(errs, errors.New("WES_ENGINE_USER and WES_ENGINE_UIDS are both set: give one (WES_ENGINE_UIDS, a user per run, also keeps runs from each other's files)"))
+	}
 	if c.MaxPageSize < 1 || c.DefaultPageSize < 1 {
 		errs = append(errs, fmt.Errorf("WES_DEFAULT_PAGE_SIZE=%d, WES_MAX_PAGE_SIZE=%d: want at least 1 each", c.DefaultPageSize, c.MaxPageSize))
 	} else if c.DefaultPageSize > c.MaxPageSize {

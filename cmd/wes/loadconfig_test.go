@@ -47,6 +47,7 @@ func TestLoadConfig(t *testing.T) {
 		{"WES_EXECUTOR_SLOTS": "0"},
 		{"WES_MAX_PAGE_SIZE": "0"},
 		{"WES_MAX_PAGE_SIZE": "10"}, // below the default page size, 50
+		{"WES_ENGINE_USER": "nobody", "WES_ENGINE_UIDS": "200000-200099"},
 	} {
 		_, err := loadConfig(env(tc))
 		for k := range tc {

@@ -473,10 +473,14 @@ func newProvider(cfg Config, env *environment, workDir string) (providers.Provid
 		if err != nil {
 			return nil, err
 		}
+		engineUIDs, err := engineUIDs(cfg.EngineUIDs, workDir, cfg.ExecutorSlots, "/etc/passwd", "/etc/group")
+		if err != nil {
+			return nil, err
+		}
 		return local.New(local.Config{
 			CancelGrace: cfg.CancelGrace.D(), Cores: cfg.EngineCores, WaitDelay: cfg.EngineWaitDelay.D(),
 			AllowLocalWorkflows: cfg.AllowLocalWorkflows, PATH: env.getenv("PATH"), Getenv: env.getenv,
-			EngineUser: engineUser,
+			EngineUser: engineUser, EngineUIDs: engineUIDs,
 		}, env.log), nil
 	case "mock":
 		return mock.New(), nil

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -286,6 +288,92 @@ stdout: out.txt
 	var st syscall.Stat_t
 	require.NoError(t, syscall.Stat(f.outputs(), &st))
 	require.Zero(t, st.Uid, "the run's directory is root's again before its outputs are read")
+}
+
+// With WES_ENGINE_UIDS each run's engine is a user of its own, and a
+// workflow cannot read what another run, running beside it, keeps in its
+// directory; with one WES_ENGINE_USER for every run it can (the control).
+func TestRunsOfTheirOwnUsersCannotReachEachOther(t *testing.T) {
+	requireEngine(t, "cwltool")
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	pool, err := NewUIDPool(200100, 200109)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // what the second run reads of the first's
+	}{
+		{"one user for every run", Config{EngineUser: &syscall.Credential{Uid: 65534, Gid: 65534}}, "A-SECRET"},
+		{"a user for each run", Config{EngineUIDs: pool}, "unreadable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.CancelGrace, tc.cfg.PATH = testGrace, os.Getenv("PATH")
+			p := New(tc.cfg, nil)
+			p.detect(context.Background())
+			a := newJobFiles(t, "cwltool", map[string]string{"hold.cwl": `cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c]
+arguments: ['echo A-SECRET > secret.txt; sleep 120']
+inputs: []
+outputs: []
+`}, "hold.cwl", "{}")
+			// The engines' users pass through the test's directories to
+			// the runs'.
+			for d := filepath.Dir(a.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+				require.NoError(t, os.Chmod(d, 0o711))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			ctxA, stopA := context.WithCancel(ctx)
+			doneA := make(chan error, 1)
+			go func() {
+				_, err := p.Run(ctxA, a.job, a.rec)
+				doneA <- err
+			}()
+			defer func() { stopA(); <-doneA }()
+			var secret string
+			require.Eventually(t, func() bool {
+				_ = filepath.WalkDir(a.job.Dir, func(path string, d fs.DirEntry, err error) error {
+					if err == nil && d.Name() == "secret.txt" {
+						secret = path
+					}
+					return nil
+				})
+				return secret != ""
+			}, time.Minute, 100*time.Millisecond, "the first run wrote its secret; stderr:\n%s", a.stderr)
+
+			b := newJobFiles(t, "cwltool", map[string]string{"peek.cwl": `cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c]
+arguments: ['id -u; cat ` + secret + ` 2>/dev/null || echo unreadable']
+inputs: []
+outputs:
+  out: {type: stdout}
+stdout: out.txt
+`}, "peek.cwl", "{}")
+			for d := filepath.Dir(b.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+				require.NoError(t, os.Chmod(d, 0o711))
+			}
+			res, err := p.Run(ctx, b.job, b.rec)
+			require.NoError(t, err, "stderr:\n%s", b.stderr)
+			require.Equal(t, 0, res.ExitCode, "stderr:\n%s", b.stderr)
+			var out struct{ Out fileOutput }
+			require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+			got := strings.Split(strings.TrimSpace(localFile(t, out.Out.Location)), "\n")
+			require.Len(t, got, 2, "%q", got)
+			require.Equal(t, tc.want, got[1])
+
+			var st syscall.Stat_t
+			require.NoError(t, syscall.Stat(secret, &st))
+			require.NotZero(t, st.Uid, "the first run's engine was not root")
+			if tc.cfg.EngineUIDs != nil {
+				require.NotEqual(t, strconv.Itoa(int(st.Uid)), got[0], "the runs ran as users of their own")
+				require.GreaterOrEqual(t, st.Uid, uint32(200100))
+			}
+		})
+	}
 }
 
 // chownTree follows no link out of the run's directory: a process that

@@ -60,6 +60,10 @@ type Config struct {
 	// as its NATS credentials. Each run's directory is given to it before
 	// its engine starts.
 	EngineUser *syscall.Credential
+	// EngineUIDs, if set, gives each run's engine a user of its own
+	// instead (EngineUser is then unused): runs cannot reach each other's
+	// directories.
+	EngineUIDs *UIDPool
 }
 
 // Provider runs engines found on this host.
@@ -222,8 +226,13 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		}
 	}
 	argv := d.argv(d.path, r)
-	if u := p.cfg.EngineUser; u != nil {
-		if err := chownTree(job.Dir, int(u.Uid), int(u.Gid), false); err != nil {
+	user, release, err := p.engineUser()
+	if err != nil {
+		return providers.Result{}, err
+	}
+	defer release()
+	if user != nil {
+		if err := chownTree(job.Dir, int(user.Uid), int(user.Gid), false); err != nil {
 			return providers.Result{}, fmt.Errorf("give the run's directory to the engine's user: %w", err)
 		}
 	}
@@ -237,9 +246,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	}
 	cmd.Env = append(cmd.Env, p.passEnv(d.engine)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if u := p.cfg.EngineUser; u != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: []uint32{}}
-	}
+	cmd.SysProcAttr.Credential = user
 	cmd.WaitDelay = p.cfg.WaitDelay
 	var stdout bytes.Buffer
 	cmd.Stdout = io.MultiWriter(job.Stdout, &limitedBuffer{buf: &stdout, max: 64 << 20})
@@ -302,7 +309,7 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	}
 	werr := cmd.Wait()
 	stderr.flush()
-	if p.cfg.EngineUser != nil {
+	if user != nil {
 		// What follows (task reports, outputs, links resolved) reads the
 		// run's directory as root: take it back first, the directory
 		// itself first, so that no process of the engine's user (another
@@ -620,6 +627,18 @@ func (w *lineWriter) flush() {
 		w.fn(string(w.partial))
 	}
 	w.partial = nil
+}
+
+// engineUser returns the user a run's engine runs as (nil: the executor's
+// own), and a release to call once the run's processes are gone.
+func (p *Provider) engineUser() (*syscall.Credential, func(), error) {
+	if p.cfg.EngineUIDs != nil {
+		return p.cfg.EngineUIDs.acquire()
+	}
+	if u := p.cfg.EngineUser; u != nil {
+		return &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: []uint32{}}, func() {}, nil
+	}
+	return nil, func() {}, nil
 }
 
 // chownTree gives dir and everything below it to uid:gid, links

@@ -1,0 +1,118 @@
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/wes-dev/wes/providers"
+)
+
+// UIDPool gives each run's engine a user of its own: uid = gid = an id from
+// First to Last, ids no account holds (WES_ENGINE_UIDS). A run's directory
+// is its id's alone while the engine runs, so that runs cannot read or
+// change each other's files, as they can when they all run as one
+// WES_ENGINE_USER.
+//
+// An id is not given out while a run holds it, nor while any process runs
+// as it (one a workflow left behind, out of the executor's reach). Ids go
+// round from a random start, so that an id comes back only after every
+// other one did: what a workflow wrote outside its directory (in /tmp, say)
+// is its id's, and a later run given that id could read it.
+type UIDPool struct {
+	first, n uint32
+	// running returns the ids processes run as (real, effective, saved or
+	// filesystem), or an error if that cannot be told.
+	running func() (map[uint32]bool, error)
+
+	mu   sync.Mutex
+	next uint32
+	held map[uint32]bool
+}
+
+// NewUIDPool returns the pool of ids first to last.
+func NewUIDPool(first, last uint32) (*UIDPool, error) {
+	if first == 0 || last < first {
+		return nil, fmt.Errorf("engine uid range %d-%d: want first-last, first above 0", first, last)
+	}
+	n := last - first + 1
+	return &UIDPool{first: first, n: n, running: runningUIDs, next: rand.Uint32N(n), held: map[uint32]bool{}}, nil
+}
+
+// acquire returns a free id's credential (no supplementary groups), and a
+// release to call once the run's processes are gone and its directory is
+// taken back.
+func (p *UIDPool) acquire() (*syscall.Credential, func(), error) {
+	running, err := p.running()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: find the engine uids in use: %w", providers.ErrRetryable, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range p.n {
+		id := p.first + p.next
+		p.next = (p.next + 1) % p.n
+		if p.held[id] || running[id] {
+			continue
+		}
+		p.held[id] = true
+		var once sync.Once
+		release := func() {
+			once.Do(func() {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				delete(p.held, id)
+			})
+		}
+		return &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}, release, nil
+	}
+	return nil, nil, fmt.Errorf("%w: every engine uid of %d-%d (WES_ENGINE_UIDS) is held by a run or a process", providers.ErrRetryable, p.first, p.first+p.n-1)
+}
+
+// runningUIDs reads every process's ids from /proc. A process that ends
+// while it is read is skipped.
+func runningUIDs() (map[uint32]bool, error) {
+	statuses, err := filepath.Glob("/proc/[0-9]*/status")
+	if err != nil {
+		return nil, err
+	}
+	if len(statuses) == 0 {
+		return nil, fmt.Errorf("no process in /proc")
+	}
+	ids := map[uint32]bool{}
+	for _, s := range statuses {
+		data, err := os.ReadFile(s)
+		if err != nil {
+			continue // it ended
+		}
+		for _, id := range statusUIDs(data) {
+			ids[id] = true
+		}
+	}
+	return ids, nil
+}
+
+// statusUIDs returns the ids of the Uid line of a /proc/<pid>/status.
+func statusUIDs(status []byte) []uint32 {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("Uid:"))
+		if !ok {
+			continue
+		}
+		var ids []uint32
+		for _, f := range bytes.Fields(rest) {
+			if id, err := strconv.ParseUint(string(f), 10, 32); err == nil {
+				ids = append(ids, uint32(id))
+			}
+		}
+		return ids
+	}
+	return nil
+}
