@@ -376,6 +376,40 @@ stdout: out.txt
 	}
 }
 
+// Engines run under an id no account holds (WES_ENGINE_UIDS): no passwd
+// entry, only HOME in the run's directory.
+func TestEnginesRunAsAnIDWithoutAnAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	pool, err := NewUIDPool(200200, 200209)
+	require.NoError(t, err)
+	p := New(Config{CancelGrace: testGrace, PATH: os.Getenv("PATH"), EngineUIDs: pool}, nil)
+	p.detect(context.Background())
+	for _, tc := range []struct {
+		bin, engine, example, workflow, output, want string
+	}{
+		{"toil-cwl-runner", "toil", "cwl-hello", "hello.cwl", "greeting", "Hello from WES"},
+		{"snakemake", "snakemake", "snakemake", "Snakefile", "results/all.txt", "Hi, Ada!"},
+	} {
+		t.Run(tc.engine, func(t *testing.T) {
+			requireEngine(t, tc.bin)
+			f := newJob(t, tc.engine, tc.example, tc.workflow)
+			for d := filepath.Dir(f.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+				require.NoError(t, os.Chmod(d, 0o711))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res, err := p.Run(ctx, f.job, f.rec)
+			require.NoError(t, err, "stderr:\n%s", f.stderr)
+			require.Equal(t, 0, res.ExitCode, "stderr:\n%s", f.stderr)
+			var out map[string]fileOutput
+			require.NoError(t, json.Unmarshal(res.Outputs, &out), "outputs: %s", res.Outputs)
+			require.Contains(t, localFile(t, out[tc.output].Location), tc.want)
+		})
+	}
+}
+
 // chownTree follows no link out of the run's directory: a process that
 // swaps a directory of the run for a link to another (here the test
 // itself, as root, racing it) does not make root give or take back what

@@ -102,6 +102,13 @@ func New(cfg Config, log *slog.Logger) *Provider {
 	if cfg.PATH == "" {
 		cfg.PATH = cfg.Getenv("PATH")
 	}
+	if u := engineUserOf(cfg); u != nil {
+		var dropped []string
+		cfg.PATH, dropped = searchablePATH(cfg.PATH, u.Uid, u.Gid)
+		if len(dropped) > 0 {
+			log.Warn("PATH directories the engines' user cannot enter are left out of theirs", "dropped", dropped)
+		}
+	}
 	return &Provider{cfg: cfg, log: log, engines: []engine{cwltool(), toil(), snakemake(), nextflow(), cromwell()}}
 }
 
@@ -627,6 +634,15 @@ func (w *lineWriter) flush() {
 		w.fn(string(w.partial))
 	}
 	w.partial = nil
+}
+
+// engineUserOf returns the user engines run as, for checks that hold for
+// every id of a pool (none of them has an account or a group): its first.
+func engineUserOf(cfg Config) *syscall.Credential {
+	if cfg.EngineUIDs != nil {
+		return &syscall.Credential{Uid: cfg.EngineUIDs.first, Gid: cfg.EngineUIDs.first}
+	}
+	return cfg.EngineUser
 }
 
 // engineUser returns the user a run's engine runs as (nil: the executor's
