@@ -69,6 +69,9 @@ type RunTag struct {
 	RunSeq int64  `gorm:"column:run_seq;primaryKey"`
 	Key    string `gorm:"column:key;primaryKey"`
 	Value  string `gorm:"column:value"`
+	// Owner is the run's (which never changes), so that an owner's list
+	// filtered by a tag walks only that owner's runs with the tag.
+	Owner string `gorm:"column:owner"`
 }
 
 // TableName implements gorm's Tabler.

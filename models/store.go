@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -162,7 +163,7 @@ func (s *Store) CreateRuns(ctx context.Context, runs []*Run, outbox []*OutboxMes
 		var tags []RunTag
 		for _, run := range runs {
 			for k, v := range run.Request.Tags {
-				tags = append(tags, RunTag{RunSeq: run.Seq, Key: k, Value: v})
+				tags = append(tags, RunTag{RunSeq: run.Seq, Key: k, Value: v, Owner: run.Owner})
 			}
 		}
 		if len(tags) > 0 {
@@ -262,21 +263,51 @@ func (s *Store) ListRuns(ctx context.Context, q ListQuery) ([]Run, int64, error)
 	}
 	// A page lists summaries: reading only their columns keeps a page of
 	// 1000 runs with large params and outputs cheap.
-	db := s.db.WithContext(ctx).Model(&Run{}).Select("seq", "id", "state", "tags", "start_time", "end_time")
+	db := s.db.WithContext(ctx).Model(&Run{}).
+		Select("runs.seq", "runs.id", "runs.state", "runs.tags", "runs.start_time", "runs.end_time")
 	if q.Before > 0 {
-		db = db.Where("seq < ?", q.Before)
+		db = db.Where("runs.seq < ?", q.Before)
 	}
 	if q.State != "" {
-		db = db.Where("state = ?", q.State)
+		db = db.Where("runs.state = ?", q.State)
 	}
 	if q.Owner != "" {
-		db = db.Where("owner = ?", q.Owner)
+		// Also when a tag's row matches the owner below: runs.owner is
+		// the run's, run_tags.owner only a copy for the index.
+		db = db.Where("runs.owner = ?", q.Owner)
 	}
-	for k, v := range q.Tags {
-		db = db.Where("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_seq = runs.seq AND t.key = ? AND t.value = ?)", k, v)
+	order := "runs.seq DESC"
+	// In key order, so that the same filter always takes the same plan.
+	for i, k := range slices.Sorted(maps.Keys(q.Tags)) {
+		v := q.Tags[k]
+		if i == 0 && q.Owner != "" {
+			// An owner's list walks run_tags_key_value_owner: that owner's
+			// runs with the tag, newest first, where runs_owner_seq or
+			// run_tags_key_value would each walk many runs to find few.
+			// A join ordered by the tag's row, because SQLite checks an
+			// EXISTS on each run of a walk of runs, and sorts a join
+			// ordered by runs.seq. (run_seq, key) is run_tags' primary
+			// key: the join repeats no run.
+			db = db.Joins("JOIN run_tags t0 ON t0.run_seq = runs.seq").
+				Where("t0.key = ? AND t0.value = ? AND t0.owner = ?", k, v, q.Owner)
+			if q.Before > 0 {
+				db = db.Where("t0.run_seq < ?", q.Before)
+			}
+			order = "t0.run_seq DESC"
+			continue
+		}
+		// PostgreSQL makes this EXISTS a join (the key makes run_seq
+		// unique) and may walk the tag's rows newest first; it carries
+		// the join's equality to them, not the cursor, and would start
+		// that walk at the top on every page without the cursor here.
+		cond, args := "t.run_seq = runs.seq AND t.key = ? AND t.value = ?", []any{k, v}
+		if q.Before > 0 {
+			cond, args = cond+" AND t.run_seq < ?", append(args, q.Before)
+		}
+		db = db.Where("EXISTS (SELECT 1 FROM run_tags t WHERE "+cond+")", args...)
 	}
 	var runs []Run
-	if err := db.Order("seq DESC").Limit(q.Limit + 1).Find(&runs).Error; err != nil {
+	if err := db.Order(order).Limit(q.Limit + 1).Find(&runs).Error; err != nil {
 		return nil, 0, fmt.Errorf("list runs: %w", classify(err))
 	}
 	var next int64

@@ -27,6 +27,7 @@ func TestStore(t *testing.T) {
 			for name, fn := range map[string]func(*testing.T, *models.Store){
 				"CreateGet":     testCreateGet,
 				"List":          testList,
+				"ListOwnerTags": testListOwnerTags,
 				"StateCounts":   testStateCounts,
 				"UpdateRun":     testUpdateRun,
 				"RequestCancel": testRequestCancel,
@@ -130,6 +131,92 @@ func testList(t *testing.T, s *models.Store) {
 
 	_, _, err = s.ListRuns(ctx, models.ListQuery{Limit: 0})
 	require.ErrorIs(t, err, models.ErrInvalid)
+}
+
+// listIDs pages through q, q.Limit runs a page, and returns the ids listed.
+func listIDs(t *testing.T, s *models.Store, q models.ListQuery) []string {
+	t.Helper()
+	var ids []string
+	for page := 0; ; page++ {
+		runs, next, err := s.ListRuns(context.Background(), q)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(runs), q.Limit)
+		for _, r := range runs {
+			ids = append(ids, r.ID)
+		}
+		if next == 0 {
+			return ids
+		}
+		q.Before = next
+		require.Less(t, page, 100, "pagination does not end")
+	}
+}
+
+// A tag filter with an owner lists that owner's runs with the tag only,
+// newest first, page after page; the tags index carries each run's own
+// owner, whatever the others of its batch.
+func testListOwnerTags(t *testing.T, s *models.Store) {
+	ctx := context.Background()
+	owners := []string{"ot-alice", "ot-bob", ""}
+	type made struct {
+		id, owner, color string
+		state            models.State
+	}
+	var all []made // newest first
+	var batch []*models.Run
+	for i := range 12 {
+		m := made{
+			id: fmt.Sprintf("ot-%02d", i), owner: owners[i%3],
+			color: []string{"red", "blue"}[i%2], state: []models.State{models.Queued, models.Complete}[i/2%2],
+		}
+		all = append([]made{m}, all...)
+		r := newRun(m.id, map[string]string{"suite": "owner-tags", "color": m.color})
+		r.Owner, r.State = m.owner, m.state
+		batch = append(batch, r)
+	}
+	// One batch of mixed owners, and runs of their own.
+	require.NoError(t, s.CreateRuns(ctx, batch[:8], nil))
+	for _, r := range batch[8:] {
+		require.NoError(t, s.CreateRun(ctx, r))
+	}
+	want := func(keep func(made) bool) []string {
+		var ids []string
+		for _, m := range all {
+			if keep(m) {
+				ids = append(ids, m.id)
+			}
+		}
+		return ids
+	}
+	suite := map[string]string{"suite": "owner-tags"}
+	for _, tc := range []struct {
+		name string
+		q    models.ListQuery
+		want []string
+	}{
+		{"owner", models.ListQuery{Owner: "ot-alice", Tags: suite},
+			want(func(m made) bool { return m.owner == "ot-alice" })},
+		{"other owner", models.ListQuery{Owner: "ot-bob", Tags: suite},
+			want(func(m made) bool { return m.owner == "ot-bob" })},
+		{"owner and two tags", models.ListQuery{Owner: "ot-alice", Tags: map[string]string{"suite": "owner-tags", "color": "red"}},
+			want(func(m made) bool { return m.owner == "ot-alice" && m.color == "red" })},
+		{"owner, tag and state", models.ListQuery{Owner: "ot-bob", State: models.Complete, Tags: suite},
+			want(func(m made) bool { return m.owner == "ot-bob" && m.state == models.Complete })},
+		{"owner without such runs", models.ListQuery{Owner: "ot-carol", Tags: suite}, nil},
+		{"owner, no such tag value", models.ListQuery{Owner: "ot-alice", Tags: map[string]string{"suite": "none"}}, nil},
+		{"no owner", models.ListQuery{Tags: suite},
+			want(func(made) bool { return true })},
+		{"no owner, tag and state", models.ListQuery{State: models.Queued, Tags: map[string]string{"suite": "owner-tags", "color": "blue"}},
+			want(func(m made) bool { return m.state == models.Queued && m.color == "blue" })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, limit := range []int{1, 2, 5, 100} {
+				q := tc.q
+				q.Limit = limit
+				require.Equal(t, tc.want, listIDs(t, s, q), "page size %d", limit)
+			}
+		})
+	}
 }
 
 func testStateCounts(t *testing.T, s *models.Store) {
@@ -411,6 +498,69 @@ func TestCheckSchemaOnEmptyDatabase(t *testing.T) {
 			require.NoError(t, err)
 			require.NotEmpty(t, status)
 			require.False(t, status[0].Applied)
+		})
+	}
+}
+
+// Migration 4 copies each run's owner into the rows of its tags, for the
+// runs stored before it; a build older than it, still inserting tags
+// without an owner while this one rolls out, gets the run's all the same.
+func TestMigrateRunTagsOwner(t *testing.T) {
+	t.Parallel()
+	for dialect, dsn := range modelstest.Dialects(t) {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, err := models.Open(ctx, dsn(t))
+			require.NoError(t, err)
+			defer s.Close()
+			require.NoError(t, s.MigrateTo(ctx, 3))
+			// As a build at version 3 stores a run: explicit seqs, far
+			// above those the store gives CreateRun's runs below.
+			insertOld := func(seq int64, owner string, tags map[string]string) {
+				t.Helper()
+				b, err := json.Marshal(tags)
+				require.NoError(t, err)
+				now := time.Now().UTC()
+				require.NoError(t, s.Exec(ctx, `INSERT INTO runs (seq, id, owner, state, workflow_type, workflow_type_version,
+					workflow_url, tags, created_at, updated_at) VALUES (?, ?, ?, 'QUEUED', 'CWL', 'v1.0', 'wf.cwl', ?, ?, ?)`,
+					seq, fmt.Sprintf("old-%d", seq), owner, string(b), now, now))
+				for k, v := range tags {
+					require.NoError(t, s.Exec(ctx, "INSERT INTO run_tags (run_seq, key, value) VALUES (?, ?, ?)", seq, k, v))
+				}
+			}
+			insertOld(1001, "alice", map[string]string{"t": "x"})
+			insertOld(1002, "bob", map[string]string{"t": "x"})
+			insertOld(1003, "", map[string]string{"t": "x"})
+			insertOld(1004, "alice", map[string]string{"t": "x", "u": "y"})
+
+			applied, err := s.Migrate(ctx)
+			require.NoError(t, err)
+			require.Contains(t, applied, int64(4))
+			list := func(owner string, tags map[string]string) []string {
+				return listIDs(t, s, models.ListQuery{Limit: 1, Owner: owner, Tags: tags})
+			}
+			tx := map[string]string{"t": "x"}
+			require.Equal(t, []string{"old-1004", "old-1001"}, list("alice", tx), "backfilled")
+			require.Equal(t, []string{"old-1002"}, list("bob", tx))
+			require.Equal(t, []string{"old-1004"}, list("alice", map[string]string{"t": "x", "u": "y"}))
+			require.Equal(t, []string{"old-1004", "old-1003", "old-1002", "old-1001"}, list("", tx))
+
+			// An older build inserts after the migration; this one too.
+			insertOld(1005, "bob", tx)
+			run := newRun("new-1", tx)
+			run.Owner = "carol"
+			require.NoError(t, s.CreateRun(ctx, run))
+			require.Equal(t, []string{"old-1005", "old-1002"}, list("bob", tx), "the older build's tags take the run's owner")
+			require.Equal(t, []string{"new-1"}, list("carol", tx))
+
+			// Down and up again: the backfill finds the rows written since.
+			require.NoError(t, s.MigrateDownTo(ctx, 3))
+			_, err = s.Migrate(ctx)
+			require.NoError(t, err)
+			require.Equal(t, []string{"old-1004", "old-1001"}, list("alice", tx))
+			require.Equal(t, []string{"old-1005", "old-1002"}, list("bob", tx))
+			require.Equal(t, []string{"new-1"}, list("carol", tx))
 		})
 	}
 }
