@@ -615,3 +615,18 @@ func TestPageSize(t *testing.T) {
 		require.Equal(t, 400, status, v)
 	}
 }
+
+func TestWorkflowName(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]string{
+		"hello.cwl":                        "hello.cwl",
+		"workflows/hello.cwl#main":         "hello.cwl#main",
+		"https://example.org/wf/main.nf":   "main.nf",
+		"https://example.org/wf/x.wdl?v=2": "x.wdl",
+		"https://example.org/":             "example.org",
+		"file:///data/pipelines/Snakefile": "Snakefile",
+		"%zz":                              "%zz",
+	} {
+		require.Equal(t, want, workflowName(url), url)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -256,7 +258,7 @@ func (h *handlers) getRun(w http.ResponseWriter, r *http.Request) {
 		},
 		State: string(run.State),
 		RunLog: wesLog{
-			Name: run.Engine, Cmd: orEmpty(run.Cmd), StartTime: timestamp(run.StartTime), EndTime: timestamp(run.EndTime),
+			Name: workflowName(req.WorkflowURL), Cmd: orEmpty(run.Cmd), StartTime: timestamp(run.StartTime), EndTime: timestamp(run.EndTime),
 			Stdout: h.url(r, "/runs/"+run.ID+"/logs/stdout"), Stderr: h.url(r, "/runs/"+run.ID+"/logs/stderr"),
 			ExitCode: run.ExitCode, SystemLogs: orEmpty(run.SystemLogs),
 		},
@@ -433,6 +435,25 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) {
 		h.s.log.Info("cancel requested", "run_id", id, "state", run.State)
 	}
 	writeJSON(w, http.StatusOK, runID{RunID: id})
+}
+
+// workflowName names a run's workflow in its run_log (the spec's Log.name,
+// "the task or workflow name"): the last segment of its workflow_url, and
+// the fragment that picks a workflow out of a document (hello.cwl#main).
+// The engine that ran it, and its version, are in system_logs.
+func workflowName(workflowURL string) string {
+	u, err := url.Parse(workflowURL)
+	if err != nil {
+		return workflowURL
+	}
+	name := path.Base(u.Path)
+	if name == "." || name == "/" {
+		name = u.Host
+	}
+	if u.Fragment != "" {
+		name += "#" + u.Fragment
+	}
+	return name
 }
 
 func (h *handlers) listTasks(w http.ResponseWriter, r *http.Request) {

@@ -95,6 +95,9 @@ type Executor struct {
 	running   map[string]*attempt
 	// noEngine is set once Run found no engine to offer.
 	noEngine atomic.Bool
+	// versions are the offered engines' versions, by name; set by Run
+	// before it takes a run.
+	versions map[string]string
 	// leftovers takes the directories of finished runs to remove, away
 	// from the runs' slots (see sweep).
 	leftovers chan string
@@ -199,12 +202,14 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.noEngine.Store(true)
 		e.log.Warn("NO WORKFLOW ENGINE FOUND: this executor will take no runs; install an engine (see README) or set DEFAULT_WES_PROVIDER=mock")
 	}
+	e.versions = make(map[string]string, len(engines))
 	for _, eng := range engines {
 		// The name is a token of NATS subjects and consumer names.
 		if !events.ValidEngineName(eng.Name) {
 			return fmt.Errorf("engine name %q cannot name a queue (lower-case letters, digits and '-', at most 32, starting with a letter)", eng.Name)
 		}
 		e.log.Info("engine available", "engine", eng.Name, "version", eng.Version, "workflow_types", eng.WorkflowTypes)
+		e.versions[eng.Name] = eng.Version
 	}
 
 	// The cancel watch outlives ctx: runs still finishing after a shutdown

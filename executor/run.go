@@ -355,7 +355,8 @@ func plural(n int, one, many string) string {
 
 // note is the system log line that opens an attempt.
 func (a *attempt) note() string {
-	note := fmt.Sprintf("attempt %d on executor %s", a.n, a.e.cfg.ID)
+	// Which engine ran it, and which version: a run's provenance.
+	note := fmt.Sprintf("attempt %d on executor %s, with %s %s", a.n, a.e.cfg.ID, a.sub.Engine, a.e.versions[a.sub.Engine])
 	if a.tries != a.n {
 		note += fmt.Sprintf(" (%d earlier %s handed back or never started, so this one counts as try %d of at most %d, WES_MAX_ATTEMPTS)",
 			a.n-a.tries, plural(a.n-a.tries, "delivery was", "deliveries were"), a.tries, a.e.cfg.MaxAttempts)

@@ -452,6 +452,7 @@ type runLog struct {
 		WorkflowEngineParameters map[string]*string `json:"workflow_engine_parameters"`
 	} `json:"request"`
 	RunLog struct {
+		Name       string   `json:"name"`
 		Cmd        []string `json:"cmd"`
 		StartTime  string   `json:"start_time"`
 		EndTime    string   `json:"end_time"`

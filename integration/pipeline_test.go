@@ -100,6 +100,10 @@ func TestRunsReachTerminalState(t *testing.T) {
 
 	// The attachment reached the run; its #fragment was kept.
 	require.Equal(t, "tools/wf.cwl#main", e.run(mpID).Request.WorkflowURL)
+	// run_log names the workflow (the spec's Log.name); system_logs the
+	// engine that ran it and its version.
+	require.Equal(t, "wf.cwl#main", e.run(mpID).RunLog.Name)
+	require.Regexp(t, `attempt 1 on executor exec-\d, with mock \S+`, strings.Join(e.run(mpID).RunLog.SystemLogs, "\n"))
 
 	// Tasks, with pagination.
 	var tasks struct {
