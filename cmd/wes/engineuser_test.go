@@ -53,7 +53,11 @@ func TestEngineUIDs(t *testing.T) {
 	passwd, group := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
 	require.NoError(t, os.WriteFile(passwd, []byte("root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nada:x:1000:1000::/home/ada:/bin/sh\n"), 0o644))
 	require.NoError(t, os.WriteFile(group, []byte("root:x:0:\nsudo:x:27:ada\ndocker:x:999:ada\nnogroup:x:65534:\n"), 0o644))
-	pool, err := engineUIDs("", dir, 4, passwd, group)
+	subuid := filepath.Join(dir, "subuid")
+	require.NoError(t, os.WriteFile(subuid, []byte("ada:100000:65536\n"), 0o644))
+	dbs := idDatabases{passwd: passwd, group: group, subuid: subuid, subgid: filepath.Join(dir, "no-subgid"),
+		lookup: func(id uint32) (string, bool) { return "user ldap-bob", id == 300123 }}
+	pool, err := engineUIDs("", dir, 4, dbs)
 	require.NoError(t, err)
 	require.Nil(t, pool, "not set: no pool")
 	for _, tc := range []struct {
@@ -68,8 +72,11 @@ func TestEngineUIDs(t *testing.T) {
 		{"900-1100", "user ada (1000"},
 		{"990-999", "group docker (999"}, // gid = uid: an engine would be in the docker group
 		{"20-30", "group sudo (27"},
+		{"165000-166000", "ada's subordinate ids 100000-165535"}, // ada may map them into a namespace
+		{"300000-300999", "user ldap-bob holds id 300123 (name service)"},
+		{"300000-305000", "at most 4096"},
 	} {
-		_, err := engineUIDs(tc.spec, filepath.Join(dir, "runs"), 4, passwd, group)
+		_, err := engineUIDs(tc.spec, filepath.Join(dir, "runs"), 4, dbs)
 		require.ErrorContains(t, err, tc.want, tc.spec)
 		require.ErrorContains(t, err, "WES_ENGINE_UIDS", tc.spec)
 	}
@@ -80,12 +87,12 @@ func TestEngineUIDs(t *testing.T) {
 	for d := filepath.Dir(work); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
 		require.NoError(t, os.Chmod(d, 0o711)) // t.TempDir's are 0700
 	}
-	pool, err = engineUIDs("200000-200099", work, 4, passwd, group)
+	pool, err = engineUIDs("200000-200099", work, 4, dbs)
 	require.NoError(t, err)
 	require.NotNil(t, pool)
 	hidden := filepath.Join(t.TempDir(), "private", "runs") // below a 0700 directory
 	require.NoError(t, os.MkdirAll(hidden, 0o700))
 	require.NoError(t, os.Chmod(filepath.Dir(hidden), 0o700))
-	_, err = engineUIDs("200000-200099", hidden, 4, passwd, group)
+	_, err = engineUIDs("200000-200099", hidden, 4, dbs)
 	require.ErrorContains(t, err, "cannot reach WES_WORK_DIR")
 }

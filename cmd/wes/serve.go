@@ -473,7 +473,7 @@ func newProvider(cfg Config, env *environment, workDir string) (providers.Provid
 		if err != nil {
 			return nil, err
 		}
-		engineUIDs, err := engineUIDs(cfg.EngineUIDs, workDir, cfg.ExecutorSlots, "/etc/passwd", "/etc/group")
+		engineUIDs, err := engineUIDs(cfg.EngineUIDs, workDir, cfg.ExecutorSlots, hostIDDatabases())
 		if err != nil {
 			return nil, err
 		}

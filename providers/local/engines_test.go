@@ -376,6 +376,60 @@ stdout: out.txt
 	}
 }
 
+// However a run of an id of its own ends (here a cancel), its directory is
+// root's again and no process of its id is left, a daemon that escaped the
+// marker and the process group included, before the id goes to the next
+// run.
+func TestARunsIDIsReclaimedWhenItIsCanceled(t *testing.T) {
+	requireEngine(t, "cwltool")
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	const id = 200700
+	pool, err := NewUIDPool(id, id) // one id: the next run can only have it
+	require.NoError(t, err)
+	p := New(Config{CancelGrace: testGrace, PATH: os.Getenv("PATH"), EngineUIDs: pool}, nil)
+	p.detect(context.Background())
+	f := newJobFiles(t, "cwltool", map[string]string{"daemon.cwl": `cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c]
+arguments: ['env -i setsid sleep 300 < /dev/null > /dev/null 2>&1 & echo started > started.txt; sleep 300']
+inputs: []
+outputs: []
+`}, "daemon.cwl", "{}")
+	for d := filepath.Dir(f.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o711))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Run(runCtx, f.job, f.rec)
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		found := false
+		_ = filepath.WalkDir(f.job.Dir, func(_ string, d fs.DirEntry, err error) error {
+			found = found || err == nil && d.Name() == "started.txt"
+			return nil
+		})
+		return found
+	}, time.Minute, 100*time.Millisecond, "stderr:\n%s", f.stderr)
+	require.NotZero(t, liveProcessesOf(t, id))
+	stop()
+	require.ErrorIs(t, <-done, context.Canceled)
+
+	require.Zero(t, liveProcessesOf(t, id), "a process of the run's id outlived it")
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(f.job.Dir, &st))
+	require.Zero(t, st.Uid, "the run's directory is root's again")
+	cred, release, err := pool.acquire()
+	require.NoError(t, err, "the id is free again")
+	require.EqualValues(t, id, cred.Uid)
+	release()
+}
+
 // Engines run under an id no account holds (WES_ENGINE_UIDS): no passwd
 // entry, only HOME in the run's directory.
 func TestEnginesRunAsAnIDWithoutAnAccount(t *testing.T) {

@@ -237,7 +237,36 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if err != nil {
 		return providers.Result{}, err
 	}
-	defer release()
+	// reclaim ends the engine user's hold on the run: for an id of the
+	// run's own, it kills every process left of it (one that escaped the
+	// marker, daemonized); then it takes the run's directory back,
+	// itself first. It runs however Run ends (a cancel, a shutdown, a
+	// failed start), before the id goes to another run, which would
+	// otherwise be given this one's directory with it. An id whose hold
+	// could not be ended is given to no other run.
+	reclaimed := user == nil
+	reclaim := func() error {
+		if reclaimed {
+			return nil
+		}
+		if p.cfg.EngineUIDs != nil {
+			if err := killAllOf(user.Uid); err != nil {
+				return err
+			}
+		}
+		if err := chownTree(job.Dir, 0, 0, true); err != nil {
+			return err
+		}
+		reclaimed = true
+		return nil
+	}
+	defer func() {
+		if err := reclaim(); err != nil {
+			p.log.Error("cannot take the run back from its engine's user; its id is given to no other run", "run_id", job.RunID, "uid", user.Uid, "err", err)
+			return
+		}
+		release()
+	}()
 	if user != nil {
 		if err := chownTree(job.Dir, int(user.Uid), int(user.Gid), false); err != nil {
 			return providers.Result{}, fmt.Errorf("give the run's directory to the engine's user: %w", err)
@@ -267,7 +296,11 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 		}
 	}
 	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if p.cfg.EngineUIDs != nil {
+		start = func() error { return p.cfg.EngineUIDs.start(cmd) }
+	}
+	if err := start(); err != nil {
 		return providers.Result{}, fmt.Errorf("start %s: %w", d.name, err)
 	}
 	root := newLeader(cmd.Process.Pid)
@@ -316,14 +349,12 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	}
 	werr := cmd.Wait()
 	stderr.flush()
-	if user != nil {
-		// What follows (task reports, outputs, links resolved) reads the
-		// run's directory as root: take it back first, the directory
-		// itself first, so that no process of the engine's user (another
-		// run's workflow) can change it meanwhile.
-		if err := chownTree(job.Dir, 0, 0, true); err != nil {
-			return providers.Result{}, fmt.Errorf("take the run's directory back from the engine's user: %w", err)
-		}
+	// What follows (task reports, outputs, links resolved) reads the
+	// run's directory as root: take it back first, so that no process of
+	// the engine's user (another run's workflow, with one user for all)
+	// can change it meanwhile.
+	if err := reclaim(); err != nil {
+		return providers.Result{}, fmt.Errorf("take the run's directory back from the engine's user: %w", err)
 	}
 
 	var exitErr *exec.ExitError

@@ -30,16 +30,26 @@ func searchablePATH(path string, uid, gid uint32) (kept string, dropped []string
 	return strings.Join(keep, string(filepath.ListSeparator)), dropped
 }
 
-// searchable reports whether uid:gid may pass through dir and every
-// directory above it, links resolved.
+// searchable reports whether uid:gid may pass through dir: every
+// directory above it as written (a link there is passed through where it
+// is), and every directory above what its links lead to.
 func searchable(dir string, uid, gid uint32) bool {
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil || !filepath.IsAbs(real) {
+	if !filepath.IsAbs(dir) {
 		return false
 	}
-	for d := real; ; d = filepath.Dir(d) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	return passable(filepath.Clean(dir), uid, gid) && passable(real, uid, gid)
+}
+
+// passable reports whether uid:gid may search dir and each directory
+// above it, each as stat finds it (a link: what it leads to).
+func passable(dir string, uid, gid uint32) bool {
+	for d := dir; ; d = filepath.Dir(d) {
 		var st syscall.Stat_t
-		if err := syscall.Stat(d, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		if err := syscall.Stat(d, &st); err != nil || uint32(st.Mode)&syscall.S_IFMT != syscall.S_IFDIR {
 			return false
 		}
 		var x uint32 = 0o001 // others
@@ -49,7 +59,7 @@ func searchable(dir string, uid, gid uint32) bool {
 		case st.Gid == gid:
 			x = 0o010
 		}
-		if st.Mode&x == 0 {
+		if uint32(st.Mode)&x == 0 {
 			return false
 		}
 		if d == string(os.PathSeparator) {

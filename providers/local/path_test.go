@@ -32,12 +32,15 @@ func TestSearchablePATH(t *testing.T) {
 	group := mk("group", 0o710) // the test's group, which the engine's user is given here
 	link := filepath.Join(base, "link")
 	require.NoError(t, os.Symlink(private, link))
+	// A link inside a directory it cannot enter, to one it can.
+	hidden := filepath.Join(private, "usr-bin")
+	require.NoError(t, os.Symlink("/usr/bin", hidden))
 
-	path := strings.Join([]string{open, private, below, group, link, filepath.Join(base, "missing"), "relative", "", "/usr/bin"}, ":")
+	path := strings.Join([]string{open, private, below, group, link, hidden, filepath.Join(base, "missing"), "relative", "", "/usr/bin"}, ":")
 	kept, dropped := searchablePATH(path, uid, gid)
 	require.Equal(t, open+":"+group+":/usr/bin", kept)
-	require.Equal(t, []string{private, below, link, filepath.Join(base, "missing"), "relative"}, dropped,
-		"a directory it cannot enter, one below it, a link to it, one that is not there, one not absolute")
+	require.Equal(t, []string{private, below, link, hidden, filepath.Join(base, "missing"), "relative"}, dropped,
+		"a directory it cannot enter, one below it, a link to it, a link in it, one that is not there, one not absolute")
 
 	kept, dropped = searchablePATH(path, uid, gid+1)
 	require.NotContains(t, strings.Split(kept, ":"), group, "group bits are for the group")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -25,10 +26,15 @@ import (
 // round from a random start, so that an id comes back only after every
 // other one did: what a workflow wrote outside its directory (in /tmp, say)
 // is its id's, and a later run given that id could read it.
+//
+// Engines given such an id are started with no_new_privs (no set-user-ID
+// file they run gains them anything), and once a run is over every process
+// of its id is killed before the id goes to another run.
 type UIDPool struct {
 	first, n uint32
-	// running returns the ids processes run as (real, effective, saved or
-	// filesystem), or an error if that cannot be told.
+	starter  *noNewPrivsStarter
+	// running returns the ids processes run as, user or group (real,
+	// effective, saved or filesystem), or an error if that cannot be told.
 	running func() (map[uint32]bool, error)
 
 	mu   sync.Mutex
@@ -41,9 +47,16 @@ func NewUIDPool(first, last uint32) (*UIDPool, error) {
 	if first == 0 || last < first {
 		return nil, fmt.Errorf("engine uid range %d-%d: want first-last, first above 0", first, last)
 	}
+	starter, err := newNoNewPrivsStarter()
+	if err != nil {
+		return nil, err
+	}
 	n := last - first + 1
-	return &UIDPool{first: first, n: n, running: runningUIDs, next: rand.Uint32N(n), held: map[uint32]bool{}}, nil
+	return &UIDPool{first: first, n: n, starter: starter, running: runningIDs, next: rand.Uint32N(n), held: map[uint32]bool{}}, nil
 }
+
+// start starts an engine with no_new_privs.
+func (p *UIDPool) start(cmd *exec.Cmd) error { return p.starter.start(cmd) }
 
 // acquire returns a free id's credential (no supplementary groups), and a
 // release to call once the run's processes are gone and its directory is
@@ -75,9 +88,11 @@ func (p *UIDPool) acquire() (*syscall.Credential, func(), error) {
 	return nil, nil, fmt.Errorf("%w: every engine uid of %d-%d (WES_ENGINE_UIDS) is held by a run or a process", providers.ErrRetryable, p.first, p.first+p.n-1)
 }
 
-// runningUIDs reads every process's ids from /proc. A process that ends
-// while it is read is skipped.
-func runningUIDs() (map[uint32]bool, error) {
+// runningIDs reads every process's user and group ids from /proc (a
+// pool id is both). A process that ends while it is read is skipped; one
+// that forks and exits over and over may be missed: killAllOf is what
+// makes sure no process of a run's id is left once the run is over.
+func runningIDs() (map[uint32]bool, error) {
 	statuses, err := filepath.Glob("/proc/[0-9]*/status")
 	if err != nil {
 		return nil, err
@@ -88,31 +103,41 @@ func runningUIDs() (map[uint32]bool, error) {
 	ids := map[uint32]bool{}
 	for _, s := range statuses {
 		data, err := os.ReadFile(s)
-		if err != nil {
+		if err != nil || dead(data) {
 			continue // it ended
 		}
-		for _, id := range statusUIDs(data) {
+		for _, id := range statusIDs(data) {
 			ids[id] = true
 		}
 	}
 	return ids, nil
 }
 
-// statusUIDs returns the ids of the Uid line of a /proc/<pid>/status.
-func statusUIDs(status []byte) []uint32 {
+// dead reports whether a /proc/<pid>/status is a process that ended and
+// waits to be reaped (a zombie, which holds nothing).
+func dead(status []byte) bool {
+	return bytes.Contains(status, []byte("\nState:\tZ")) || bytes.Contains(status, []byte("\nState:\tX"))
+}
+
+// statusIDs returns the ids of the Uid and Gid lines of a
+// /proc/<pid>/status: a process run from a set-group-ID file has the
+// group's id only there.
+func statusIDs(status []byte) []uint32 {
+	var ids []uint32
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("Uid:"))
 		if !ok {
+			rest, ok = bytes.CutPrefix(sc.Bytes(), []byte("Gid:"))
+		}
+		if !ok {
 			continue
 		}
-		var ids []uint32
 		for _, f := range bytes.Fields(rest) {
 			if id, err := strconv.ParseUint(string(f), 10, 32); err == nil {
 				ids = append(ids, uint32(id))
 			}
 		}
-		return ids
 	}
-	return nil
+	return ids
 }

@@ -1,9 +1,16 @@
 package local
 
 import (
+	"bytes"
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -56,12 +63,95 @@ func TestUIDPool(t *testing.T) {
 	}
 }
 
-func TestStatusUIDs(t *testing.T) {
+func TestStatusIDs(t *testing.T) {
 	t.Parallel()
-	status := "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t200001\t1000\t200001\nGid:\t1000\t1000\t1000\t1000\n"
-	require.Equal(t, []uint32{1000, 200001, 1000, 200001}, statusUIDs([]byte(status)))
-	require.Nil(t, statusUIDs([]byte("Name:\tx\n")))
-	ids, err := runningUIDs()
+	// Run from a set-group-ID file: the group's id is in Gid only.
+	status := "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t200001\t1000\t200001\nGid:\t1000\t200002\t200002\t1000\n"
+	require.Equal(t, []uint32{1000, 200001, 1000, 200001, 1000, 200002, 200002, 1000}, statusIDs([]byte(status)))
+	require.Nil(t, statusIDs([]byte("Name:\tx\n")))
+	require.False(t, dead([]byte(status)))
+	require.True(t, dead([]byte("Name:\tsleep\nState:\tZ (zombie)\nUid:\t1\t1\t1\t1\n")))
+	ids, err := runningIDs()
 	require.NoError(t, err)
 	require.True(t, ids[uint32(os.Getuid())], "this test's own process is seen")
+}
+
+// An engine started by the pool gains nothing from a set-user-ID file: a
+// run cannot leave one behind for a later run to act as its id.
+func TestPoolEnginesGainNothingFromSetUIDFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o711))
+	}
+	// What a run of id 65534 could leave in /tmp: its own copy of id(1),
+	// set-user-ID and set-group-ID.
+	suid := filepath.Join(dir, "id")
+	data, err := os.ReadFile("/usr/bin/id")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(suid, data, 0o755))
+	require.NoError(t, os.Chown(suid, 65534, 65534))
+	require.NoError(t, os.Chmod(suid, 0o755|os.ModeSetuid|os.ModeSetgid))
+
+	p, err := NewUIDPool(200500, 200509)
+	require.NoError(t, err)
+	run := func(start func(*exec.Cmd) error) string {
+		var out bytes.Buffer
+		cmd := exec.Command(suid, "-u")
+		cmd.Stdout = &out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 200501, Gid: 200501, Groups: []uint32{}}}
+		require.NoError(t, start(cmd))
+		require.NoError(t, cmd.Wait())
+		return strings.TrimSpace(out.String())
+	}
+	require.Equal(t, "65534", run((*exec.Cmd).Start), "the control: started as usual, the file makes its runner 65534")
+	require.Equal(t, "200501", run(p.start), "started by the pool, it stays who it was")
+}
+
+// killAllOf leaves no process of the id, not even one that forks and exits
+// over and over to stay out of a look through /proc.
+func TestKillAllOfReachesAHoppingProcess(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	t.Parallel()
+	const uid = 200600
+	hop := exec.Command("/usr/bin/python3", "-c", `import os, time
+while True:
+    if os.fork():
+        os._exit(0)
+    time.sleep(0.001)
+`)
+	hop.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	require.NoError(t, hop.Start())
+	go hop.Wait() // its first process exits at once
+	require.Eventually(t, func() bool { return liveProcessesOf(t, uid) > 0 }, 5*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, killAllOf(uid))
+	for range 20 {
+		require.Zero(t, liveProcessesOf(t, uid), "a process of the id is left")
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.Error(t, killAllOf(0), "never every process of root")
+}
+
+// liveProcessesOf counts the processes of uid that are not zombies.
+func liveProcessesOf(t *testing.T, uid uint32) int {
+	t.Helper()
+	statuses, err := filepath.Glob("/proc/[0-9]*/status")
+	require.NoError(t, err)
+	n := 0
+	for _, s := range statuses {
+		data, err := os.ReadFile(s)
+		if err != nil || dead(data) {
+			continue
+		}
+		if slices.Contains(statusIDs(data), uid) {
+			n++
+		}
+	}
+	return n
 }
