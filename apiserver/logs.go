@@ -26,7 +26,7 @@ func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := events.LogKey(run.ID, v["stream"])
-	if r.URL.Query().Get("follow") == "true" {
+	if r.URL.Query().Get("follow") == "true" && r.Method != http.MethodHead {
 		h.followLog(w, r, run.ID, key)
 		return
 	}

@@ -137,9 +137,6 @@ func (s *Server) Handler() http.Handler {
 		r.Use(s.metrics.instrument)
 	}
 	r.Use(s.authenticate)
-	if s.cfg.Metrics != nil {
-		r.Handle("/metrics", s.cfg.Metrics).Methods(http.MethodGet)
-	}
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		for _, base := range BasePaths {
 			if strings.HasPrefix(req.URL.Path, base+"/") {
@@ -199,10 +196,19 @@ func (s *Server) Handler() http.Handler {
 			sr.Handle(p, allowing(strings.Join(allowed[p], ", ")))
 		}
 	}
-	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", s.ready).Methods(http.MethodGet)
+	root := map[string]http.Handler{
+		"/healthz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}),
+		"/readyz": http.HandlerFunc(s.ready),
+	}
+	if s.cfg.Metrics != nil {
+		root["/metrics"] = s.cfg.Metrics
+	}
+	for p, h := range root {
+		r.Handle(p, h).Methods(http.MethodGet, http.MethodHead)
+		r.Handle(p, allowing("GET, HEAD"))
+	}
 	return s.recoverer(s.accessLog(r))
 }
 

@@ -389,6 +389,16 @@ func TestSubmitRefusals(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "every GET answers HEAD")
+	root := strings.TrimSuffix(e.apiBase, "/ga4gh/wes/v1")
+	resp, err = http.Head(root + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the root's too")
+	resp, err = http.Post(root+"/readyz", "text/plain", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "GET, HEAD", resp.Header.Get("Allow"))
 	var list struct {
 		Runs []any `json:"runs"`
 	}
