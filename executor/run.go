@@ -373,6 +373,13 @@ func (a *attempt) stage(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	dir := filepath.Join(a.e.cfg.WorkDir, a.sub.RunID)
+	// An earlier attempt's inputs go: its workflow (as the engine's
+	// user, whose the directory was) may have swapped them for links to
+	// the host's files, which root would then read. This attempt's are
+	// the attachments again.
+	if err := os.RemoveAll(filepath.Join(dir, "inputs")); err != nil {
+		return "", fmt.Errorf("clear the run's earlier inputs: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "inputs"), 0o750); err != nil {
 		return "", fmt.Errorf("create run directory: %w", err)
 	}

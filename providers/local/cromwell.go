@@ -102,7 +102,7 @@ func cromwellImports(r *runSpec) string {
 // zipWDL writes a zip of the .wdl files below dir, under their paths in
 // it, to dst.
 func zipWDL(dir, dst string) error {
-	f, err := os.Create(dst)
+	f, err := openFresh(dst)
 	if err != nil {
 		return fmt.Errorf("imports zip: %w", err)
 	}

@@ -407,7 +407,16 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 		tmp: filepath.Join(job.Dir, "tmp"), outputs: filepath.Join(job.Dir, "outputs"),
 		params: filepath.Join(job.Dir, "params.json"), cores: p.cfg.Cores,
 	}
+	// An earlier attempt's workflow, as the engine's user, may have left
+	// links where root now writes (a retry runs in the same directory):
+	// what is not a directory here goes, and files root writes are
+	// created anew (createFresh).
 	for _, d := range []string{r.inputs, r.work, r.tmp, r.outputs} {
+		if fi, err := os.Lstat(d); err == nil && !fi.IsDir() {
+			if err := os.Remove(d); err != nil {
+				return nil, fmt.Errorf("clear %s: %w", d, err)
+			}
+		}
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
@@ -432,7 +441,7 @@ func (p *Provider) prepare(job providers.Job, e engine) (*runSpec, error) {
 	if err != nil {
 		return nil, refused(err)
 	}
-	if err := os.WriteFile(r.params, params, 0o640); err != nil {
+	if err := createFresh(r.params, params); err != nil {
 		return nil, fmt.Errorf("write params: %w", err)
 	}
 	if r.engineArgs, err = engineArgs(e, job.Request.WorkflowEngineParameters); err != nil {
@@ -665,6 +674,30 @@ func (w *lineWriter) flush() {
 		w.fn(string(w.partial))
 	}
 	w.partial = nil
+}
+
+// createFresh writes data to a new file at path, removing what is there
+// first (a link an earlier attempt's workflow left, which a plain write
+// would follow as root).
+func createFresh(path string, data []byte) error {
+	f, err := openFresh(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// openFresh creates a new file at path for writing, removing what is
+// there first; O_EXCL makes sure it is no link.
+func openFresh(path string) (*os.File, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 }
 
 // engineUserOf returns the user engines run as, for checks that hold for

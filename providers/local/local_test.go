@@ -544,3 +544,37 @@ func TestSnakemakeTypes(t *testing.T) {
 		require.Equal(t, map[string][]string{"SMK": want}, snakemake().typesFor(version), version)
 	}
 }
+
+// A retry runs in the run's directory, which was the engine user's: links
+// its workflow left where root writes (params.json, a directory, the zip
+// of WDL imports) are replaced, not followed.
+func TestARetryDoesNotWriteThroughLinksTheLastAttemptLeft(t *testing.T) {
+	t.Parallel()
+	victimDir := t.TempDir()
+	victim := filepath.Join(victimDir, "shadow")
+	require.NoError(t, os.WriteFile(victim, []byte("root:secret\n"), 0o600))
+	f := newJobFiles(t, "cwltool", map[string]string{"wf.cwl": "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: [echo]\ninputs: []\noutputs: []\n"}, "wf.cwl", `{"x": 1}`)
+	f.job.Attempt = 2
+	require.NoError(t, os.Symlink(victim, filepath.Join(f.job.Dir, "params.json")))
+	require.NoError(t, os.Symlink(victimDir, filepath.Join(f.job.Dir, "outputs")))
+	require.NoError(t, os.MkdirAll(filepath.Join(f.job.Dir, "work"), 0o750))
+	zip := filepath.Join(f.job.Dir, "work", "imports-2.zip")
+	require.NoError(t, os.Symlink(victim, zip))
+
+	p := New(Config{PATH: os.Getenv("PATH")}, nil)
+	r, err := p.prepare(f.job, cwltool())
+	require.NoError(t, err)
+	require.NoError(t, zipWDL(r.inputs, zip))
+
+	got, err := os.ReadFile(victim)
+	require.NoError(t, err)
+	require.Equal(t, "root:secret\n", string(got), "written through a link")
+	for _, name := range []string{"params.json", "outputs", "work/imports-2.zip"} {
+		fi, err := os.Lstat(filepath.Join(f.job.Dir, name))
+		require.NoError(t, err)
+		require.Zero(t, fi.Mode()&os.ModeSymlink, "%s is still a link", name)
+	}
+	params, err := os.ReadFile(r.params)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"x": 1}`, string(params))
+}
