@@ -22,10 +22,10 @@ import (
 // WES_ENGINE_USER.
 //
 // An id is not given out while a run holds it, nor while any process runs
-// as it (one a workflow left behind, out of the executor's reach). Ids go
-// round from a random start, so that an id comes back only after every
-// other one did: what a workflow wrote outside its directory (in /tmp, say)
-// is its id's, and a later run given that id could read it.
+// as it. Ids go round from a random start, so that while the executor
+// runs an id comes back only after every other one did (and after a
+// restart, seldom soon): what a workflow wrote outside its directory (in
+// /tmp, say) is its id's, and a later run given that id could read it.
 //
 // Engines given such an id are started with no_new_privs (no set-user-ID
 // file they run gains them anything), and once a run is over every process
