@@ -30,9 +30,7 @@ func TestEngineCredential(t *testing.T) {
 		return // the rest switches users
 	}
 	work := filepath.Join(t.TempDir(), "runs")
-	for d := filepath.Dir(work); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		require.NoError(t, os.Chmod(d, 0o711)) // t.TempDir's are 0700
-	}
+	letEngineUsersThrough(t, filepath.Dir(work))
 	cred, err = engineCredential("nobody", work)
 	require.NoError(t, err)
 	require.EqualValues(t, 65534, cred.Uid)
@@ -84,9 +82,7 @@ func TestEngineUIDs(t *testing.T) {
 		return // the rest switches users
 	}
 	work := filepath.Join(t.TempDir(), "runs")
-	for d := filepath.Dir(work); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		require.NoError(t, os.Chmod(d, 0o711)) // t.TempDir's are 0700
-	}
+	letEngineUsersThrough(t, filepath.Dir(work))
 	pool, err = engineUIDs("200000-200099", work, 4, dbs)
 	require.NoError(t, err)
 	require.NotNil(t, pool)
@@ -95,4 +91,15 @@ func TestEngineUIDs(t *testing.T) {
 	require.NoError(t, os.Chmod(filepath.Dir(hidden), 0o700))
 	_, err = engineUIDs("200000-200099", hidden, 4, dbs)
 	require.ErrorContains(t, err, "cannot reach WES_WORK_DIR")
+}
+
+// letEngineUsersThrough makes dir and the directories above it, up to the
+// system's temporary directory, ones every user may pass through (t.TempDir's
+// are 0700), as an operator's WES_WORK_DIR must be for engines run as
+// other users.
+func letEngineUsersThrough(t *testing.T, dir string) {
+	t.Helper()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o711))
+	}
 }

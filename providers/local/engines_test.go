@@ -260,19 +260,9 @@ func TestEngineRunsAsTheEngineUser(t *testing.T) {
 	}
 	secret := filepath.Join(t.TempDir(), "nats.creds")
 	require.NoError(t, os.WriteFile(secret, []byte("SECRET-NKEY\n"), 0o600))
-	f := newJobFiles(t, "cwltool", map[string]string{"peek.cwl": `cwlVersion: v1.2
-class: CommandLineTool
-baseCommand: [sh, -c]
-arguments: ['id -u; cat ` + secret + ` || echo unreadable']
-inputs: []
-outputs:
-  out: {type: stdout}
-stdout: out.txt
-`}, "peek.cwl", "{}")
+	f := newJobFiles(t, "cwltool", map[string]string{"peek.cwl": peekTool(secret)}, "peek.cwl", "{}")
 	// The engine's user passes through the test's directories to the run's.
-	for d := filepath.Dir(f.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		require.NoError(t, os.Chmod(d, 0o711))
-	}
+	letEngineUsersThrough(t, filepath.Dir(f.job.Dir))
 	p := New(Config{CancelGrace: testGrace, PATH: os.Getenv("PATH"), EngineUser: &syscall.Credential{Uid: 65534, Gid: 65534}}, nil)
 	p.detect(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -288,6 +278,20 @@ stdout: out.txt
 	var st syscall.Stat_t
 	require.NoError(t, syscall.Stat(f.outputs(), &st))
 	require.Zero(t, st.Uid, "the run's directory is root's again before its outputs are read")
+}
+
+// peekTool is a CWL tool that prints its user id, then the file at path,
+// or "unreadable".
+func peekTool(path string) string {
+	return `cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c]
+arguments: ['id -u; cat ` + path + ` 2>/dev/null || echo unreadable']
+inputs: []
+outputs:
+  out: {type: stdout}
+stdout: out.txt
+`
 }
 
 // With WES_ENGINE_UIDS each run's engine is a user of its own, and a
@@ -321,9 +325,7 @@ outputs: []
 `}, "hold.cwl", "{}")
 			// The engines' users pass through the test's directories to
 			// the runs'.
-			for d := filepath.Dir(a.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-				require.NoError(t, os.Chmod(d, 0o711))
-			}
+			letEngineUsersThrough(t, filepath.Dir(a.job.Dir))
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			ctxA, stopA := context.WithCancel(ctx)
@@ -344,18 +346,8 @@ outputs: []
 				return secret != ""
 			}, time.Minute, 100*time.Millisecond, "the first run wrote its secret; stderr:\n%s", a.stderr)
 
-			b := newJobFiles(t, "cwltool", map[string]string{"peek.cwl": `cwlVersion: v1.2
-class: CommandLineTool
-baseCommand: [sh, -c]
-arguments: ['id -u; cat ` + secret + ` 2>/dev/null || echo unreadable']
-inputs: []
-outputs:
-  out: {type: stdout}
-stdout: out.txt
-`}, "peek.cwl", "{}")
-			for d := filepath.Dir(b.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-				require.NoError(t, os.Chmod(d, 0o711))
-			}
+			b := newJobFiles(t, "cwltool", map[string]string{"peek.cwl": peekTool(secret)}, "peek.cwl", "{}")
+			letEngineUsersThrough(t, filepath.Dir(b.job.Dir))
 			res, err := p.Run(ctx, b.job, b.rec)
 			require.NoError(t, err, "stderr:\n%s", b.stderr)
 			require.Equal(t, 0, res.ExitCode, "stderr:\n%s", b.stderr)
@@ -397,9 +389,7 @@ arguments: ['env -i setsid sleep 300 < /dev/null > /dev/null 2>&1 & echo started
 inputs: []
 outputs: []
 `}, "daemon.cwl", "{}")
-	for d := filepath.Dir(f.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		require.NoError(t, os.Chmod(d, 0o711))
-	}
+	letEngineUsersThrough(t, filepath.Dir(f.job.Dir))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
@@ -449,9 +439,7 @@ func TestEnginesRunAsAnIDWithoutAnAccount(t *testing.T) {
 		t.Run(tc.engine, func(t *testing.T) {
 			requireEngine(t, tc.bin)
 			f := newJob(t, tc.engine, tc.example, tc.workflow)
-			for d := filepath.Dir(f.job.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-				require.NoError(t, os.Chmod(d, 0o711))
-			}
+			letEngineUsersThrough(t, filepath.Dir(f.job.Dir))
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			res, err := p.Run(ctx, f.job, f.rec)

@@ -578,3 +578,14 @@ func TestARetryDoesNotWriteThroughLinksTheLastAttemptLeft(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"x": 1}`, string(params))
 }
+
+// letEngineUsersThrough makes dir and the directories above it, up to the
+// system's temporary directory, ones every user may pass through (t.TempDir's
+// are 0700), as an operator's WES_WORK_DIR must be for engines run as
+// other users.
+func letEngineUsersThrough(t *testing.T, dir string) {
+	t.Helper()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o711))
+	}
+}

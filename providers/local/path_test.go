@@ -14,9 +14,7 @@ import (
 func TestSearchablePATH(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
-	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		require.NoError(t, os.Chmod(d, 0o711)) // t.TempDir's are 0700
-	}
+	letEngineUsersThrough(t, base)
 	mk := func(name string, mode os.FileMode) string {
 		d := filepath.Join(base, name)
 		require.NoError(t, os.MkdirAll(d, 0o755))

@@ -84,9 +84,7 @@ func TestPoolEnginesGainNothingFromSetUIDFiles(t *testing.T) {
 	}
 	t.Parallel()
 	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		require.NoError(t, os.Chmod(d, 0o711))
-	}
+	letEngineUsersThrough(t, dir)
 	// What a run of id 65534 could leave in /tmp: its own copy of id(1),
 	// set-user-ID and set-group-ID.
 	suid := filepath.Join(dir, "id")
