@@ -25,6 +25,16 @@ import (
 // whole meanwhile purges the chunks being read: the read then fails with
 // io.ErrUnexpectedEOF, and the caller may open the new object (Replaced
 // says how to tell).
+//
+// Chunks that info counts but the store no longer has (expired past the
+// objects stream's MaxAge, which drops each chunk at its own age, or
+// purged) fail the open, or the read that would have reached them, with
+// ErrChunksMissing (an io.ErrUnexpectedEOF): the chunks that remain are
+// never passed off as the object's first bytes. (The check counts chunks:
+// chunks appended after an info, to an object whose first ones expired,
+// would make up for them. GrowingObject does not append to an object whose
+// oldest chunks are half the retention old; a read from 0 still checks the
+// digest at the end.)
 func (b *Bus) OpenObjectAt(ctx context.Context, info *jetstream.ObjectInfo, off int64) (io.ReadCloser, error) {
 	off = max(off, 0)
 	left := int64(info.Size) - off
@@ -40,22 +50,40 @@ func (b *Bus) OpenObjectAt(ctx context.Context, info *jetstream.ObjectInfo, off 
 		InactiveThreshold: readerIdle,
 		MemoryStorage:     true, Replicas: 1,
 	}
-	var skip int64
-	var digest hash.Hash
+	r := &chunkReader{ctx: ctx, b: b, name: info.Name, stream: stream, left: left, need: uint64(info.Chunks), want: info.Digest}
 	if off > 0 {
-		seq, s, err := b.chunkAt(ctx, stream, subject, off)
+		at, err := b.chunkAt(ctx, stream, subject, info, off)
 		if err != nil {
 			return nil, err
 		}
-		cfg.DeliverPolicy, cfg.OptStartSeq, skip = jetstream.DeliverByStartSequencePolicy, seq, s
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, at.seq
+		r.skip, r.first, r.need = at.skip, at.seq, uint64(info.Chunks)-at.index
 	} else {
-		digest = sha256.New()
+		r.digest = sha256.New()
 	}
 	cons, err := b.JS.CreateConsumer(ctx, stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("read object %s: %w", info.Name, err)
 	}
-	return &chunkReader{ctx: ctx, b: b, stream: stream, cons: cons, skip: skip, left: left, digest: digest, want: info.Digest}, nil
+	r.cons = cons
+	// What the consumer has to deliver is every chunk there is from the
+	// first one wanted: fewer than info counts from there, and some are
+	// gone (appends since the info only add to it).
+	if pending := cons.CachedInfo().NumPending; pending < r.need {
+		b.dropConsumer(stream, cons)
+		return nil, missingChunks(info.Name, r.need-pending, r.need)
+	}
+	return r, nil
+}
+
+// ErrChunksMissing says that chunks an object's info counts are gone: the
+// object outlived the object store's retention (its chunks expire each at
+// its own age, and its info, stored last, after them), or it was put again
+// and its chunks purged (Replaced tells). It is an io.ErrUnexpectedEOF.
+var ErrChunksMissing = fmt.Errorf("object chunks missing (expired past the object store's retention, or purged): %w", io.ErrUnexpectedEOF)
+
+func missingChunks(name string, missing, of uint64) error {
+	return fmt.Errorf("read object %s: %w: %d of the %d chunks wanted are gone", name, ErrChunksMissing, missing, of)
 }
 
 // Replaced reports whether the object read as info was put again since
@@ -69,43 +97,62 @@ func (b *Bus) Replaced(ctx context.Context, info *jetstream.ObjectInfo) (*jetstr
 	return now, true
 }
 
-// chunkAt returns the stream sequence of the chunk on subject that holds
-// byte off, and where off is in it.
-func (b *Bus) chunkAt(ctx context.Context, stream, subject string, off int64) (seq uint64, skip int64, err error) {
+// chunkPos is where a chunk of an object is: its stream sequence, its
+// index among the object's chunks (from 0), and where the byte looked for
+// is in it.
+type chunkPos struct {
+	seq, index uint64
+	skip       int64
+}
+
+// chunkAt returns where the chunk on subject that holds byte off of the
+// object of info is. It walks the chunks as the store has them, and fails
+// with ErrChunksMissing when chunks that info counts are gone, before the
+// walk (an offset would be counted from the wrong chunk) or during it.
+func (b *Bus) chunkAt(ctx context.Context, stream, subject string, info *jetstream.ObjectInfo, off int64) (chunkPos, error) {
 	cons, err := b.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		FilterSubject: subject, DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: true,
 		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1,
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("walk the object's chunks: %w", err)
+		return chunkPos{}, fmt.Errorf("walk the object's chunks: %w", err)
 	}
 	defer b.dropConsumer(stream, cons)
+	chunks := uint64(info.Chunks)
 	pending := cons.CachedInfo().NumPending
+	if pending < chunks {
+		return chunkPos{}, missingChunks(info.Name, chunks-pending, chunks)
+	}
 	var at int64
 	for read := uint64(0); read < pending; {
 		batch, err := cons.Fetch(int(min(pending-read, 1024)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return 0, 0, fmt.Errorf("walk the object's chunks: %w", err)
+			return chunkPos{}, fmt.Errorf("walk the object's chunks: %w", err)
 		}
-		got := 0
+		got := uint64(0)
 		for msg := range batch.Messages() {
 			got++
 			size, err := strconv.ParseInt(msg.Headers().Get(nats.MsgSize), 10, 64)
 			meta, merr := msg.Metadata()
 			if err != nil || merr != nil {
-				return 0, 0, fmt.Errorf("walk the object's chunks: a chunk without its size or metadata")
+				return chunkPos{}, fmt.Errorf("walk the object's chunks: a chunk without its size or metadata")
+			}
+			// The chunks after this one that info counts must all be
+			// left: one that expired meanwhile shifts every offset.
+			if index := read + got - 1; index < chunks && meta.NumPending < chunks-index-1 {
+				return chunkPos{}, missingChunks(info.Name, chunks-index-1-meta.NumPending, chunks)
 			}
 			if at+size > off {
-				return meta.Sequence.Stream, off - at, nil
+				return chunkPos{seq: meta.Sequence.Stream, index: read + got - 1, skip: off - at}, nil
 			}
 			at += size
 		}
 		if got == 0 {
 			break
 		}
-		read += uint64(got)
+		read += got
 	}
-	return 0, 0, fmt.Errorf("walk the object's chunks: %w (offset %d past the %d bytes stored)", io.ErrUnexpectedEOF, off, at)
+	return chunkPos{}, fmt.Errorf("walk the object's chunks: %w (offset %d past the %d bytes stored)", io.ErrUnexpectedEOF, off, at)
 }
 
 func (b *Bus) dropConsumer(stream string, cons jetstream.Consumer) {
@@ -119,9 +166,12 @@ func (b *Bus) dropConsumer(stream string, cons jetstream.Consumer) {
 type chunkReader struct {
 	ctx     context.Context
 	b       *Bus
+	name    string
 	stream  string
 	cons    jetstream.Consumer
 	skip    int64  // of the first chunk
+	first   uint64 // the first chunk's stream sequence (0: any), until read
+	need    uint64 // chunks the info counts still to read
 	left    int64  // bytes still to return
 	buf     []byte // what is left of the current chunk
 	fetched []jetstream.Msg
@@ -152,8 +202,12 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		data := r.fetched[0].Data()
+		msg := r.fetched[0]
 		r.fetched = r.fetched[1:]
+		if err := r.check(msg); err != nil {
+			return 0, err
+		}
+		data := msg.Data()
 		if r.skip > 0 {
 			data = data[min(r.skip, int64(len(data))):]
 			r.skip = 0
@@ -167,6 +221,32 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	r.buf = r.buf[n:]
 	r.left -= int64(n)
 	return n, nil
+}
+
+// check fails, before msg's bytes are returned, if msg is not the chunk
+// wanted next: chunks the info counts expired (or were purged) after the
+// reader was opened, and the consumer skipped them. The first chunk of a
+// read past 0 is the one chunkAt found; every chunk must leave at least as
+// many after it as the info counts (its delivery says how many are left).
+func (r *chunkReader) check(msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("read object %s: %w", r.name, err)
+	}
+	if r.first != 0 {
+		first := r.first
+		r.first = 0
+		if meta.Sequence.Stream != first {
+			return fmt.Errorf("read object %s: %w: the chunk at sequence %d is gone", r.name, ErrChunksMissing, first)
+		}
+	}
+	if r.need > 0 {
+		r.need--
+		if meta.NumPending < r.need {
+			return missingChunks(r.name, r.need-meta.NumPending, r.need+1)
+		}
+	}
+	return nil
 }
 
 func (r *chunkReader) fetch() error {

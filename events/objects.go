@@ -194,14 +194,39 @@ func (b *Bus) putInfo(ctx context.Context, st *stored, rollup bool) error {
 // unless told, and after a failure, which may have left chunks past the
 // stored size), when the object shrank, and when appends have made it many
 // more chunks than its size needs (maxChunks), so that a walk of its
-// chunks stays short. An append's info is stored only if the name's info
-// is still the one this writer stored: another writer that put the object
-// since (and purged the chunks appended to) keeps it.
+// chunks stays short.
+//
+// An object store with a retention (the objects stream's MaxAge) drops
+// each chunk at its own age, while the info, stored again at each append,
+// stays fresh: appended to for long enough, an object's info would count
+// chunks that are gone. So, when the stream has a MaxAge, Store stores the
+// object whole again once the last whole store (its oldest chunks) is
+// older than half of it (retentionRewrite), even if it did not grow, as
+// long as something was appended since; and StoreLast, the last copy,
+// stores it whole if anything was appended since the last whole store, so
+// that an object done growing has all its chunks, and its info, from one
+// store: they expire together, at the retention after its last version.
+// (What is stored whole at once still expires a little before its info,
+// stored last, as any object of the store does; OpenObjectAt notices.)
+//
+// An append's info is stored only if the name's info is still the one this
+// writer stored: if another writer put the object since (and purged the
+// chunks appended to), the append fails, the chunks it stored stay behind,
+// unreachable (space, not data, until the retention or a purge of the
+// bucket), and the other writer's object is what the name holds, for the
+// moment only: this writer's next Store, not knowing what the name holds,
+// looks it up and stores its own object whole over it, with no check of
+// what it replaces (a rollup and a purge of the chunks it found).
 type GrowingObject struct {
 	bus   *Bus
 	name  string
 	known bool    // whether cur is what the name holds
 	cur   *stored // nil: nothing, when known
+	// whole is when cur was last stored whole (when its oldest chunk
+	// was stored, or a little before), and appended whether chunks were
+	// appended to it since.
+	whole    time.Time
+	appended bool
 }
 
 // GrowingObject returns a writer of object name. isNew says that the name
@@ -213,37 +238,75 @@ func (b *Bus) GrowingObject(name string, isNew bool) *GrowingObject {
 
 // Store stores the object as r holds it now, size bytes. The bytes stored
 // before must still be its first ones (the object only grows); an object
-// smaller than what was stored is stored anew.
+// smaller than what was stored is stored anew. An object that did not grow
+// is not stored again, unless the object store's retention needs it (see
+// GrowingObject).
 func (g *GrowingObject) Store(ctx context.Context, r io.ReaderAt, size int64) error {
-	known, cur := g.known, g.cur
+	return g.store(ctx, r, size, false)
+}
+
+// StoreLast stores the object as Store does, for the last time: with a
+// retention, an object appended to since it was last stored whole is
+// stored whole, so that its chunks all expire together, with its info.
+// Without one it is Store. Another Store or StoreLast may follow (one
+// that failed is tried again).
+func (g *GrowingObject) StoreLast(ctx context.Context, r io.ReaderAt, size int64) error {
+	return g.store(ctx, r, size, true)
+}
+
+func (g *GrowingObject) store(ctx context.Context, r io.ReaderAt, size int64, last bool) error {
+	known, cur, appended := g.known, g.cur, g.appended
 	// Until this store has ended, what the name holds is not known: a
 	// failure may leave chunks past the stored size, or an info stored
 	// whose ack was lost.
 	g.known, g.cur = false, nil
+	// Whether appends, and an info stored again over old chunks, are
+	// still safe: with a retention, not once the oldest chunks are half
+	// of it old, nor for the last copy.
+	appendable := true
+	if known && cur != nil && (appended || size > int64(cur.info.Size)) {
+		if maxAge := g.bus.objectsMaxAge(ctx); maxAge > 0 {
+			appendable = !last && time.Since(g.whole) < retentionRewrite(maxAge)
+		}
+	}
 	var next *stored
 	var err error
 	switch {
-	case known && cur != nil && size == int64(cur.info.Size):
+	case known && cur != nil && size == int64(cur.info.Size) && (appendable || !appended):
 		next = cur
-	case known && cur != nil && size > int64(cur.info.Size) && cur.info.Chunks < maxChunks(size):
+	case known && cur != nil && size > int64(cur.info.Size) && appendable && cur.info.Chunks < maxChunks(size):
 		next, err = g.append(ctx, cur, io.NewSectionReader(r, int64(cur.info.Size), size-int64(cur.info.Size)))
+		appended = true
 	default:
 		var current *jetstream.ObjectInfo
 		if cur != nil {
 			current = cur.info
 		}
+		began := time.Now()
 		// A chunk is the object's size, up to the default: a buffer of
 		// the chunk size is allocated for every store, and logs are
 		// mostly a few lines.
 		next, err = g.bus.putObject(ctx, g.name, io.NewSectionReader(r, 0, size), PutOptions{
 			ChunkSize: int(min(max(size, 1), DefaultChunkSize)), Known: known, Current: current,
 		})
+		g.whole, appended = began, false
 	}
 	if err != nil {
 		return err
 	}
-	g.known, g.cur = true, next
+	g.known, g.cur, g.appended = true, next, appended
 	return nil
+}
+
+// retentionRewrite is how old the oldest chunks of a GrowingObject may be,
+// in an object store whose retention is maxAge, before it is stored whole
+// again rather than appended to: half of it. The info stored at an append
+// would otherwise count chunks that expire before it does. Half leaves the
+// writer time to notice (it stores every few seconds) and to learn a
+// retention changed (objectsMaxAge), and costs a whole store per log every
+// half retention, at most.
+func retentionRewrite(maxAge time.Duration) time.Duration {
+	return maxAge / 2
 }
 
 // Stored returns the size stored last, or false if the object is not
@@ -291,6 +354,30 @@ func readChunk(r io.Reader, chunk []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// maxAgeRefresh is how long the objects stream's MaxAge, as this process
+// last read it, is taken for its retention. Only the API's process (the
+// owner, Config.Owner) applies WES_OBJECT_RETENTION; an executor started
+// before the API was restarted with another one would otherwise go on with
+// the old one for as long as it runs.
+const maxAgeRefresh = time.Minute
+
+// objectsMaxAge returns the objects stream's MaxAge (0: none), read again
+// from the server when what this process knows is older than
+// maxAgeRefresh; a failed read keeps what it knew, and is not tried again
+// before maxAgeRefresh.
+func (b *Bus) objectsMaxAge(ctx context.Context) time.Duration {
+	now := time.Now().UnixNano()
+	if last := b.maxAgeRead.Load(); now-last >= int64(maxAgeRefresh) && b.maxAgeRead.CompareAndSwap(last, now) {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = b.objectsStream.Info(ictx) // updates CachedInfo
+		cancel()
+	}
+	if info := b.objectsStream.CachedInfo(); info != nil {
+		return info.Config.MaxAge
+	}
+	return 0
 }
 
 // purgeTimeout bounds the purge of an object's chunks.

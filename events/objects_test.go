@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -189,6 +190,13 @@ func TestAGrowingObjectIsAppendedTo(t *testing.T) {
 	require.True(t, ok)
 	require.EqualValues(t, len(log), size)
 
+	// Without a retention, the last copy appends as any other.
+	log = append(log, "last line\n"...)
+	require.NoError(t, g.StoreLast(f.ctx, bytes.NewReader(log), int64(len(log))))
+	last := infoNow()
+	require.Equal(t, first.NUID, last.NUID, "appended to, not stored anew")
+	require.EqualValues(t, 3, last.Chunks)
+
 	before, err := stream.Info(f.ctx)
 	require.NoError(t, err)
 	require.NoError(t, store(bytes.NewReader(log)))
@@ -268,6 +276,95 @@ func TestAGrowingObjectIsAppendedTo(t *testing.T) {
 		require.EqualValues(t, 1, infosOf(name))
 		require.Equal(t, string(log), read(now, 0))
 	})
+}
+
+// TestAGrowingObjectOutlivesNoneOfItsChunks: in an object store with a
+// retention, which drops each chunk at its own age, a growing log is stored
+// whole again before its first chunks are half that old (whether it grew
+// since or was appended to and did not), and at its last copy if it was
+// appended to: read past the age of its first chunks, it is whole.
+func TestAGrowingObjectOutlivesNoneOfItsChunks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const retention = 3 * time.Second
+	bus, nc := eventstest.Bus(t, "GROWEXP", events.Config{ObjectRetention: retention})
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, "OBJ_"+bus.Names.ObjectsBucket())
+	require.NoError(t, err)
+	chunksOf := func(nuid string) uint64 {
+		t.Helper()
+		subject := fmt.Sprintf("$O.%s.C.%s", bus.Names.ObjectsBucket(), nuid)
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+		require.NoError(t, err)
+		return info.State.Subjects[subject]
+	}
+	type log struct {
+		name  string
+		g     *events.GrowingObject
+		bytes []byte
+	}
+	infoOf := func(l *log) *jetstream.ObjectInfo {
+		t.Helper()
+		info, err := bus.Objects.GetInfo(ctx, l.name)
+		require.NoError(t, err)
+		return info
+	}
+	store := func(l *log, grow string) *jetstream.ObjectInfo {
+		t.Helper()
+		l.bytes = append(l.bytes, grow...)
+		require.NoError(t, l.g.Store(ctx, bytes.NewReader(l.bytes), int64(len(l.bytes))))
+		return infoOf(l)
+	}
+	storeLast := func(l *log) *jetstream.ObjectInfo {
+		t.Helper()
+		require.NoError(t, l.g.StoreLast(ctx, bytes.NewReader(l.bytes), int64(len(l.bytes))))
+		return infoOf(l)
+	}
+	read := func(l *log, off int64) string {
+		t.Helper()
+		r, err := bus.OpenObjectAt(ctx, infoOf(l), off)
+		require.NoError(t, err, "%s at %d", l.name, off)
+		defer r.Close()
+		got, err := io.ReadAll(r)
+		require.NoError(t, err, "%s at %d", l.name, off)
+		return string(got)
+	}
+	// a is appended to, then does not grow; b does not grow, then does.
+	a := &log{name: "runs/a/logs/stdout", g: bus.GrowingObject("runs/a/logs/stdout", true)}
+	b := &log{name: "runs/b/logs/stdout", g: bus.GrowingObject("runs/b/logs/stdout", true)}
+	a1, b1 := store(a, "a, first line\n"), store(b, "b, first line\n")
+	firstStored := time.Now()
+	// Stored after the logs' first chunks: gone, it says they are too.
+	marker, err := bus.PutObject(ctx, "marker", strings.NewReader("m"), events.PutOptions{})
+	require.NoError(t, err)
+
+	a2 := store(a, "a, second line\n")
+	require.Equal(t, a1.NUID, a2.NUID, "appended to while its first chunk is young")
+	require.EqualValues(t, 2, a2.Chunks)
+
+	time.Sleep(retention/2 + 100*time.Millisecond - time.Since(firstStored))
+	a3 := store(a, "")
+	require.NotEqual(t, a2.NUID, a3.NUID, "appended to, and its first chunk half the retention old: stored whole")
+	require.EqualValues(t, 1, a3.Chunks)
+	require.Zero(t, chunksOf(a2.NUID))
+	b2 := store(b, "b, second line\n")
+	require.NotEqual(t, b1.NUID, b2.NUID, "grown, its first chunk half the retention old: stored whole, not appended to")
+	require.EqualValues(t, 1, b2.Chunks)
+
+	a4 := store(a, "a, third line\n")
+	require.Equal(t, a3.NUID, a4.NUID, "stored whole, appended to again")
+	a5 := storeLast(a)
+	require.NotEqual(t, a4.NUID, a5.NUID, "appended to: stored whole at the last copy")
+	require.EqualValues(t, 1, a5.Chunks)
+	require.Zero(t, chunksOf(a4.NUID))
+	require.Equal(t, a5.NUID, storeLast(a).NUID, "stored whole since: not again")
+	require.Equal(t, b2.NUID, storeLast(b).NUID, "not appended to since it was stored whole: not again")
+
+	require.Eventually(t, func() bool { return chunksOf(marker.NUID) == 0 }, 2*retention, 20*time.Millisecond)
+	require.Equal(t, string(a.bytes), read(a, 0), "past its first chunks' age")
+	require.Equal(t, string(a.bytes[20:]), read(a, 20))
+	require.Equal(t, string(b.bytes), read(b, 0))
 }
 
 // failAfter reads r up to n, and fails past it.

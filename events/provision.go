@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,7 +25,9 @@ type Config struct {
 	EventRetention time.Duration
 	// ObjectRetention is how long attachments, logs and outputs stay in
 	// the object store (0: for ever). An object replaced (a growing log)
-	// counts from its last version.
+	// counts from its last version: a GrowingObject is stored whole again
+	// before its oldest chunks are half this old, and at its last copy,
+	// so that its chunks expire with its info.
 	ObjectRetention time.Duration
 	// Owner makes this process's settings the namespace's: it updates
 	// the streams and buckets that exist to them. Other processes create
@@ -44,8 +47,11 @@ type Bus struct {
 	Leases    jetstream.KeyValue
 
 	// objectsStream is the stream under Objects, for purging the chunks
-	// of replaced objects without looking it up each time.
+	// of replaced objects without looking it up each time, and for its
+	// MaxAge (objectsMaxAge), read again from the server when maxAgeRead
+	// (Unix nanoseconds) is older than maxAgeRefresh.
 	objectsStream jetstream.Stream
+	maxAgeRead    *atomic.Int64 // shared by copies of the Bus
 }
 
 // ensure returns the resource get finds, or the one create makes (one
@@ -164,6 +170,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, names Names, cfg Con
 	if b.objectsStream, err = js.Stream(ctx, "OBJ_"+names.ObjectsBucket()); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", names.ObjectsBucket(), err)
 	}
+	b.maxAgeRead = new(atomic.Int64)
+	b.maxAgeRead.Store(time.Now().UnixNano()) // js.Stream read its info
 	return b, nil
 }
 

@@ -103,7 +103,10 @@ func (*memLog) Close() error { return nil }
 // shipLogs copies the engine's stdout and stderr to the object store, where
 // the API serves them, every LogInterval while they grow and once more when
 // stop is called. A copy stores what a log grew by since the last one
-// (events.GrowingObject). While the run goes on, a log is copied again only
+// (events.GrowingObject); with an object retention (WES_OBJECT_RETENTION)
+// a log is stored whole again before its first chunks are half that old,
+// and at the last copy if it was appended to, so that its chunks do not
+// expire before its info. While the run goes on, a log is copied again only
 // after ten times as long as its last copy took, and a copy may take as
 // long as its size needs (logPutTimeout). The last copy is tried until it
 // is stored, up to logFinalTries times: it is the log's tail.
@@ -116,7 +119,8 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 		objs[i] = a.e.bus.GrowingObject(events.LogKey(a.sub.RunID, logNames[i]), a.n == 1)
 	}
 	var notBefore [2]time.Time
-	// shipOne copies log i if it grew, and reports whether it is stored.
+	// shipOne copies log i if it must (it grew, or the retention needs it),
+	// and reports whether it is stored.
 	shipOne := func(ctx context.Context, i int, final bool) bool {
 		if !final && time.Now().Before(notBefore[i]) || a.takenOver.Load() {
 			return true // the log is the attempt's that took the run over
@@ -125,16 +129,21 @@ func (a *attempt) shipLogs(logs [2]engineLog) (stop func()) {
 		if !ok {
 			return false
 		}
-		if stored, ok := objs[i].Stored(); ok && stored == size {
-			return true
-		}
-		// A copy is bounded on its own: an object store that does not
-		// answer (its stream electing a leader) must not hold the run,
-		// or an executor's shutdown, for long.
+		// A log that did not grow is not stored again (Store is a no-op),
+		// unless the object store's retention needs it: Store and
+		// StoreLast tell. A copy is bounded on its own: an object store
+		// that does not answer (its stream electing a leader) must not
+		// hold the run, or an executor's shutdown, for long.
 		pctx, cancel := context.WithTimeout(ctx, logPutTimeout(size))
 		defer cancel()
 		began := time.Now()
-		if err := objs[i].Store(pctx, r, size); err != nil {
+		store := objs[i].Store
+		if final {
+			// With a retention, a log appended to is stored whole at
+			// the end: its chunks then expire together, with its info.
+			store = objs[i].StoreLast
+		}
+		if err := store(pctx, r, size); err != nil {
 			// What the object holds is not known now: the next copy
 			// stores it whole.
 			a.log.Warn("cannot store log", "log", logNames[i], "bytes", size, "final", final, "err", err)

@@ -740,6 +740,55 @@ func TestARunningLogIsAppendedTo(t *testing.T) {
 	require.Equal(t, want, got)
 }
 
+// TestARunningLogIsStoredWholeAtTheEnd: with an object retention, the last
+// copy of a log that was appended to stores it whole, so that its chunks
+// all expire together, with its info.
+func TestARunningLogIsStoredWholeAtTheEnd(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	// The API's process applies the retention; the executor's bus reads it
+	// from the object store.
+	_, err := events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, ObjectRetention: time.Hour})
+	require.NoError(t, err)
+	f.provision(t)
+	lines := make(chan string)
+	p := dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
+		r.Started([]string{"engine"})
+		for line := range lines {
+			fmt.Fprint(job.Stdout, line)
+		}
+		return providers.Result{}, nil
+	}}}
+	f.start(t, Config{AckWait: 5 * time.Second, LogInterval: 50 * time.Millisecond}, p)
+	var closeOnce sync.Once
+	done := func() { closeOnce.Do(func() { close(lines) }) }
+	t.Cleanup(done)
+	runID := f.submit(t)
+	key := events.LogKey(runID, "stdout")
+	var want string
+	var running *jetstream.ObjectInfo
+	for i := range 2 {
+		line := fmt.Sprintf("line %d\n", i)
+		lines <- line
+		want += line
+		require.Eventually(t, func() bool {
+			var err error
+			running, err = f.bus.Objects.GetInfo(f.ctx, key)
+			return err == nil && running.Size == uint64(len(want))
+		}, 10*time.Second, 10*time.Millisecond, "copy %d", i)
+	}
+	require.EqualValues(t, 2, running.Chunks, "appended to while the run goes on")
+	done()
+	f.waitState(t, runID, models.Complete, 30*time.Second)
+	last, err := f.bus.Objects.GetInfo(f.ctx, key)
+	require.NoError(t, err)
+	require.NotEqual(t, running.NUID, last.NUID, "stored whole at the end")
+	require.EqualValues(t, 1, last.Chunks)
+	got, err := f.bus.Objects.GetString(f.ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
+
 // TestADrainingExecutorStaysListed: once an executor stops pulling, its
 // registry entry says it is draining (the API offers its engines no more)
 // and stays until its runs in flight are over, so that the reconciler does
