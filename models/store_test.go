@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"github.com/wes-dev/wes/models"
@@ -511,7 +512,8 @@ func TestMigrateRunTagsOwner(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			s, err := models.Open(ctx, dsn(t))
+			url := dsn(t)
+			s, err := models.Open(ctx, url)
 			require.NoError(t, err)
 			defer s.Close()
 			require.NoError(t, s.MigrateTo(ctx, 3))
@@ -561,8 +563,92 @@ func TestMigrateRunTagsOwner(t *testing.T) {
 			require.Equal(t, []string{"old-1004", "old-1001"}, list("alice", tx))
 			require.Equal(t, []string{"old-1005", "old-1002"}, list("bob", tx))
 			require.Equal(t, []string{"new-1"}, list("carol", tx))
+			if dialect == "postgres" {
+				testMigrateRunTagsOwnerOnline(t, s, url, list)
+			}
 		})
 	}
+}
+
+// On PostgreSQL migration 4 runs while older builds serve: it never makes
+// their queries of run_tags wait long, and it finishes after a crash
+// half-way.
+func testMigrateRunTagsOwnerOnline(t *testing.T, s *models.Store, url string, list func(string, map[string]string) []string) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	tx := map[string]string{"t": "x"}
+
+	// A transaction that reads run_tags for 2 s, down and up: the
+	// migration's tries to lock the table give way, a query waits for
+	// one try (100 ms), not for the transaction.
+	for _, migrate := range []func() error{
+		func() error { return s.MigrateDownTo(ctx, 3) },
+		func() error { _, err := s.Migrate(ctx); return err },
+	} {
+		reader, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		_, err = reader.Exec(ctx, "LOCK TABLE run_tags IN ACCESS SHARE MODE")
+		require.NoError(t, err)
+		committed := make(chan error, 1)
+		time.AfterFunc(2*time.Second, func() { committed <- reader.Commit(ctx) })
+		done := make(chan error, 1)
+		go func() { done <- migrate() }()
+		time.Sleep(300 * time.Millisecond)
+		start := time.Now()
+		require.NoError(t, s.Exec(ctx, "SELECT count(*) FROM run_tags WHERE key = 't' AND value = 'x'"))
+		require.Less(t, time.Since(start), time.Second, "a query of run_tags waited behind the migration")
+		select {
+		case err := <-done:
+			t.Fatalf("migrated while run_tags was locked: %v", err)
+		default:
+		}
+		require.NoError(t, <-committed)
+		require.NoError(t, <-done)
+	}
+	require.Equal(t, []string{"old-1005", "old-1002"}, list("bob", tx))
+
+	// As a crash half-way leaves it: version 4 not recorded, some rows
+	// not backfilled, the CHECK not validated, and the index of an
+	// interrupted CREATE INDEX CONCURRENTLY, invalid (here one that failed).
+	for _, q := range []string{
+		"DELETE FROM goose_db_version WHERE version_id = 4",
+		"ALTER TABLE run_tags DROP CONSTRAINT run_tags_owner_not_null",
+		"UPDATE run_tags SET owner = NULL WHERE run_seq IN (1001, 1002)",
+		"ALTER TABLE run_tags ADD CONSTRAINT run_tags_owner_not_null CHECK (owner IS NOT NULL) NOT VALID",
+		"DROP INDEX run_tags_key_value_owner",
+	} {
+		_, err := conn.Exec(ctx, q)
+		require.NoError(t, err, q)
+	}
+	_, err = conn.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY run_tags_key_value_owner ON run_tags (key)")
+	require.Error(t, err, "duplicate keys")
+	index := func() (valid, unique bool) {
+		t.Helper()
+		require.NoError(t, conn.QueryRow(ctx, `SELECT indisvalid, indisunique FROM pg_index
+			WHERE indexrelid = 'run_tags_key_value_owner'::regclass`).Scan(&valid, &unique))
+		return valid, unique
+	}
+	valid, _ := index()
+	require.False(t, valid)
+	applied, err := s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []int64{4}, applied)
+	valid, unique := index()
+	require.True(t, valid, "the invalid index was built again")
+	require.False(t, unique)
+	var def string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT pg_get_indexdef('run_tags_key_value_owner'::regclass)").Scan(&def))
+	require.Contains(t, def, "(key, value, owner, run_seq DESC)")
+	var validated bool
+	require.NoError(t, conn.QueryRow(ctx, `SELECT convalidated FROM pg_constraint
+		WHERE conrelid = 'run_tags'::regclass AND conname = 'run_tags_owner_not_null'`).Scan(&validated))
+	require.True(t, validated)
+	require.Equal(t, []string{"old-1004", "old-1001"}, list("alice", tx), "backfilled")
+	require.Equal(t, []string{"old-1005", "old-1002"}, list("bob", tx))
+	_, err = conn.Exec(ctx, "UPDATE run_tags SET owner = NULL WHERE run_seq = 1001")
+	require.Error(t, err, "owner is NOT NULL")
 }
 
 func testUpdateRuns(t *testing.T, s *models.Store) {
