@@ -694,23 +694,32 @@ func TestTheLastLogCopyIsTriedAgain(t *testing.T) {
 	require.Equal(t, "the tail\n", string(got))
 }
 
-// TestARunningLogIsAppendedTo: each copy of a running run's log stores what
-// it grew by, as more chunks of the same object; the last copy completes it.
-func TestARunningLogIsAppendedTo(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
-	lines := make(chan string)
+// startLogWriter starts an executor (logs copied every 50 ms) whose runs
+// print each line sent on lines to stdout, and end once done is called
+// (at the latest when the test ends, before the executor stops).
+func (f *fixture) startLogWriter(t *testing.T) (lines chan<- string, done func()) {
+	t.Helper()
+	ch := make(chan string)
 	p := dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
 		r.Started([]string{"engine"})
-		for line := range lines {
+		for line := range ch {
 			fmt.Fprint(job.Stdout, line)
 		}
 		return providers.Result{}, nil
 	}}}
 	f.start(t, Config{AckWait: 5 * time.Second, LogInterval: 50 * time.Millisecond}, p)
-	var closeOnce sync.Once
-	done := func() { closeOnce.Do(func() { close(lines) }) }
-	t.Cleanup(done) // before the executor stops, if the test fails
+	var once sync.Once
+	done = func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(done)
+	return ch, done
+}
+
+// TestARunningLogIsAppendedTo: each copy of a running run's log stores what
+// it grew by, as more chunks of the same object; the last copy completes it.
+func TestARunningLogIsAppendedTo(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	lines, done := f.startLogWriter(t)
 	runID := f.submit(t)
 	key := events.LogKey(runID, "stdout")
 	var want string
@@ -751,18 +760,7 @@ func TestARunningLogIsStoredWholeAtTheEnd(t *testing.T) {
 	_, err := events.Provision(f.ctx, f.js, f.names, events.Config{Owner: true, ObjectRetention: time.Hour})
 	require.NoError(t, err)
 	f.provision(t)
-	lines := make(chan string)
-	p := dirlessProvider{&testProvider{run: func(ctx context.Context, job providers.Job, r providers.Reporter) (providers.Result, error) {
-		r.Started([]string{"engine"})
-		for line := range lines {
-			fmt.Fprint(job.Stdout, line)
-		}
-		return providers.Result{}, nil
-	}}}
-	f.start(t, Config{AckWait: 5 * time.Second, LogInterval: 50 * time.Millisecond}, p)
-	var closeOnce sync.Once
-	done := func() { closeOnce.Do(func() { close(lines) }) }
-	t.Cleanup(done)
+	lines, done := f.startLogWriter(t)
 	runID := f.submit(t)
 	key := events.LogKey(runID, "stdout")
 	var want string
