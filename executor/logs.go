@@ -3,8 +3,10 @@ package executor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -37,7 +39,7 @@ func openLogs(dir string) ([2]engineLog, error) {
 	var logs [2]engineLog
 	for i, name := range logNames {
 		name += ".log"
-		f, err := os.Create(filepath.Join(dir, name))
+		f, err := createFresh(filepath.Join(dir, name))
 		if err != nil {
 			if i == 1 {
 				logs[0].Close()
@@ -47,6 +49,18 @@ func openLogs(dir string) ([2]engineLog, error) {
 		logs[i] = fileLog{f}
 	}
 	return logs, nil
+}
+
+// createFresh creates a new file at path, removing what is there first:
+// a retry runs in the run's directory, which the engine's user held, and
+// its workflow may have left a link there to a file of the host, which a
+// plain create would truncate and write, as root. O_EXCL makes sure the
+// file made is no link, whatever is planted meanwhile.
+func createFresh(path string) (*os.File, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 }
 
 // fileLog is a log written to a file.

@@ -380,10 +380,21 @@ func (a *attempt) stage(ctx context.Context) (string, error) {
 	if err := os.RemoveAll(filepath.Join(dir, "inputs")); err != nil {
 		return "", fmt.Errorf("clear the run's earlier inputs: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "inputs"), 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("create run directory: %w", err)
 	}
-	root, err := os.OpenRoot(filepath.Join(dir, "inputs"))
+	// inputs is made and opened through the run's directory as a root: a
+	// link put in its place meanwhile (by an earlier attempt's process
+	// that outlived an executor's crash) cannot lead out of it.
+	runDir, err := os.OpenRoot(dir)
+	if err != nil {
+		return "", fmt.Errorf("open run directory: %w", err)
+	}
+	defer runDir.Close()
+	if err := runDir.MkdirAll("inputs", 0o750); err != nil {
+		return "", fmt.Errorf("create run directory: %w", err)
+	}
+	root, err := runDir.OpenRoot("inputs")
 	if err != nil {
 		return "", fmt.Errorf("open run directory: %w", err)
 	}
