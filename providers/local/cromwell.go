@@ -312,10 +312,23 @@ func cromwellFile(r *runSpec, execRoot, value string) (map[string]any, error) {
 		rel = p
 	}
 	dst := filepath.Join(r.outputs, rel)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
 		return nil, err
 	}
-	if err := linkOrCopy(real, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+	defer root.Close()
+	srcIn, err := relIn(dir, real)
+	if err != nil {
+		return nil, err
+	}
+	dstIn, err := relIn(r.dir, dst)
+	if err != nil {
+		return nil, err
+	}
+	if err := root.MkdirAll(filepath.Dir(dstIn), 0o750); err != nil {
+		return nil, err
+	}
+	if err := linkOrCopy(root, srcIn, dstIn); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("output %s: %w", value, err)
 	}
 	return map[string]any{"class": "File", "location": fileURL(dst), "basename": filepath.Base(dst), "size": info.Size()}, nil

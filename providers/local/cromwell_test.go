@@ -342,14 +342,26 @@ func TestCromwellRunThroughTheProvider(t *testing.T) {
 func TestLinkOrCopy(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	src := filepath.Join(dir, "a.txt")
-	require.NoError(t, os.WriteFile(src, []byte("a"), 0o640))
-	require.NoError(t, linkOrCopy(src, filepath.Join(dir, "b.txt")))
+	root, err := os.OpenRoot(dir)
+	require.NoError(t, err)
+	defer root.Close()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a"), 0o640))
+	require.NoError(t, linkOrCopy(root, "a.txt", "b.txt"))
 	same, err := os.Stat(filepath.Join(dir, "b.txt"))
 	require.NoError(t, err)
-	orig, err := os.Stat(src)
+	orig, err := os.Stat(filepath.Join(dir, "a.txt"))
 	require.NoError(t, err)
 	require.True(t, os.SameFile(orig, same), "a link where the kernel allows one")
+	require.ErrorIs(t, linkOrCopy(root, "a.txt", "b.txt"), fs.ErrExist, "an existing destination is left as it is")
+
+	// A link a workflow planted below outputs/ leads nowhere out of the
+	// run's directory: neither a link nor a copy is made through it.
+	outside := t.TempDir()
+	require.NoError(t, os.Symlink(outside, filepath.Join(dir, "planted")))
+	require.Error(t, linkOrCopy(root, "a.txt", "planted/victim"))
+	entries, err := os.ReadDir(outside)
+	require.NoError(t, err)
+	require.Empty(t, entries, "a file was made through the planted link")
 
 	// Another filesystem: no link can be made there, a copy is.
 	shm, err := os.MkdirTemp("/dev/shm", "wes-link-")
@@ -357,10 +369,12 @@ func TestLinkOrCopy(t *testing.T) {
 		t.Skipf("SKIPPED: no /dev/shm to copy across filesystems: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(shm) })
-	dst := filepath.Join(shm, "c.txt")
-	require.NoError(t, linkOrCopy(src, dst))
-	b, err := os.ReadFile(dst)
+	slash, err := os.OpenRoot("/")
+	require.NoError(t, err)
+	defer slash.Close()
+	src, dst := filepath.Join(dir, "a.txt")[1:], filepath.Join(shm, "c.txt")[1:]
+	require.NoError(t, linkOrCopy(slash, src, dst))
+	b, err := os.ReadFile("/" + dst)
 	require.NoError(t, err)
 	require.Equal(t, "a", string(b))
-	require.ErrorIs(t, linkOrCopy(src, dst), fs.ErrExist, "an existing destination is left as it is")
 }

@@ -112,30 +112,42 @@ func openRunFile(dir, path string) (*os.File, error) {
 	return root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 }
 
-// linkOrCopy makes dst the file src: a hard link, or a copy where the
-// kernel refuses the link (a file of another user, such as a container's
-// root, under fs.protected_hardlinks; another filesystem). An existing dst
-// is left as it is: the error wraps fs.ErrExist.
-func linkOrCopy(src, dst string) error {
-	err := os.Link(src, dst)
+// linkOrCopy makes dst the file src, both named relative to root (the
+// run's directory): a hard link, or a copy where the kernel refuses the
+// link (a file of another user, such as a container's root, under
+// fs.protected_hardlinks; another filesystem). Through root, no link a
+// workflow planted below outputs/ (outputs/a -> /etc) leads root's link or
+// copy out of the run's directory. An existing dst is left as it is: the
+// error wraps fs.ErrExist.
+func linkOrCopy(root *os.Root, src, dst string) error {
+	err := root.Link(src, dst)
 	if err == nil || errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	in, oerr := os.Open(src)
+	in, oerr := root.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if oerr != nil {
 		return errors.Join(err, oerr)
 	}
 	defer in.Close()
-	out, oerr := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	out, oerr := root.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if oerr != nil {
 		return errors.Join(err, oerr)
 	}
 	if _, cerr := io.Copy(out, in); cerr != nil {
 		out.Close()
-		os.Remove(dst)
+		root.Remove(dst)
 		return fmt.Errorf("copy %s: %w", src, cerr)
 	}
 	return out.Close()
+}
+
+// relIn returns p relative to dir, which holds it.
+func relIn(dir, p string) (string, error) {
+	rel, err := filepath.Rel(dir, p)
+	if err != nil || !within(dir, p) {
+		return "", fmt.Errorf("%s is not in %s", p, dir)
+	}
+	return rel, nil
 }
 
 // within reports whether p is dir or below it (both cleaned, absolute).

@@ -250,6 +250,25 @@ func TestRunSnakemakeOutputsExcludeAttachments(t *testing.T) {
 		"outputs must be what the workflow made, not the staged attachments")
 }
 
+// A workflow that plants a link below outputs/ (outputs/a -> a directory
+// of the host) does not make root put its files there when the outputs are
+// collected.
+func TestRunSnakemakeOutputsFollowNoPlantedLink(t *testing.T) {
+	requireEngine(t, "snakemake")
+	victim := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(victim, "cron"), []byte("original\n"), 0o644))
+	f := newJobFiles(t, "snakemake", map[string]string{"Snakefile": `rule all:
+    output: "a/cron"
+    shell: "echo 'chosen by the workflow' > {output}; ln -s ` + victim + ` ../outputs/a"
+`}, "Snakefile", "{}")
+	res, err := f.run(t)
+	require.ErrorContains(t, err, "escapes", "the outputs cannot be collected through the link")
+	_ = res
+	got, err := os.ReadFile(filepath.Join(victim, "cron"))
+	require.NoError(t, err)
+	require.Equal(t, "original\n", string(got), "root replaced a host file through the planted link")
+}
+
 // With an engine user, the engine and the tools it runs are that user: a
 // file only the executor's user may read (its NATS credentials) is out of
 // a workflow's reach. The test runs as root, as CI does.

@@ -118,6 +118,13 @@ func resolveLinks(dir, root string) error {
 	if err != nil {
 		return err
 	}
+	// Every change goes through the run's directory as a root: no link
+	// planted below dir leads root out of it.
+	rootDir, err := os.OpenRoot(realRoot)
+	if err != nil {
+		return err
+	}
+	defer rootDir.Close()
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.Type()&fs.ModeSymlink == 0 {
 			return err
@@ -132,7 +139,11 @@ func resolveLinks(dir, root string) error {
 		if real, err := filepath.EvalSymlinks(filepath.Dir(p)); err != nil || within(target, real) {
 			return err // a link to a directory that holds it: a cycle, left as it is
 		}
-		if err := os.Remove(p); err != nil {
+		pIn, err := relIn(root, p)
+		if err != nil {
+			return err
+		}
+		if err := rootDir.Remove(pIn); err != nil {
 			return err
 		}
 		return filepath.WalkDir(target, func(src string, d fs.DirEntry, err error) error {
@@ -140,12 +151,16 @@ func resolveLinks(dir, root string) error {
 				return err
 			}
 			rel, _ := filepath.Rel(target, src)
-			dst := filepath.Join(p, rel)
+			srcIn, err := relIn(realRoot, src)
+			if err != nil {
+				return err
+			}
+			dstIn := filepath.Join(pIn, rel)
 			switch {
 			case d.IsDir():
-				return os.MkdirAll(dst, 0o750)
+				return rootDir.MkdirAll(dstIn, 0o750)
 			case d.Type().IsRegular():
-				return linkOrCopy(src, dst)
+				return linkOrCopy(rootDir, srcIn, dstIn)
 			}
 			return nil
 		})

@@ -72,7 +72,12 @@ func snakemake() engine {
 // Files a previous attempt made count too: a retry does not redo them.
 func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 	out := map[string]any{}
-	err := filepath.WalkDir(r.inputs, func(p string, d fs.DirEntry, err error) error {
+	root, err := os.OpenRoot(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	err = filepath.WalkDir(r.inputs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -88,13 +93,21 @@ func snakemakeOutputs(r *runSpec, _ []byte) (json.RawMessage, error) {
 			return err
 		}
 		dst := filepath.Join(r.outputs, rel)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		srcIn, err := relIn(r.dir, p)
+		if err != nil {
 			return err
 		}
-		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		dstIn, err := relIn(r.dir, dst)
+		if err != nil {
 			return err
 		}
-		if err := linkOrCopy(p, dst); err != nil {
+		if err := root.MkdirAll(filepath.Dir(dstIn), 0o750); err != nil {
+			return err
+		}
+		if err := root.Remove(dstIn); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := linkOrCopy(root, srcIn, dstIn); err != nil {
 			return err
 		}
 		out[filepath.ToSlash(rel)] = map[string]any{
