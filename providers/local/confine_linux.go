@@ -54,47 +54,39 @@ func (s *noNewPrivsStarter) start(cmd *exec.Cmd) error {
 	return <-errc
 }
 
-// killAllOf sends SIGKILL to every process of uid: from a thread of its
-// own that takes uid as its real, effective and saved user id, kill(-1)
-// reaches exactly the processes of uid (the kernel lets a process signal
-// those whose real or saved id is its real or effective one), whatever
-// they did to hide from a look through /proc: one that forks and exits
-// over and over cannot escape, for the kernel fails a fork whose parent
-// has SIGKILL pending. It is tried until none is left to signal (ESRCH),
-// a few times at most: the dead may stay, as zombies, until reaped.
+// killAllOf sends SIGKILL to every process of uid, and makes sure none is
+// left. A child that runs as uid has its shell's kill send SIGKILL to
+// every process it may signal, kill(-1), which spares the child itself:
+// exactly the processes whose real or saved id is uid, whatever they did
+// to hide from a look through /proc (one that forks and exits over and
+// over cannot escape it, for the kernel fails a fork whose parent has
+// SIGKILL pending). (A child, not a thread of this process that takes uid:
+// the runtime wedges rather than ends the main thread, and that thread
+// would stay uid's, open to its processes' signals.) Then a look through
+// /proc, every thread, says whether any is left.
 func killAllOf(uid uint32) error {
 	if uid == 0 {
 		return errors.New("will not kill every process of root")
 	}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread takes uid, and must end with this
-		// goroutine rather than run another as uid.
-		runtime.LockOSThread()
-		// Raw setresuid changes this thread only (syscall.Setresuid
-		// would change every thread of the process).
-		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
-			errc <- fmt.Errorf("take uid %d: %w", uid, e)
-			return
+	for try := 0; ; try++ {
+		kill := exec.Command("/bin/sh", "-c", "kill -KILL -1")
+		kill.Env = []string{}
+		kill.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+		// Its status tells nothing: kill(-1) fails only when no process
+		// is there at all, and it is allowed to signal none.
+		if err := kill.Run(); err != nil && !errors.As(err, new(*exec.ExitError)) {
+			return fmt.Errorf("kill the processes of uid %d: %w", uid, err)
 		}
-		for try := 0; ; try++ {
-			pid := -1
-			_, _, e := syscall.RawSyscall(syscall.SYS_KILL, uintptr(pid), uintptr(syscall.SIGKILL), 0)
-			switch {
-			case e == syscall.ESRCH:
-				errc <- nil
-				return
-			case e != 0:
-				errc <- fmt.Errorf("kill the processes of uid %d: %w", uid, e)
-				return
-			case try == 20:
-				// Signaled, and signaled again: zombies waiting to be
-				// reaped, which hold nothing.
-				errc <- nil
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
+		running, err := runningIDs()
+		if err != nil {
+			return fmt.Errorf("kill the processes of uid %d: %w", uid, err)
 		}
-	}()
-	return <-errc
+		switch {
+		case !running[uid]:
+			return nil
+		case try == 4:
+			return fmt.Errorf("processes of uid %d outlive SIGKILL", uid)
+		}
+		time.Sleep(20 * time.Millisecond) // signaled, not yet gone
+	}
 }

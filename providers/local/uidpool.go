@@ -88,12 +88,14 @@ func (p *UIDPool) acquire() (*syscall.Credential, func(), error) {
 	return nil, nil, fmt.Errorf("%w: every engine uid of %d-%d (WES_ENGINE_UIDS) is held by a run or a process", providers.ErrRetryable, p.first, p.first+p.n-1)
 }
 
-// runningIDs reads every process's user and group ids from /proc (a
-// pool id is both). A process that ends while it is read is skipped; one
+// runningIDs reads the user and group ids (a pool id is both) of every
+// thread of every process from /proc: a process whose main thread exited
+// shows as a zombie while its other threads run, and each thread has ids
+// of its own. A thread that ends while it is read is skipped; a process
 // that forks and exits over and over may be missed: killAllOf is what
 // makes sure no process of a run's id is left once the run is over.
 func runningIDs() (map[uint32]bool, error) {
-	statuses, err := filepath.Glob("/proc/[0-9]*/status")
+	statuses, err := filepath.Glob("/proc/[0-9]*/task/[0-9]*/status")
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +115,8 @@ func runningIDs() (map[uint32]bool, error) {
 	return ids, nil
 }
 
-// dead reports whether a /proc/<pid>/status is a process that ended and
-// waits to be reaped (a zombie, which holds nothing).
+// dead reports whether a /proc/<pid>/task/<tid>/status is a thread that
+// ended (of a zombie, which holds nothing, if they all did).
 func dead(status []byte) bool {
 	return bytes.Contains(status, []byte("\nState:\tZ")) || bytes.Contains(status, []byte("\nState:\tX"))
 }

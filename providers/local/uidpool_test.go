@@ -134,6 +134,16 @@ while True:
 		time.Sleep(10 * time.Millisecond)
 	}
 	require.Error(t, killAllOf(0), "never every process of root")
+
+	// A process of the id it may not signal (the id is its group only):
+	// it is said to be left, so that the id is withheld.
+	const gid = 200601
+	stuck := exec.Command("sleep", "30")
+	stuck.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: gid, Groups: []uint32{}}}
+	require.NoError(t, stuck.Start())
+	defer func() { stuck.Process.Kill(); stuck.Wait() }()
+	require.Eventually(t, func() bool { return liveProcessesOf(t, gid) > 0 }, 5*time.Second, 10*time.Millisecond)
+	require.ErrorContains(t, killAllOf(gid), "outlive")
 }
 
 // liveProcessesOf counts the processes of uid that are not zombies.
