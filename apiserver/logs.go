@@ -26,7 +26,13 @@ func (h *handlers) getLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := events.LogKey(run.ID, v["stream"])
-	if r.URL.Query().Get("follow") == "true" && r.Method != http.MethodHead {
+	if r.URL.Query().Get("follow") == "true" {
+		if r.Method == http.MethodHead {
+			// What a GET would start with, without following the log.
+			followHeaders(w)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
 		h.followLog(w, r, run.ID, key)
 		return
 	}
@@ -111,9 +117,7 @@ const followInterval = time.Second
 // and everything it wrote was sent.
 func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key string) {
 	ctx := r.Context()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
+	followHeaders(w)
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	var sent int64
@@ -159,6 +163,13 @@ func (h *handlers) followLog(w http.ResponseWriter, r *http.Request, runID, key 
 		case <-time.After(followInterval):
 		}
 	}
+}
+
+// followHeaders are a followed log's.
+func followHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
 }
 
 // readErrs is a reader that keeps its last error, to tell a failed read
