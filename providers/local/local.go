@@ -223,6 +223,9 @@ func (p *Provider) Run(ctx context.Context, job providers.Job, rep providers.Rep
 	if err := stopEarlierAttempts(job.RunID, job.Attempt); err != nil {
 		return providers.Result{}, fmt.Errorf("%w: %w", providers.ErrRetryable, err)
 	}
+	if err := p.takeBackLeftDir(job.Dir); err != nil {
+		return providers.Result{}, fmt.Errorf("%w: take the run's directory back from an earlier attempt's engine user: %w", providers.ErrRetryable, err)
+	}
 	r, err := p.prepare(job, d.engine)
 	if err != nil {
 		return providers.Result{}, err
@@ -698,6 +701,24 @@ func openFresh(path string) (*os.File, error) {
 		return nil, err
 	}
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+}
+
+// takeBackLeftDir takes back a run's directory that an earlier attempt's
+// engine user still holds: its executor stopped (crashed) with the run
+// going, before it took the directory back. The id's processes, if it is
+// a pool id no run of this executor holds, are killed first, so that none
+// changes the directory while it is taken back.
+func (p *Provider) takeBackLeftDir(dir string) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil || st.Uid == uint32(os.Geteuid()) {
+		return nil // not there yet, or ours
+	}
+	if pool := p.cfg.EngineUIDs; pool != nil && pool.contains(st.Uid) && !pool.holds(st.Uid) {
+		if err := killAllOf(st.Uid); err != nil {
+			return err
+		}
+	}
+	return chownTree(dir, os.Geteuid(), os.Getegid(), true)
 }
 
 // engineUserOf returns the user engines run as, for checks that hold for

@@ -55,6 +55,16 @@ func NewUIDPool(first, last uint32) (*UIDPool, error) {
 	return &UIDPool{first: first, n: n, starter: starter, running: runningIDs, next: rand.Uint32N(n), held: map[uint32]bool{}}, nil
 }
 
+// contains reports whether id is one of the pool's.
+func (p *UIDPool) contains(id uint32) bool { return id >= p.first && id-p.first < p.n }
+
+// holds reports whether a run holds id now.
+func (p *UIDPool) holds(id uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held[id]
+}
+
 // start starts an engine with no_new_privs.
 func (p *UIDPool) start(cmd *exec.Cmd) error { return p.starter.start(cmd) }
 

@@ -163,3 +163,38 @@ func liveProcessesOf(t *testing.T, uid uint32) int {
 	}
 	return n
 }
+
+// A run's directory that an earlier attempt's engine user still holds (its
+// executor crashed) is taken back before the next attempt touches it, and
+// that pool id's processes, which could change it meanwhile, are killed.
+func TestALeftDirectoryIsTakenBack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: switching users takes root; .ci/run runs as root")
+	}
+	t.Parallel()
+	const id = 200650
+	pool, err := NewUIDPool(id, id+9)
+	require.NoError(t, err)
+	p := New(Config{PATH: os.Getenv("PATH"), EngineUIDs: pool}, nil)
+	dir := filepath.Join(t.TempDir(), "run")
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "work"), 0o750))
+	require.NoError(t, chownTree(dir, id, id, false))
+	left := exec.Command("sleep", "30")
+	left.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}}
+	require.NoError(t, left.Start())
+	exited := make(chan struct{})
+	go func() { left.Wait(); close(exited) }()
+
+	require.NoError(t, p.takeBackLeftDir(dir))
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the earlier attempt's process still runs")
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "work")} {
+		var st syscall.Stat_t
+		require.NoError(t, syscall.Stat(d, &st))
+		require.Zero(t, st.Uid, "%s is root's again", d)
+	}
+	require.NoError(t, p.takeBackLeftDir(filepath.Join(t.TempDir(), "none")), "no directory yet: nothing to do")
+}
