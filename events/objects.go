@@ -309,15 +309,6 @@ func retentionRewrite(maxAge time.Duration) time.Duration {
 	return maxAge / 2
 }
 
-// Stored returns the size stored last, or false if the object is not
-// known to hold what this writer stored.
-func (g *GrowingObject) Stored() (int64, bool) {
-	if !g.known || g.cur == nil {
-		return 0, false
-	}
-	return int64(g.cur.info.Size), true
-}
-
 // append stores what r holds, size bytes, as more chunks of cur's object.
 func (g *GrowingObject) append(ctx context.Context, cur *stored, r *io.SectionReader) (*stored, error) {
 	info := *cur.info

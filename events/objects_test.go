@@ -23,7 +23,7 @@ import (
 // size; a replaced object's chunks are purged, whoever wrote it.
 func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 	f := setup(t)
-	stream, chunksOf, infosOf := objectsStream(t, f)
+	stream, chunksOf, infosOf := objectsStream(t, f.ctx, f.js, f.names.ObjectsBucket())
 	for _, tc := range []struct {
 		size, chunk int
 		wantChunks  uint32
@@ -116,24 +116,24 @@ func TestPutObjectIsReadAsAnyObject(t *testing.T) {
 	})
 }
 
-// objectsStream returns the objects stream and counters of what it holds:
-// the chunks of an object (by its NUID), and the infos stored under a name.
-func objectsStream(t *testing.T, f busFixture) (stream jetstream.Stream, chunksOf func(nuid string) uint64, infosOf func(name string) uint64) {
+// objectsStream returns the objects stream of bucket and counters of what
+// it holds: the chunks of an object (by its NUID), and the infos stored
+// under a name.
+func objectsStream(t *testing.T, ctx context.Context, js jetstream.JetStream, bucket string) (stream jetstream.Stream, chunksOf func(nuid string) uint64, infosOf func(name string) uint64) {
 	t.Helper()
-	stream, err := f.js.Stream(f.ctx, "OBJ_"+f.names.ObjectsBucket())
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
 	require.NoError(t, err)
 	chunksOf = func(nuid string) uint64 {
-		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(fmt.Sprintf("$O.%s.C.%s", f.names.ObjectsBucket(), nuid)))
+		t.Helper()
+		subject := fmt.Sprintf("$O.%s.C.%s", bucket, nuid)
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
 		require.NoError(t, err)
-		var n uint64
-		for _, c := range info.State.Subjects {
-			n += c
-		}
-		return n
+		return info.State.Subjects[subject]
 	}
 	infosOf = func(name string) uint64 {
-		subject := fmt.Sprintf("$O.%s.M.%s", f.names.ObjectsBucket(), base64.URLEncoding.EncodeToString([]byte(name)))
-		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(subject))
+		t.Helper()
+		subject := fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
 		require.NoError(t, err)
 		return info.State.Subjects[subject]
 	}
@@ -148,7 +148,7 @@ func objectsStream(t *testing.T, f busFixture) (stream jetstream.Stream, chunksO
 func TestAGrowingObjectIsAppendedTo(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	stream, chunksOf, infosOf := objectsStream(t, f)
+	stream, chunksOf, infosOf := objectsStream(t, f.ctx, f.js, f.names.ObjectsBucket())
 	const name = "runs/g/logs/stdout"
 	var log []byte
 	g := f.bus.GrowingObject(name, true)
@@ -290,15 +290,7 @@ func TestAGrowingObjectOutlivesNoneOfItsChunks(t *testing.T) {
 	bus, nc := eventstest.Bus(t, "GROWEXP", events.Config{ObjectRetention: retention})
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	stream, err := js.Stream(ctx, "OBJ_"+bus.Names.ObjectsBucket())
-	require.NoError(t, err)
-	chunksOf := func(nuid string) uint64 {
-		t.Helper()
-		subject := fmt.Sprintf("$O.%s.C.%s", bus.Names.ObjectsBucket(), nuid)
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
-		require.NoError(t, err)
-		return info.State.Subjects[subject]
-	}
+	_, chunksOf, _ := objectsStream(t, ctx, js, bus.Names.ObjectsBucket())
 	type log struct {
 		name  string
 		g     *events.GrowingObject
